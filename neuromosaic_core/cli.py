@@ -1,0 +1,170 @@
+"""Console scripts: ``neuromosaic`` (the Hydra app) and ``neuromosaic-plugins``.
+
+Start-up stays light: plugin discovery and config composition import no torch; the heavy parts
+run in the trial harness's own processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from neuromosaic_core.errors import DuplicateComponentError, NeuromosaicError
+from neuromosaic_core.plugins import PluginSystem
+
+_SYSTEM: PluginSystem | None = None
+
+
+def _die(message: str, code: int = 2) -> None:
+    print(f"neuromosaic: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``neuromosaic [hydra flags] [key=value ...]``: run a search with the composed configuration."""
+    from neuromosaic_core.config import preflight, register_config_nodes, split_args, with_env_overrides
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        system = PluginSystem.load()
+    except DuplicateComponentError as exc:
+        _die(str(exc))
+        return
+    for name, error in system.errors().items():
+        print(f"neuromosaic: warning: plugin {name!r} failed to load and is ignored: {error}", file=sys.stderr)
+    register_config_nodes(system)
+    args = with_env_overrides(args)
+    overrides, check = split_args(args)
+    if check:
+        try:
+            preflight(overrides, system)
+        except NeuromosaicError as exc:
+            _die(str(exc), exc.exit_code)
+    global _SYSTEM
+    _SYSTEM = system
+    sys.argv = [sys.argv[0] if sys.argv else "neuromosaic", *args]
+    _hydra_app()()
+
+
+def _hydra_app() -> Any:
+    import hydra
+
+    @hydra.main(config_path="pkg://neuromosaic_core.conf", config_name="config", version_base=None)
+    def neuromosaic(cfg: Any) -> None:
+        assert _SYSTEM is not None
+        run_search(cfg, _SYSTEM)
+
+    return neuromosaic
+
+
+def run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
+    """One Hydra job: check the config, build the components, run the search, print the results."""
+    debug = bool(cfg.get("debug", False)) if hasattr(cfg, "get") else False
+    try:
+        return _run_search(cfg, system)
+    except NeuromosaicError as exc:
+        if exc.exit_code == 0:
+            return None
+        _die(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _die("interrupted; finished trials are stored: run the same command again to resume", 130)
+    except Exception as exc:
+        if debug:
+            raise
+        _die(f"unexpected {type(exc).__name__}: {exc} (rerun with debug=true for the traceback)", 1)
+    return None
+
+
+def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
+    from hydra.core.hydra_config import HydraConfig
+    from loguru import logger
+    from rich.console import Console
+
+    from neuromosaic_core.config import resolve
+    from neuromosaic_core.display import print_summary
+    from neuromosaic_core.logs import configure_logging
+    from neuromosaic_core.orchestrator import ExperimentAlreadyDone, Orchestrator
+
+    resolved = resolve(cfg, system)
+    core = resolved.core
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    configure_logging(core.log.level, core.log.json, run_dir / "neuromosaic.log")
+    components = build_components(resolved, system)
+    orchestrator = Orchestrator(core, components, run_dir, hook=system.pm.hook, config=resolved.raw,
+                                show_progress=not core.log.json)
+    console = Console()
+    try:
+        summary = asyncio.run(orchestrator.run(resolved.settings("runner")))
+    except ExperimentAlreadyDone as exc:
+        logger.bind(experiment=core.experiment.name).info(str(exc))
+        summary = orchestrator.finalize()
+    finally:
+        components.storage.close()
+    print_summary(getattr(orchestrator, "top", []), core.search.metric,
+                  f"Best architectures of {core.experiment.name} ({summary['trials']['completed']} completed, "
+                  f"{summary['trials']['failed']} failed, {summary['trials']['invalid']} invalid)", console)
+    console.print(f"results: {run_dir / 'summary.json'}")
+    if summary.get("stopped") == "max_failures":
+        raise NeuromosaicError("the search stopped after search.max_failures consecutive failures; see the log above")
+    return summary
+
+
+def build_components(resolved: Any, system: PluginSystem) -> Any:
+    """Instantiate the selected components with their checked settings."""
+    from neuromosaic_core.orchestrator import Components
+
+    def make(kind: str, **kwargs: Any) -> Any:
+        component, settings = resolved.components[kind]
+        return component.factory(settings=settings, **kwargs)
+
+    core = resolved.core
+    encoder = make("encoder")
+    codegen_name = resolved.component("codegen").name
+    fallback = None
+    if codegen_name != "template" and "template" in system.names("codegen"):
+        template = system.get("codegen", "template")
+        fallback = template.factory(settings=template.default_settings())
+    return Components(
+        strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric, maximize=True),
+        encoder=encoder,
+        codegen=make("codegen"),
+        codegen_name=codegen_name,
+        fallback=fallback,
+        runner=make("runner"),
+        storage=make("storage"),
+        task=make("task"),
+        task_settings=resolved.settings("task"),
+        visualizers=[(c.name, c.factory(settings=s)) for c, s in resolved.visualizers],
+    )
+
+
+def plugins_main(argv: list[str] | None = None) -> None:
+    """``neuromosaic-plugins [--json]``: list installed plugins; exit 1 when one fails to load."""
+    parser = argparse.ArgumentParser(prog="neuromosaic-plugins", description="List Neuromosaic plugins and what they register.")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        system = PluginSystem.load()
+    except DuplicateComponentError as exc:
+        print(f"neuromosaic-plugins: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    listing = system.listing()
+    if args.json:
+        print(json.dumps(listing, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Neuromosaic plugins")
+        for column in ("plugin", "distribution", "version", "components", "hooks"):
+            table.add_column(column)
+        for p in listing:
+            comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(p["components"].items()))
+            table.add_row(p["name"], p["distribution"] or "-", p["version"] or "-",
+                          f"[red]failed: {p['error']}[/red]" if p["error"] else comps, ", ".join(p["hooks"]))
+        Console().print(table)
+    sys.exit(1 if system.errors() else 0)

@@ -1,0 +1,217 @@
+"""Configuration: plugin config nodes, environment overrides and the pre-flight check.
+
+- Every registered component's settings class becomes a Hydra config node in its kind's group
+  (``strategy/random``, ``runner/local``...), stored in Hydra's ConfigStore from the plugin
+  registry: installing a plugin makes its option selectable with no edit to ``conf/``, and a
+  disabled plugin's options disappear.
+- Precedence: command line > environment variables > config files > defaults. The documented
+  variables in :data:`ENV_OVERRIDES` are turned into overrides placed before the user's own.
+- Before Hydra starts a job, the command line is composed and checked here, so an unknown
+  component, an unknown key or a wrongly typed value exits with one line naming the key, the bad
+  value and the valid choices — before any work or output directory exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+import attrs
+
+from neuromosaic_core.errors import ConfigError, UnknownComponentError
+from neuromosaic_core.model import converter
+from neuromosaic_core.plugins import Component, PluginSystem
+from neuromosaic_core.settings import CoreSettings, structure_settings
+
+CONFIG_MODULE = "neuromosaic_core.conf"
+CONFIG_NAME = "config"
+#: Config groups filled by plugins (visualizers are a list of names instead).
+GROUPS = ("strategy", "encoder", "codegen", "runner", "storage", "task")
+
+#: Documented environment variables and the setting each one sets.
+ENV_OVERRIDES = {
+    "NEUROMOSAIC_EXPERIMENT_NAME": "experiment.name",
+    "NEUROMOSAIC_SEARCH_TRIALS": "search.trials",
+    "NEUROMOSAIC_RUNNER_WORKERS": "runner.workers",
+    "NEUROMOSAIC_STORAGE_URL": "storage.url",
+    "NEUROMOSAIC_LOG_JSON": "log.json",
+    "NEUROMOSAIC_DEBUG": "debug",
+}
+
+#: Hydra flags that take a value (``--cfg job``), so the value is not mistaken for an override.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                     "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+_NO_PREFLIGHT = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
+
+
+def register_config_nodes(system: PluginSystem) -> None:
+    """Store one config node per registered component in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group in GROUPS:
+        for name in system.names(group):
+            component = system.get(group, name)
+            settings = component.default_settings()
+            node = {"name": name, **(converter.unstructure(settings) if settings is not None else {})}
+            store.store(group=group, name=name, node=node, provider=component.plugin)
+
+
+def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
+    """Prepend overrides from the documented environment variables (the command line wins)."""
+    environ = os.environ if environ is None else environ
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
+    extra = [f"{key}={environ[var]}" for var, key in ENV_OVERRIDES.items() if var in environ and key not in given]
+    return extra + args
+
+
+def split_args(args: list[str]) -> tuple[list[str], bool]:
+    """The overrides among Hydra's arguments, and whether a pre-flight check makes sense."""
+    overrides, check = [], True
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in _NO_PREFLIGHT:
+            check = False
+        if arg.startswith("-"):
+            skip_next = arg in _FLAGS_WITH_VALUE
+            continue
+        overrides.append(arg)
+    return overrides, check
+
+
+@attrs.frozen
+class ResolvedConfig:
+    """The composed configuration, checked: core settings and one (component, settings) per group."""
+
+    core: CoreSettings
+    components: dict[str, tuple[Component, Any]]
+    visualizers: list[tuple[Component, Any]]
+    raw: dict[str, Any]
+
+    def settings(self, kind: str) -> Any:
+        return self.components[kind][1]
+
+    def component(self, kind: str) -> Component:
+        return self.components[kind][0]
+
+
+def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
+    """Check a composed config (OmegaConf or dict) against the registry and the settings classes."""
+    from omegaconf import OmegaConf
+
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    except Exception as exc:
+        raise ConfigError(f"cannot resolve the configuration: {exc}") from None
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    components: dict[str, tuple[Component, Any]] = {}
+    for group in GROUPS:
+        node = dict(raw.get(group) or {})
+        name = node.pop("name", None)
+        if name is None:
+            raise ConfigError(f"no {group} selected; choose one of: {', '.join(system.names(group)) or 'none installed'}")
+        component = system.get(group, str(name))
+        settings = structure_settings(node, component.settings, group) if component.settings else None
+        components[group] = (component, settings)
+    core = structure_settings({k: v for k, v in raw.items() if k not in GROUPS}, CoreSettings, "")
+    visualizers = []
+    for name in core.visualizers:
+        component = system.get("visualizer", name)
+        visualizers.append((component, component.default_settings()))
+    storage_component, storage_settings = components["storage"]
+    schemes = storage_component.metadata.get("url_schemes")
+    url = getattr(storage_settings, "url", None)
+    if schemes and url is not None:
+        scheme = urlparse(url).scheme.split("+")[0]
+        if scheme not in schemes:
+            raise ConfigError(f"storage.url={url!r}: storage {storage_component.name!r} serves {', '.join(schemes)} URLs")
+    return ResolvedConfig(core, components, visualizers, raw)
+
+
+# -- pre-flight ----------------------------------------------------------------------------
+
+_MISSING = re.compile(r"Could not find '([^'/]+)/([^']+)'")
+_NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")
+
+
+def _compose(overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
+        return compose(config_name=CONFIG_NAME, overrides=overrides)
+
+
+def _hydra_error(exc: Exception, system: PluginSystem, base: Any) -> ConfigError:
+    text = str(exc)
+    missing = _MISSING.search(text)
+    if missing and missing.group(1) in GROUPS:
+        group, name = missing.groups()
+        return UnknownComponentError(group, name, system.names(group))
+    bad_key = _NOT_IN_STRUCT.search(text)
+    if bad_key:
+        key = bad_key.group(1)
+        parent_path, _, leaf = key.rpartition(".")
+        parent = base
+        for part in parent_path.split(".") if parent_path else []:
+            parent = parent.get(part) if parent is not None and hasattr(parent, "get") else None
+        valid = ", ".join(sorted(parent.keys())) if parent is not None and hasattr(parent, "keys") else "none"
+        return ConfigError(f"unknown key {key!r} (valid keys under {parent_path or 'the top level'!r}: {valid})")
+    return ConfigError(text.strip().splitlines()[0])
+
+
+def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """One override list per sweep value (others at their first value), enough to check each value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    firsts, choices = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            values = [str(v) for v in o.sweep_string_iterator()]
+            firsts.append(f"{o.get_key_element()}={values[0]}")
+            choices.append((len(firsts) - 1, o.get_key_element(), values[1:]))
+        else:
+            firsts.append(o.input_line)
+    runs = [firsts]
+    for index, key, rest in choices:
+        for value in rest:
+            variant = list(firsts)
+            variant[index] = f"{key}={value}"
+            runs.append(variant)
+    return runs
+
+
+def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
+    """Compose and check the configuration the command line asks for; raise ConfigError."""
+    from hydra.errors import HydraException
+
+    try:
+        runs = _expand_sweeps(overrides)
+    except HydraException as exc:
+        raise ConfigError(str(exc).strip().splitlines()[0]) from None
+    resolved = None
+    for run in runs:
+        for arg in run:
+            key, _, value = arg.partition("=")
+            if key in GROUPS:
+                system.get(key, value)  # unknown component: UnknownComponentError with the choices
+        groups_only = [a for a in run if a.partition("=")[0] in GROUPS]
+        try:
+            base = _compose(groups_only)
+        except HydraException as exc:
+            raise _hydra_error(exc, system, None) from None
+        try:
+            cfg = _compose(run)
+        except HydraException as exc:
+            raise _hydra_error(exc, system, base) from None
+        checked = resolve(cfg, system)
+        resolved = resolved or checked
+    assert resolved is not None
+    return resolved

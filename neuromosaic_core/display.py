@@ -1,0 +1,71 @@
+"""What a person watching a search sees: a live progress line and a table of the best architectures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from neuromosaic_core.model import Trial
+
+
+class SearchProgress:
+    """``trial i/N · best 0.953 · failed 1 · 0:01:12`` on stderr, refreshed as trials finish."""
+
+    def __init__(self, total: int, metric: str, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.metric = metric
+        self.progress = Progress(
+            TextColumn("[bold]trial"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TextColumn("failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task_id = self.progress.add_task("search", total=total, best="-", failed=0)
+
+    def __enter__(self) -> SearchProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, completed: int, failed: int, best: float | None) -> None:
+        best_text = f"{self.metric}={best:.4f}" if best is not None else "-"
+        self.progress.update(self.task_id, completed=completed, failed=failed, best=best_text)
+
+
+def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
+    """The final table: rank, trial, family, accuracies, parameters and the layers."""
+    table = Table(title=title, title_justify="left")
+    for column, justify in (("#", "right"), ("trial", "right"), ("family", "left"), (metric, "right"),
+                            ("test_accuracy", "right"), ("params", "right"), ("architecture", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for rank, trial in enumerate(trials, 1):
+        m = trial.result.metrics if trial.result else {}
+        spec = trial.spec
+        table.add_row(
+            str(rank),
+            str(trial.number),
+            spec.family if spec else "-",
+            f"{m.get(metric, float('nan')):.4f}",
+            f"{m.get('test_accuracy', float('nan')):.4f}",
+            f"{int(m.get('params', 0)):,}",
+            spec.describe().split(": ", 1)[-1] if spec else "-",
+        )
+    return table
+
+
+def print_summary(trials: Sequence[Trial], metric: str, title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    if not trials:
+        console.print(f"{title}: no completed trials.")
+        return
+    console.print(best_table(trials, metric, title))

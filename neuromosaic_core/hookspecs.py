@@ -1,0 +1,116 @@
+"""Hook specifications of the ``neuromosaic`` plugin project (pluggy).
+
+A plugin is a module (or object) with functions marked ``@neuromosaic_core.hookimpl``, published
+under the entry-point group ``neuromosaic``::
+
+    [project.entry-points.neuromosaic]
+    random = "neuromosaic_strategy_random"
+
+**Registration hooks** receive a ``register`` callback; one plugin may call it several times::
+
+    register(name, factory, settings=SettingsClass, description="...", **metadata)
+
+- ``name``: what users type on the command line (``strategy=<name>``); unique per kind.
+- ``factory``: a callable building the component (keep heavy imports inside it). Its arguments
+  per kind are documented on each hook.
+- ``settings``: an attrs class with defaults; its fields become the component's config node
+  (``strategy.<field>``) and the composed node is structured into it with cattrs, so wrong keys
+  and types fail before any work starts.
+- ``metadata``: kind-specific extras (storage: ``url_schemes``).
+
+**Observer hooks** are called on every plugin, in no particular order; their return values are
+ignored. They must be quick and must not raise (an exception is logged and swallowed).
+
+Add new hook arguments only at the end; never give a hookimpl argument a default (pluggy does
+not pass it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "neuromosaic"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[..., None]
+
+
+@hookspec
+def register_search_strategies(register: Register) -> None:
+    """Register search strategies. Factory: ``factory(space, seed, settings, metric, maximize)``
+    returning a :class:`~neuromosaic_core.interfaces.SearchStrategy`."""
+
+
+@hookspec
+def register_encoders(register: Register) -> None:
+    """Register architecture encoders. Factory: ``factory(settings)`` returning an
+    :class:`~neuromosaic_core.interfaces.ArchitectureEncoder`."""
+
+
+@hookspec
+def register_codegen_providers(register: Register) -> None:
+    """Register code generators (LLM providers and templates). Factory: ``factory(settings)``
+    returning a :class:`~neuromosaic_core.interfaces.CodeGenProvider`."""
+
+
+@hookspec
+def register_runners(register: Register) -> None:
+    """Register runners. Factory: ``factory(settings)`` returning a
+    :class:`~neuromosaic_core.interfaces.Runner`. The settings class must have ``workers`` and
+    ``timeout`` fields (subclass :class:`neuromosaic_core.settings.RunnerSettings`)."""
+
+
+@hookspec
+def register_storage_backends(register: Register) -> None:
+    """Register storage backends. Factory: ``factory(settings)`` returning a
+    :class:`~neuromosaic_core.interfaces.ResultsDB`; the settings class has a ``url`` field
+    (subclass :class:`neuromosaic_core.settings.StorageSettings`). Metadata ``url_schemes``: the
+    URL schemes it serves, e.g. ``("sqlite", "postgresql")``."""
+
+
+@hookspec
+def register_visualizers(register: Register) -> None:
+    """Register visualizers. Factory: ``factory(settings)`` returning a
+    :class:`~neuromosaic_core.interfaces.Visualizer`."""
+
+
+@hookspec
+def register_tasks(register: Register) -> None:
+    """Register tasks (data sets). Factory: ``factory(settings)`` returning a
+    :class:`~neuromosaic_core.interfaces.Task`."""
+
+
+@hookspec
+def experiment_started(experiment: Any, config: Any) -> None:
+    """An experiment (:class:`~neuromosaic_core.model.Experiment`) starts or resumes, with its
+    composed configuration (a plain dict)."""
+
+
+@hookspec
+def trial_started(trial: Any) -> None:
+    """A trial (:class:`~neuromosaic_core.model.Trial`) was stored and handed to the runner."""
+
+
+@hookspec
+def trial_finished(trial: Any) -> None:
+    """A trial ended (completed, failed or invalid); ``trial.result`` holds its result."""
+
+
+@hookspec
+def experiment_finished(experiment: Any, summary: Any) -> None:
+    """An experiment ended; ``summary`` is the dict written to ``summary.json``."""
+
+
+REGISTRATION_HOOKS = {
+    "strategy": "register_search_strategies",
+    "encoder": "register_encoders",
+    "codegen": "register_codegen_providers",
+    "runner": "register_runners",
+    "storage": "register_storage_backends",
+    "visualizer": "register_visualizers",
+    "task": "register_tasks",
+}

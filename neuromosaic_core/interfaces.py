@@ -1,0 +1,218 @@
+"""The extension points: one small base class per component kind, its contract in the docstring.
+
+A plugin registers a *factory* for each component (see :mod:`neuromosaic_core.hookspecs`); the
+factory returns an instance of one of these classes. Contract test suites for each live in
+:mod:`neuromosaic_core.testing`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from neuromosaic_core.model import (
+    ArchitectureSpec,
+    ArchitectureVector,
+    Experiment,
+    SearchSpace,
+    TrainingSettings,
+    Trial,
+    TrialResult,
+    TrialStatus,
+)
+
+
+class SearchStrategy(abc.ABC):
+    """ISearchStrategy: batch ask/tell, synchronous, usable as a plain library.
+
+    Contract:
+    - ``suggest_architectures(n)`` returns ``n`` vectors of the space (canonical form), none equal
+      to another pending suggestion (suggested and not yet told) unless the space is exhausted.
+    - ``update_with_results`` accepts any mix of completed and failed results; a failed result
+      (``result.ok`` false, no metrics) must not stall the search.
+    - Results may arrive in any order and for vectors the strategy never suggested (a resumed
+      experiment replays its stored history this way).
+    - The score is ``result.metrics[self.metric]``, to be maximised when ``self.maximize``.
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True) -> None:
+        self.space = space
+        self.seed = seed
+        self.metric = metric
+        self.maximize = maximize
+
+    def get_search_space(self) -> SearchSpace:
+        return self.space
+
+    @abc.abstractmethod
+    def suggest_architectures(self, n: int) -> list[ArchitectureVector]:
+        """Propose ``n`` architectures to evaluate next."""
+
+    @abc.abstractmethod
+    def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
+        """Learn from finished trials."""
+
+
+class ArchitectureEncoder(abc.ABC):
+    """IArchitectureEncoder: a search space and the two-way map between its vectors and specs.
+
+    Contract: for every ``v`` in the space, ``encode(decode(v)) == space.canonicalize(v)`` and for
+    every ``spec = decode(v)``, ``decode(encode(spec)) == spec``.
+    """
+
+    @abc.abstractmethod
+    def search_space(self) -> SearchSpace:
+        """The space this encoder decodes."""
+
+    @abc.abstractmethod
+    def decode(self, vector: ArchitectureVector) -> ArchitectureSpec:
+        """Vector to spec. Raises ``ValueError`` for a vector outside the space."""
+
+    @abc.abstractmethod
+    def encode(self, spec: ArchitectureSpec) -> ArchitectureVector:
+        """Spec to canonical vector. Raises ``ValueError`` for a spec this encoder cannot express."""
+
+    def validate(self, vector: ArchitectureVector) -> bool:
+        return self.search_space().contains(vector)
+
+
+@attrs.frozen
+class CodeGenRequest:
+    """What a code generator is asked: write ``class Net`` for ``spec`` on a task's shapes.
+
+    ``feedback`` and ``previous_code`` are set on a repair attempt: the validator's complaint about
+    the previous answer.
+    """
+
+    spec: ArchitectureSpec
+    input_shape: tuple[int, ...]
+    num_classes: int
+    feedback: str | None = None
+    previous_code: str | None = None
+
+
+class CodeGenProvider(abc.ABC):
+    """ICodeGenProvider: turns a spec into the source of a Python module defining ``class Net``.
+
+    The answer may contain prose or markdown fences (LLMs do); the core extracts and validates the
+    code. The generated-code contract is in ``docs/generated-code.md``.
+    """
+
+    @abc.abstractmethod
+    def generate_code(self, request: CodeGenRequest) -> str:
+        """Return source code (or an answer containing it)."""
+
+
+@attrs.frozen
+class TrialJob:
+    """Everything a runner needs to run the trial harness for one trial (JSON-serialisable).
+
+    Paths are absolute. The harness writes its :class:`~neuromosaic_core.model.TrialResult` as JSON
+    to ``result_path``.
+    """
+
+    trial_id: int
+    experiment: str
+    code_path: str
+    data_path: str
+    result_path: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    training: TrainingSettings
+    weights_path: str | None = None
+    timeout_s: float = 600.0
+
+
+class Runner(abc.ABC):
+    """IEnvironmentManager: executes the trial harness in isolation, asynchronously.
+
+    Contract:
+    - ``await run_trial(job)`` returns one :class:`TrialResult` per job, never raises for a trial's
+      own failure (crash, timeout and bad code come back as failed results).
+    - Cancelling the awaiting task stops the trial and frees its resources.
+    - ``workers`` trials may run at once.
+    - A trial cut off by an orchestrator crash is never re-attached: it is re-run on resume.
+    """
+
+    workers: int = 1
+
+    @abc.abstractmethod
+    async def run_trial(self, job: TrialJob) -> TrialResult:
+        """Run one trial to completion (or failure)."""
+
+    async def close(self) -> None:
+        """Release resources (processes, containers, clusters)."""
+
+
+class ResultsDB(abc.ABC):
+    """IResultsDB: the repository of experiments and trials, chosen by URL.
+
+    Contract: every trial is stored before it runs and updated when it ends; ``find_reusable``
+    returns a completed trial with the same reuse key (architecture, task, training settings).
+    """
+
+    schema_version: int
+
+    @abc.abstractmethod
+    def get_experiment(self, name: str) -> Experiment | None: ...
+
+    @abc.abstractmethod
+    def create_experiment(self, experiment: Experiment) -> Experiment: ...
+
+    @abc.abstractmethod
+    def list_experiments(self) -> list[Experiment]: ...
+
+    @abc.abstractmethod
+    def save_trial(self, trial: Trial) -> Trial:
+        """Insert (``trial.id`` is None, an id is assigned) or update a trial."""
+
+    @abc.abstractmethod
+    def list_trials(self, experiment: str, status: TrialStatus | None = None) -> list[Trial]:
+        """Trials of an experiment in creation order."""
+
+    @abc.abstractmethod
+    def find_reusable(self, reuse_key: str) -> Trial | None:
+        """A completed trial (any experiment) with this reuse key, or None."""
+
+    def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy") -> list[Trial]:
+        """The ``k`` completed trials with the highest ``metric``."""
+        done = [t for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result and metric in t.result.metrics]
+        return sorted(done, key=lambda t: t.result.metrics[metric], reverse=True)[:k]  # type: ignore[union-attr]
+
+    def mark_interrupted(self, experiment: str) -> list[Trial]:
+        """Mark trials left pending/running by a crash as interrupted and return them (to re-run)."""
+        stale = [t for t in self.list_trials(experiment) if t.status in (TrialStatus.PENDING, TrialStatus.RUNNING)]
+        for t in stale:
+            t.status = TrialStatus.INTERRUPTED
+            self.save_trial(t)
+        return stale
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class Visualizer(abc.ABC):
+    """IVisualizer: renders trials of one experiment to files in ``out_dir`` and returns their paths."""
+
+    @abc.abstractmethod
+    def plot_performance_landscape(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy") -> list[Path]: ...
+
+
+class Task(abc.ABC):
+    """ITask: a data set with a fixed shape contract.
+
+    ``prepare_data`` writes ``x_train``, ``y_train``, ``x_test``, ``y_test`` (float32 features,
+    int64 labels) to an ``.npz`` file in ``directory`` once per run; every trial reads that file.
+    The validation split is carved from the training data by the harness (``val_fraction``).
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    metrics: tuple[str, ...] = ("val_accuracy", "test_accuracy", "test_loss")
+
+    @abc.abstractmethod
+    def prepare_data(self, directory: Path) -> Path: ...

@@ -1,0 +1,176 @@
+"""Typed settings: the core's own sections and the base classes of component settings.
+
+The composed Hydra config is structured into these attrs classes with a strict cattrs converter,
+so a wrong key or type fails before any work starts, with one line naming the key, the bad
+value and what is valid.
+"""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+import attrs
+import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+from neuromosaic_core.constraints import Constraints
+from neuromosaic_core.errors import ConfigError
+from neuromosaic_core.model import TrainingSettings
+
+Workers = Union[int, Literal["auto"]]
+KeepWeights = Union[int, Literal["all"]]
+
+
+@attrs.frozen
+class RunnerSettings:
+    """Base of every runner's settings: how many trials at once, and the per-trial time limit."""
+
+    workers: Workers = "auto"
+    timeout: float = 600.0
+
+    def resolved_workers(self) -> int:
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return int(self.workers)
+
+
+@attrs.frozen
+class StorageSettings:
+    """Base of every storage backend's settings: where the database is, as a URL."""
+
+    url: str = "sqlite:///neuromosaic.db"
+
+
+@attrs.frozen
+class ExperimentSettings:
+    name: str
+    seed: int = 0
+
+
+@attrs.frozen
+class SearchSettings:
+    """``trials`` counts completed trials; the search stops early after ``max_failures``
+    consecutive failed or invalid trials."""
+
+    trials: int = 24
+    max_failures: int = 10
+    metric: str = "val_accuracy"
+    top_k: int = 5
+    codegen_attempts: int = 3
+
+    def __attrs_post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"expected a positive number of trials, got {self.trials}")
+        if self.max_failures < 1:
+            raise ValueError(f"expected max_failures >= 1, got {self.max_failures}")
+
+
+@attrs.frozen
+class HarnessSettings:
+    """``keep_weights``: ``all`` keeps every completed trial's weights, an integer k only the best k."""
+
+    keep_weights: KeepWeights = "all"
+
+
+@attrs.frozen
+class LogSettings:
+    json: bool = False
+    level: str = "INFO"
+
+
+@attrs.frozen
+class CoreSettings:
+    """Everything in the composed config that is not a component node."""
+
+    experiment: ExperimentSettings
+    search: SearchSettings = attrs.field(factory=SearchSettings)
+    training: TrainingSettings = attrs.field(factory=TrainingSettings)
+    constraints: Constraints = attrs.field(factory=Constraints)
+    harness: HarnessSettings = attrs.field(factory=HarnessSettings)
+    log: LogSettings = attrs.field(factory=LogSettings)
+    visualizers: list[str] = attrs.field(factory=list)
+    debug: bool = False
+
+
+# -- strict converter ----------------------------------------------------------------------
+
+
+def _strict_int(value: Any, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"expected an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {value!r}") from None
+
+
+def _strict_float(value: Any, _: type) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _strict_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _strict_str(value: Any, _: type) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def _int_or_literal(value: Any, cls: Any) -> Any:
+    literal = next(a for a in typing.get_args(cls) if typing.get_origin(a) is Literal)
+    word = typing.get_args(literal)[0]
+    if value == word:
+        return word
+    try:
+        return _strict_int(value, int)
+    except ValueError:
+        raise ValueError(f"expected an integer or {word!r}, got {value!r}") from None
+
+
+config_converter = cattrs.Converter(forbid_extra_keys=True)
+config_converter.register_structure_hook(int, _strict_int)
+config_converter.register_structure_hook(float, _strict_float)
+config_converter.register_structure_hook(bool, _strict_bool)
+config_converter.register_structure_hook(str, _strict_str)
+for _union in (Workers, KeepWeights):
+    config_converter.register_structure_hook(_union, _int_or_literal)
+
+
+def _describe(exc: BaseException, _type: Any) -> str:
+    if isinstance(exc, ForbiddenExtraKeysError):
+        valid = ", ".join(a.name for a in attrs.fields(exc.cl)) or "none"
+        return f"unknown key {', '.join(sorted(exc.extra_fields))!r} (valid keys: {valid})"
+    if isinstance(exc, KeyError):
+        return "required key is missing"
+    return str(exc) or type(exc).__name__
+
+
+def structure_settings(data: Mapping[str, Any] | None, cls: type, path: str) -> Any:
+    """Structure ``data`` into ``cls``; raise :class:`ConfigError` naming the first bad key."""
+    try:
+        return config_converter.structure(dict(data or {}), cls)
+    except Exception as exc:  # cattrs raises exception groups; flatten them into one line
+        if isinstance(exc, (cattrs.BaseValidationError,)):
+            messages = cattrs.transform_error(exc, path="$", format_exception=_describe)
+            first = messages[0]
+            msg, _, where = first.rpartition(" @ ")
+            key = where.replace("$", path, 1).lstrip(".").replace("[", ".").replace("]", "")
+            if msg.startswith("unknown key"):
+                bad = msg.split("'")[1]
+                raise ConfigError(f"{key}.{bad}: {msg}") from None
+            raise ConfigError(f"{key}: {msg}") from None
+        raise ConfigError(f"{path}: {exc}") from None

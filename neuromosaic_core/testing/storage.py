@@ -1,0 +1,244 @@
+"""The contract every :class:`~neuromosaic_core.interfaces.ResultsDB` must meet, as a pytest suite.
+
+Subclass it in your plugin's tests and say how to open your storage::
+
+    from neuromosaic_core.testing.storage import StorageContract
+
+    class TestMyStorage(StorageContract):
+        def make_storage(self, tmp_path):
+            return MyResultsDB(f"sqlite:///{tmp_path / 'results.db'}")
+
+``make_storage`` is called again with the same ``tmp_path`` to check that data survives a close
+and reopen; set ``persistent = False`` for a backend that keeps nothing (an in-memory store).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from neuromosaic_core.errors import StorageError
+from neuromosaic_core.interfaces import ResultsDB
+from neuromosaic_core.model import (
+    ArchitectureSpec,
+    ArchitectureVector,
+    ErrorClass,
+    Experiment,
+    Layer,
+    Trial,
+    TrialResult,
+    TrialStatus,
+)
+
+__all__ = ["StorageContract", "make_trial"]
+
+SPEC = ArchitectureSpec(
+    "mlp",
+    (
+        Layer("linear", {"out_features": 128}),
+        Layer("gelu"),
+        Layer("dropout", {"p": 0.25}),
+        Layer("linear", {"out_features": 64, "bias": "yes"}),
+    ),
+)
+
+
+def make_trial(experiment: str, number: int, *, status: TrialStatus = TrialStatus.PENDING, reuse_key: str | None = None,
+               result: TrialResult | None = None, spec: ArchitectureSpec | None = SPEC) -> Trial:
+    """A trial with a vector that mixes ints, floats and strings (all must read back typed as saved)."""
+    vector = ArchitectureVector({"depth": number, "width": 2 ** (number % 8), "lr": 1e-3 * (number + 1),
+                                 "ratio": 1.0, "act": "gélu", "big": 2**53 + 1})
+    return Trial(experiment, number, vector, spec=spec, status=status, code=f"class Net:  # {number}\n    pass\n",
+                 result=result, reuse_key=reuse_key)
+
+
+def completed(metrics: dict[str, float], weights_path: str | None = None) -> TrialResult:
+    return TrialResult(metrics=metrics, weights_path=weights_path)
+
+
+class StorageContract:
+    """The ResultsDB contract (not collected by itself: its name does not start with ``Test``)."""
+
+    #: Whether data written before ``close()`` is there after ``make_storage`` opens it again.
+    persistent: bool = True
+
+    def make_storage(self, tmp_path: Path) -> ResultsDB:
+        """Open the storage under test; the same ``tmp_path`` must reopen the same data."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Iterator[ResultsDB]:
+        db = self.make_storage(tmp_path)
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @pytest.fixture
+    def exp(self, storage: ResultsDB) -> str:
+        storage.create_experiment(Experiment("exp", "spirals", {"seed": 1, "search": {"trials": 4}}))
+        return "exp"
+
+    # -- experiments -------------------------------------------------------------------------
+
+    def test_schema_version_is_an_int(self, storage: ResultsDB) -> None:
+        assert isinstance(storage.schema_version, int)
+
+    def test_create_and_get_experiment(self, storage: ResultsDB) -> None:
+        config = {"seed": 3, "nested": {"a": [1, 2.5, "x"], "b": None}, "flag": True}
+        created = storage.create_experiment(Experiment("e1", "spirals", config))
+        assert created.id is not None
+        got = storage.get_experiment("e1")
+        assert got is not None
+        assert (got.name, got.task, dict(got.config), got.id) == ("e1", "spirals", config, created.id)
+
+    def test_get_unknown_experiment_is_none(self, storage: ResultsDB) -> None:
+        assert storage.get_experiment("nope") is None
+
+    def test_create_existing_experiment_fails(self, storage: ResultsDB) -> None:
+        storage.create_experiment(Experiment("dup", "spirals"))
+        with pytest.raises(StorageError):
+            storage.create_experiment(Experiment("dup", "other"))
+        got = storage.get_experiment("dup")
+        assert got is not None and got.task == "spirals"
+
+    def test_list_experiments(self, storage: ResultsDB) -> None:
+        assert storage.list_experiments() == []
+        for name in ("b", "a", "c"):
+            storage.create_experiment(Experiment(name, "spirals"))
+        assert sorted(e.name for e in storage.list_experiments()) == ["a", "b", "c"]
+
+    # -- trials ------------------------------------------------------------------------------
+
+    def test_insert_assigns_id(self, storage: ResultsDB, exp: str) -> None:
+        first, second = make_trial(exp, 0), make_trial(exp, 1)
+        saved = storage.save_trial(first)
+        assert saved.id is not None and first.id == saved.id
+        storage.save_trial(second)
+        assert second.id is not None and second.id != first.id
+
+    @pytest.mark.parametrize(
+        "trial_kwargs",
+        [
+            pytest.param({}, id="pending-no-result"),
+            pytest.param({"spec": None}, id="no-spec"),
+            pytest.param({"status": TrialStatus.COMPLETED, "reuse_key": "k1",
+                          "result": completed({"val_accuracy": 0.875, "test_loss": 0.3125, "count": 3.0},
+                                              "/w/trial-1.pt")}, id="completed"),
+            pytest.param({"status": TrialStatus.COMPLETED, "result": TrialResult()}, id="empty-result"),
+            pytest.param({"status": TrialStatus.FAILED,
+                          "result": TrialResult.failure(ErrorClass.SHAPE, "mat1 and mat2 shapes cannot be multiplied\n(2x3)")},
+                         id="failed"),
+            pytest.param({"status": TrialStatus.INVALID,
+                          "result": TrialResult.failure(ErrorClass.CONSTRAINT, "")}, id="invalid-empty-message"),
+        ],
+    )
+    def test_trial_round_trips(self, storage: ResultsDB, exp: str, trial_kwargs: dict) -> None:
+        trial = make_trial(exp, 7, **trial_kwargs)
+        trial.reused_from = None
+        saved = storage.save_trial(trial)
+        [loaded] = storage.list_trials(exp)
+        assert loaded == saved
+        assert loaded.vector == trial.vector and loaded.spec == trial.spec and loaded.result == trial.result
+        assert {k: type(v) for k, v in loaded.vector.values.items()} == {k: type(v) for k, v in trial.vector.values.items()}
+        assert loaded.spec_hash == trial.spec_hash
+
+    def test_reused_from_round_trips(self, storage: ResultsDB, exp: str) -> None:
+        source = storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, result=completed({"val_accuracy": 0.5})))
+        copy = make_trial(exp, 1, status=TrialStatus.COMPLETED, result=source.result)
+        copy.reused_from = source.id
+        storage.save_trial(copy)
+        assert storage.list_trials(exp)[1].reused_from == source.id
+
+    def test_update_changes_status_and_result(self, storage: ResultsDB, exp: str) -> None:
+        trial = storage.save_trial(make_trial(exp, 0))
+        trial_id = trial.id
+        trial.status = TrialStatus.RUNNING
+        storage.save_trial(trial)
+        assert [t.status for t in storage.list_trials(exp)] == [TrialStatus.RUNNING]
+        trial.status = TrialStatus.COMPLETED
+        trial.result = completed({"val_accuracy": 0.9}, "/w/0.pt")
+        storage.save_trial(trial)
+        [loaded] = storage.list_trials(exp)
+        assert loaded.id == trial_id
+        assert loaded == trial
+
+    def test_list_trials_order_and_status_filter(self, storage: ResultsDB, exp: str) -> None:
+        storage.create_experiment(Experiment("other", "spirals"))
+        statuses = [TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.PENDING, TrialStatus.COMPLETED, TrialStatus.RUNNING]
+        numbers = [3, 0, 4, 1, 2]  # creation order, not number order, is the listing order
+        for n, s in zip(numbers, statuses, strict=True):
+            storage.save_trial(make_trial(exp, n, status=s))
+            storage.save_trial(make_trial("other", n, status=s))
+        assert [t.number for t in storage.list_trials(exp)] == numbers
+        assert all(t.experiment == exp for t in storage.list_trials(exp))
+        assert [t.number for t in storage.list_trials(exp, TrialStatus.COMPLETED)] == [3, 1]
+        assert [t.number for t in storage.list_trials(exp, TrialStatus.RUNNING)] == [2]
+        assert storage.list_trials(exp, TrialStatus.INTERRUPTED) == []
+        assert storage.list_trials("missing") == []
+
+    def test_find_reusable(self, storage: ResultsDB, exp: str) -> None:
+        assert storage.find_reusable("k") is None
+        storage.save_trial(make_trial(exp, 0, status=TrialStatus.PENDING, reuse_key="k"))
+        storage.save_trial(make_trial(exp, 1, status=TrialStatus.RUNNING, reuse_key="k"))
+        storage.save_trial(make_trial(exp, 2, status=TrialStatus.FAILED, reuse_key="k",
+                                      result=TrialResult.failure(ErrorClass.RUNTIME, "boom")))
+        storage.save_trial(make_trial(exp, 3, status=TrialStatus.COMPLETED, reuse_key="other",
+                                      result=completed({"val_accuracy": 0.1})))
+        assert storage.find_reusable("k") is None
+        storage.create_experiment(Experiment("second", "spirals"))
+        done = storage.save_trial(make_trial("second", 0, status=TrialStatus.COMPLETED, reuse_key="k",
+                                             result=completed({"val_accuracy": 0.8})))
+        found = storage.find_reusable("k")
+        assert found is not None
+        assert found == done and found.experiment == "second"
+
+    def test_mark_interrupted(self, storage: ResultsDB, exp: str) -> None:
+        storage.create_experiment(Experiment("other", "spirals"))
+        storage.save_trial(make_trial("other", 0, status=TrialStatus.RUNNING))
+        for n, s in enumerate([TrialStatus.COMPLETED, TrialStatus.PENDING, TrialStatus.RUNNING, TrialStatus.FAILED]):
+            result = completed({"val_accuracy": 0.5}) if s is TrialStatus.COMPLETED else None
+            storage.save_trial(make_trial(exp, n, status=s, result=result))
+        stale = storage.mark_interrupted(exp)
+        assert sorted(t.number for t in stale) == [1, 2]
+        assert all(t.status is TrialStatus.INTERRUPTED and t.id is not None for t in stale)
+        assert [t.status for t in storage.list_trials(exp)] == [
+            TrialStatus.COMPLETED, TrialStatus.INTERRUPTED, TrialStatus.INTERRUPTED, TrialStatus.FAILED]
+        assert [t.status for t in storage.list_trials("other")] == [TrialStatus.RUNNING]
+        assert storage.mark_interrupted(exp) == []
+
+    def test_get_best_architectures(self, storage: ResultsDB, exp: str) -> None:
+        scores = [0.5, 0.9, 0.1, 0.7, 0.3]
+        for n, score in enumerate(scores):
+            storage.save_trial(make_trial(exp, n, status=TrialStatus.COMPLETED,
+                                          result=completed({"val_accuracy": score, "test_loss": 1 - score})))
+        storage.save_trial(make_trial(exp, 10, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, "nan")))
+        storage.save_trial(make_trial(exp, 11, status=TrialStatus.RUNNING))
+        storage.save_trial(make_trial(exp, 12, status=TrialStatus.COMPLETED, result=completed({"test_loss": 0.0})))
+        assert [t.number for t in storage.get_best_architectures(exp, k=3)] == [1, 3, 0]
+        assert [t.number for t in storage.get_best_architectures(exp, k=10)] == [1, 3, 0, 4, 2]
+        assert [t.number for t in storage.get_best_architectures(exp, k=2, metric="test_loss")] == [2, 4]
+        assert storage.get_best_architectures(exp, k=3, metric="missing") == []
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def test_data_survives_close_and_reopen(self, tmp_path: Path) -> None:
+        if not self.persistent:
+            pytest.skip("this backend is not persistent")
+        db = self.make_storage(tmp_path)
+        db.create_experiment(Experiment("kept", "spirals", {"seed": 5}))
+        trial = db.save_trial(make_trial("kept", 0, status=TrialStatus.COMPLETED, reuse_key="rk",
+                                         result=completed({"val_accuracy": 0.75}, "/w/0.pt")))
+        db.close()
+        again = self.make_storage(tmp_path)
+        try:
+            got = again.get_experiment("kept")
+            assert got is not None and dict(got.config) == {"seed": 5}
+            assert again.list_trials("kept") == [trial]
+            assert again.find_reusable("rk") == trial
+            nxt = again.save_trial(make_trial("kept", 1))
+            assert nxt.id != trial.id
+        finally:
+            again.close()

@@ -1,0 +1,40 @@
+"""Neuromosaic plugin: the ``digits`` task (scikit-learn's bundled 8x8 digits, no download).
+
+Cheap to import: numpy and scikit-learn are imported by :mod:`neuromosaic_task_digits.task`,
+which the factory loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from neuromosaic_core import hookimpl
+
+__version__ = "0.1.0"
+
+
+@attrs.frozen
+class DigitsSettings:
+    """``test_fraction``: share of the 1,797 images held out as the test set (stratified);
+    ``seed``: the split's random state."""
+
+    test_fraction: float = attrs.field(default=0.2)
+    seed: int = 0
+
+    @test_fraction.validator
+    def _check_fraction(self, _attribute: Any, value: float) -> None:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"expected 0 < test_fraction < 1, got {value}")
+
+
+def factory(settings: DigitsSettings | None) -> Any:
+    from neuromosaic_task_digits.task import DigitsTask
+
+    return DigitsTask(settings if settings is not None else DigitsSettings())
+
+
+@hookimpl
+def register_tasks(register: Any) -> None:
+    register("digits", factory, settings=DigitsSettings, description="8x8 handwritten digits from scikit-learn (64 features, 10 classes)")

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from neuromosaic_task_digits import DigitsSettings, factory
+from neuromosaic_task_digits.task import DigitsTask
+
+from neuromosaic_core.interfaces import Task
+from neuromosaic_core.plugins import PluginSystem
+
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_registered_through_the_plugin_system(tmp_path):
+    import neuromosaic_task_digits
+
+    system = PluginSystem.load([("digits", neuromosaic_task_digits)], entry_points=False)
+    component = system.get("task", "digits")
+    assert component.settings is DigitsSettings
+    task = component.factory(component.default_settings())
+    assert isinstance(task, Task)
+    assert (task.name, task.input_shape, task.num_classes) == ("digits", (64,), 10)
+    assert "val_accuracy" in task.metrics
+
+
+def test_npz_shapes_dtypes_and_ranges(tmp_path):
+    path = factory(DigitsSettings()).prepare_data(tmp_path)
+    assert path.suffix == ".npz" and path.parent == tmp_path
+    data = load(path)
+    assert sorted(data) == sorted(KEYS)
+    assert data["x_train"].shape == (1437, 64) and data["x_test"].shape == (360, 64)
+    assert data["y_train"].shape == (1437,) and data["y_test"].shape == (360,)
+    assert data["x_train"].dtype == np.float32 and data["x_test"].dtype == np.float32
+    assert data["y_train"].dtype == np.int64 and data["y_test"].dtype == np.int64
+    for k in ("x_train", "x_test"):
+        assert data[k].min() >= 0.0 and data[k].max() <= 1.0
+    assert data["x_train"].max() == 1.0
+    for k in ("y_train", "y_test"):
+        assert set(np.unique(data[k])) == set(range(10))
+
+
+def test_split_is_stratified(tmp_path):
+    data = load(DigitsTask(DigitsSettings(test_fraction=0.25)).prepare_data(tmp_path))
+    train = np.bincount(data["y_train"], minlength=10) / len(data["y_train"])
+    test = np.bincount(data["y_test"], minlength=10) / len(data["y_test"])
+    assert np.abs(train - test).max() < 0.02
+
+
+def test_same_settings_give_identical_arrays(tmp_path):
+    a = load(DigitsTask(DigitsSettings(seed=3)).prepare_data(tmp_path / "a"))
+    b = load(DigitsTask(DigitsSettings(seed=3)).prepare_data(tmp_path / "b"))
+    for k in KEYS:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_different_seed_gives_a_different_split_and_file(tmp_path):
+    p0 = DigitsTask(DigitsSettings(seed=0)).prepare_data(tmp_path)
+    p1 = DigitsTask(DigitsSettings(seed=1)).prepare_data(tmp_path)
+    assert p0 != p1
+    assert not np.array_equal(load(p0)["y_test"], load(p1)["y_test"])
+
+
+def test_existing_file_is_reused(tmp_path, monkeypatch):
+    task = DigitsTask(DigitsSettings())
+    path = task.prepare_data(tmp_path)
+    mtime = path.stat().st_mtime_ns
+
+    def fail():
+        raise AssertionError("regenerated although the file exists")
+
+    monkeypatch.setattr(task, "build_arrays", fail)
+    assert DigitsTask(DigitsSettings()).data_filename() == path.name
+    assert task.prepare_data(tmp_path) == path
+    assert path.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary files left behind
+
+
+def test_settings_validation():
+    with pytest.raises(ValueError, match="test_fraction"):
+        DigitsSettings(test_fraction=1.0)
+
+
+def test_importing_the_plugin_is_cheap():
+    code = (
+        "import sys, neuromosaic_task_digits\n"
+        "print(','.join(m for m in ('numpy', 'sklearn', 'torch', 'matplotlib') if m in sys.modules))\n"
+        "neuromosaic_task_digits.factory(None)\n"  # building the task must not load the data either
+        "print(','.join(m for m in ('sklearn', 'torch', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == ["", ""]
