@@ -96,7 +96,7 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     components = build_components(resolved, system)
     orchestrator = Orchestrator(core, components, run_dir, hook=system.pm.hook, config=resolved.raw,
                                 show_progress=not core.log.json)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     try:
         summary = asyncio.run(orchestrator.run(resolved.settings("runner")))
     except ExperimentAlreadyDone as exc:

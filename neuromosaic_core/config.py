@@ -61,11 +61,12 @@ def register_config_nodes(system: PluginSystem) -> None:
 
 
 def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
-    """Prepend overrides from the documented environment variables (the command line wins)."""
+    """Add overrides from the documented environment variables for keys the command line does not
+    set (so the command line wins). Appended: Hydra wants its overrides after its flags."""
     environ = os.environ if environ is None else environ
     given = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
     extra = [f"{key}={environ[var]}" for var, key in ENV_OVERRIDES.items() if var in environ and key not in given]
-    return extra + args
+    return args + extra
 
 
 def split_args(args: list[str]) -> tuple[list[str], bool]:

@@ -86,19 +86,26 @@ def _param(layer: Layer, name: str) -> int | float | str:
         raise LayerError(f"layer {layer.type!r} needs parameter {name!r}") from None
 
 
+def _positive_int(layer: Layer, name: str) -> int:
+    value = _param(layer, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LayerError(f"{layer.type} {name}={value!r} must be a positive integer")
+    return value
+
+
 def infer_layer(layer: Layer, shape: Shape) -> LayerInfo:
     """Apply one layer to an input shape; raise :class:`LayerError` when it cannot be applied."""
     t = layer.type
     if t == "linear":
-        out = int(_param(layer, "out_features"))
+        out = _positive_int(layer, "out_features")
         if len(shape) != 1:
             raise LayerError(f"linear expects a flat input, got shape {shape}; add a flatten layer")
         params = shape[0] * out + out
         return LayerInfo(layer, shape, (out,), params, 2 * shape[0] * out)
     if t == "conv1d":
-        out_c = int(_param(layer, "out_channels"))
-        k = int(_param(layer, "kernel_size"))
-        stride = int(_param(layer, "stride"))
+        out_c = _positive_int(layer, "out_channels")
+        k = _positive_int(layer, "kernel_size")
+        stride = _positive_int(layer, "stride")
         in_c, length = (1, shape[0]) if len(shape) == 1 else shape
         out_len = (length + 2 * (k // 2) - k) // stride + 1
         if out_len < 1:
@@ -106,7 +113,7 @@ def infer_layer(layer: Layer, shape: Shape) -> LayerInfo:
         params = in_c * out_c * k + out_c
         return LayerInfo(layer, shape, (out_c, out_len), params, 2 * in_c * out_c * k * out_len)
     if t in ("maxpool1d", "avgpool1d"):
-        k = int(_param(layer, "kernel_size"))
+        k = _positive_int(layer, "kernel_size")
         if len(shape) != 2:
             raise LayerError(f"{t} expects a (channels, length) input, got {shape}")
         out_len = shape[1] // k
@@ -123,8 +130,8 @@ def infer_layer(layer: Layer, shape: Shape) -> LayerInfo:
             raise LayerError(f"unknown activation {fn!r}; choose one of {', '.join(ACTIVATIONS)}")
         return LayerInfo(layer, shape, shape, 0, _size(shape))
     if t == "dropout":
-        p = float(_param(layer, "p"))
-        if not 0.0 <= p < 1.0:
+        p = _param(layer, "p")
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
             raise LayerError(f"dropout p={p} must be in [0, 1)")
         return LayerInfo(layer, shape, shape, 0, 0)
     if t == "flatten":

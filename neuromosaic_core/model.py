@@ -251,9 +251,11 @@ class SearchSpace:
     def sample(self, rng: random.Random) -> ArchitectureVector:
         """Draw one vector uniformly per active dimension."""
         values: dict[str, Scalar] = {}
+        active: set[str] = set()
         for dim in self.dimensions:
-            if all(values.get(p) in allowed for p, allowed in dim.active_if.items()):
+            if all(p in active and values[p] in allowed for p, allowed in dim.active_if.items()):
                 values[dim.name] = dim.sample(rng)
+                active.add(dim.name)
             else:
                 values[dim.name] = dim.default()
         return ArchitectureVector(values)

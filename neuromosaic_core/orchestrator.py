@@ -273,6 +273,8 @@ class Orchestrator:
                     if len(vectors) < slots:
                         vectors += self.c.strategy.suggest_architectures(slots - len(vectors))
                     for vector in vectors:
+                        if self.counts.consecutive_failures >= self.s.search.max_failures:
+                            break  # the remaining suggestions would only add to a failing streak
                         number += 1
                         trial = Trial(self.name, number, self.c.encoder.search_space().canonicalize(vector))
                         prepared = await self._prepare(trial)

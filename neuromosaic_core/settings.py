@@ -55,7 +55,7 @@ class SearchSettings:
     """``trials`` counts completed trials; the search stops early after ``max_failures``
     consecutive failed or invalid trials."""
 
-    trials: int = 24
+    trials: int = 40
     max_failures: int = 10
     metric: str = "val_accuracy"
     top_k: int = 5

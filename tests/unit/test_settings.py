@@ -17,7 +17,7 @@ BASE = {"experiment": {"name": "x"}}
 
 def test_defaults_fill_everything_but_the_name():
     s = structure_settings(BASE, CoreSettings, "")
-    assert s.search.trials == 24 and s.training.optimizer == "adamw" and s.harness.keep_weights == "all"
+    assert s.search.trials == 40 and s.training.optimizer == "adamw" and s.harness.keep_weights == "all"
 
 
 def test_wrong_type_names_key_and_value():

@@ -94,8 +94,7 @@ class TemplateCodeGen(CodeGenProvider):
             "class Net(nn.Module):",
             f'    """{family} network, spec {spec.canonical_hash()}.',
             "",
-            f"    Input {_shape(tuple(request.input_shape))}, {request.num_classes} classes, "
-            f"{analysis.params:,} parameters.",
+            f"    Input {_shape(tuple(request.input_shape))}, {request.num_classes} classes, {analysis.params:,} parameters.",
             *textwrap.wrap(summary, width=96, initial_indent="    ", subsequent_indent="        ", break_on_hyphens=False),
             '    """',
             "",

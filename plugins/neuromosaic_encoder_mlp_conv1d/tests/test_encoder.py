@@ -84,9 +84,7 @@ def test_decode_mlp() -> None:
     v = vec(family="mlp", activation="gelu", dropout=0.1, mlp_depth=2, mlp_width_0=256, mlp_width_1=64, mlp_norm="layernorm")
     spec = ENCODER.decode(v)
     drop = Layer("dropout", {"p": 0.1})
-    assert spec == ArchitectureSpec(
-        "mlp", [lin(256), Layer("layernorm"), act("gelu"), drop, lin(64), Layer("layernorm"), act("gelu"), drop]
-    )
+    assert spec == ArchitectureSpec("mlp", [lin(256), Layer("layernorm"), act("gelu"), drop, lin(64), Layer("layernorm"), act("gelu"), drop])
     assert ENCODER.encode(spec) == v
 
 

@@ -37,4 +37,6 @@ def factory(settings: DigitsSettings | None) -> Any:
 
 @hookimpl
 def register_tasks(register: Any) -> None:
-    register("digits", factory, settings=DigitsSettings, description="8x8 handwritten digits from scikit-learn (64 features, 10 classes)")
+    register(
+        "digits", factory, settings=DigitsSettings, description="8x8 handwritten digits from scikit-learn (64 features, 10 classes)"
+    )

@@ -1,0 +1,132 @@
+"""The local runner against real child processes: results, failures, timeouts, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuromosaic_core.interfaces import TrialJob
+from neuromosaic_core.model import ErrorClass, TrainingSettings
+from neuromosaic_runner_local import LocalRunnerSettings
+from neuromosaic_runner_local.runner import LocalRunner
+
+NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+'''
+
+WRONG_SHAPE = NET.replace("nn.Linear(16, 3)", "nn.Linear(16, 4)")
+NAN = NET.replace("return self.body(x)", "return self.body(x) * float('nan')")
+SLOW = NET.replace("return self.body(x)", "return self.body(x) + sum(range(10**12)) * 0")
+SMUGGLED = "import os\n" + NET
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 3
+    y = rng.integers(0, 3, size=300)
+    x = (centers[y] + rng.normal(size=(300, 8))).astype(np.float32)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
+    return path
+
+
+def job(tmp_path: Path, data: Path, code: str, timeout: float = 120.0, trial: int = 1) -> TrialJob:
+    code_path = tmp_path / f"trial{trial}.py"
+    code_path.write_text(code)
+    return TrialJob(
+        trial_id=trial, experiment="e", code_path=str(code_path), data_path=str(data),
+        result_path=str(tmp_path / f"t{trial}" / "result.json"), input_shape=(8,), num_classes=3,
+        training=TrainingSettings(epochs=5, batch_size=32, patience=3),
+        weights_path=str(tmp_path / f"w{trial}.pt"), timeout_s=timeout,
+    )
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_good_trial_trains_and_reports_every_metric(tmp_path, data):
+    result = run(LocalRunner(LocalRunnerSettings(workers=1)).run_trial(job(tmp_path, data, NET)))
+    assert result.ok, result.error
+    m = result.metrics
+    assert m["test_accuracy"] > 0.8  # well-separated clusters: a working trainer finds them
+    assert m["params"] == 8 * 16 + 16 + 16 * 3 + 3
+    assert m["flops"] > 0 and m["latency_ms"] > 0 and m["train_seconds"] > 0 and m["peak_memory_mb"] > 0
+    assert Path(result.weights_path).is_file()
+    assert (tmp_path / "t1" / "output.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("code", "error_class"),
+    [(WRONG_SHAPE, ErrorClass.SHAPE), (NAN, ErrorClass.NAN_LOSS), (SMUGGLED, ErrorClass.INVALID_CODE),
+     ("from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n        raise RuntimeError('boom')\n"
+      "    def forward(self, x):\n        return x\n", ErrorClass.IMPORT)],
+)
+def test_broken_code_comes_back_as_a_classified_failure(tmp_path, data, code, error_class):
+    result = run(LocalRunner().run_trial(job(tmp_path, data, code)))
+    assert not result.ok
+    assert result.error.error_class is error_class
+
+
+def test_timeout_kills_the_trial_and_reports_it(tmp_path, data):
+    start = time.monotonic()
+    result = run(LocalRunner().run_trial(job(tmp_path, data, SLOW, timeout=3)))
+    assert result.error.error_class is ErrorClass.TIMEOUT
+    assert time.monotonic() - start < 60  # killed, not waited for (a generous bound: not a benchmark)
+
+
+def test_a_process_that_dies_is_a_crash(tmp_path, data, monkeypatch):
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho dying >&2\nkill -9 $$\n")
+    fake_python.chmod(0o755)
+    result = run(LocalRunner(LocalRunnerSettings(python=str(fake_python))).run_trial(job(tmp_path, data, NET)))
+    assert result.error.error_class is ErrorClass.CRASH
+    assert "signal 9" in result.error.message and "dying" in result.error.message
+
+
+def test_cancelling_the_awaiting_task_kills_the_process_group(tmp_path, data):
+    pid_file = tmp_path / "pid"
+
+    async def scenario() -> None:
+        runner = LocalRunner()
+        task = asyncio.create_task(runner.run_trial(job(tmp_path, data, SLOW, timeout=300)))
+        await asyncio.sleep(4)
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and _is_harness(p, tmp_path)]
+        assert pids, "the trial process should be running"
+        pid_file.write_text(pids[0])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(scenario())
+    pid = int(pid_file.read_text())
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def _is_harness(pid: str, tmp_path: Path) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "neuromosaic_core.harness" in cmd and str(tmp_path) in cmd
+
+
+def test_workers_auto_uses_the_cpus_this_process_may_use():
+    assert LocalRunner(LocalRunnerSettings(workers="auto")).workers == len(os.sched_getaffinity(0))
+    assert LocalRunner(LocalRunnerSettings(workers=3)).workers == 3

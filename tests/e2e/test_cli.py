@@ -1,0 +1,147 @@
+"""The CLI as a user runs it: a subprocess, real plugins, a real SQLite file, real training."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["task=digits", "training.epochs=3", "training.patience=2", "visualizers=[]"]
+
+
+def neuromosaic(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
+    environ.update(env or {})
+    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env=environ, timeout=timeout)
+
+
+def assert_short_error(proc: subprocess.CompletedProcess, expected: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+
+
+def test_help_lists_the_plugin_groups_without_importing_torch(tmp_path):
+    code = ("import sys; from neuromosaic_core.cli import main; sys.argv = ['neuromosaic', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "strategy: random" in proc.stdout and "task: digits, mnist1d" in proc.stdout
+    assert "TORCH False" in proc.stdout
+
+
+def test_cfg_job_shows_the_composed_config_with_plugin_nodes(tmp_path):
+    proc = neuromosaic(tmp_path, "--cfg", "job", "--resolve", "strategy=random", "task=digits", "runner.workers=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "name: digits-mlp_conv1d-random" in proc.stdout
+    assert "workers: 2" in proc.stdout and "url: sqlite:///neuromosaic.db" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["strategy=nope"], "strategy='nope' is not an installed strategy; valid choices: random"),
+        (["search.trials=abc"], "search.trials: expected an integer, got 'abc'"),
+        (["search.trails=3"], "unknown key 'search.trails' (valid keys under 'search': "),
+        (["runner.workers=many"], "runner.workers: expected an integer or 'auto', got 'many'"),
+        (["strategy.bogus=1"], "unknown key 'strategy.bogus'"),
+        (["storage.url=redis://x"], "storage.url='redis://x': storage 'sql' serves sqlite"),
+        (["--multirun", "task=digits,nope"], "task='nope' is not an installed task; valid choices: digits, mnist1d"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line_and_create_nothing(tmp_path, args, expected):
+    proc = neuromosaic(tmp_path, *args)
+    assert_short_error(proc, expected)
+    assert list(tmp_path.iterdir()) == []  # no run directory, no database
+
+
+def test_environment_overrides_config_and_command_line_overrides_environment(tmp_path):
+    env = {"NEUROMOSAIC_SEARCH_TRIALS": "7", "NEUROMOSAIC_STORAGE_URL": "sqlite:///env.db"}
+    proc = neuromosaic(tmp_path, "--cfg", "job", env=env)
+    assert "trials: 7" in proc.stdout and "url: sqlite:///env.db" in proc.stdout
+    proc = neuromosaic(tmp_path, "--cfg", "job", "search.trials=9", env=env)
+    assert "trials: 9" in proc.stdout
+
+
+def test_disabled_plugin_options_disappear(tmp_path):
+    proc = neuromosaic(tmp_path, "task=digits", env={"NEUROMOSAIC_DISABLE_PLUGINS": "digits"})
+    assert_short_error(proc, "task='digits' is not an installed task; valid choices: mnist1d")
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_a_short_real_search_stores_trials_weights_and_summary_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*FAST, "search.trials=3", "runner.workers=2", f"hydra.run.dir={run_dir}", "visualizers=[matplotlib]"]
+    proc = neuromosaic(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Best architectures of digits-mlp_conv1d-random" in proc.stdout
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["experiment"] == "digits-mlp_conv1d-random"
+    assert summary["trials"]["completed"] == 3
+    best = summary["best"]
+    assert 0.5 < best["val_accuracy"] <= 1.0 and 0.5 < best["test_accuracy"] <= 1.0
+    assert best["params"] > 0 and best["spec"]["family"] in ("mlp", "conv1d")
+    assert (run_dir / best["code"]).is_file() and (run_dir / best["weights"]).is_file()
+    assert (run_dir / "plots" / "history.png").is_file()
+
+    db = tmp_path / "neuromosaic.db"
+    assert rows(db, "select status, count(*) from trials group by status") == [("completed", 3)]
+    assert all(code and "class Net" in code and spec_hash for code, spec_hash in rows(db, "select code, spec_hash from trials"))
+    assert rows(db, "select version from schema_version") == [(1,)]
+
+    # The best model loads without retraining and predicts what the summary says it scored.
+    check = (
+        "import numpy as np, torch, sys\n"
+        "from neuromosaic_core.loading import load_best_model\n"
+        f"model = load_best_model({str(run_dir)!r})\n"
+        f"data = np.load(next(iter(__import__('pathlib').Path({str(run_dir / 'data')!r}).glob('*.npz'))))\n"
+        "pred = model(torch.tensor(data['x_test'])).argmax(1).numpy()\n"
+        "print((pred == data['y_test']).mean())\n"
+    )
+    acc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert acc.returncode == 0, acc.stderr
+    assert float(acc.stdout) == pytest.approx(best["test_accuracy"], abs=1e-6)
+
+    # Running the finished experiment again says so instead of starting over.
+    again = neuromosaic(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    assert "3/3 trials done; raise search.trials or choose another experiment.name" in again.stderr
+    assert rows(db, "select count(*) from trials") == [(3,)]
+
+    # Raising the budget resumes the same experiment.
+    more = neuromosaic(tmp_path, *[a for a in args if not a.startswith("search.trials")], "search.trials=4")
+    assert more.returncode == 0, more.stderr
+    assert "resuming: 3/4 trials already done" in more.stderr
+    assert rows(db, "select count(*) from trials where status = 'completed'")[0][0] == 4
+
+
+def test_a_search_that_only_fails_stops_records_the_reasons_and_exits_nonzero(tmp_path):
+    proc = neuromosaic(tmp_path, *FAST, "constraints.max_params=10", "search.max_failures=3", "search.trials=5")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "consecutive failed trials" in proc.stderr
+    got = rows(tmp_path / "neuromosaic.db", "select status, error_class from trials")
+    assert got == [("invalid", "constraint_violation")] * 3
+
+
+def test_multirun_runs_distinct_experiments(tmp_path):
+    proc = neuromosaic(tmp_path, "--multirun", "task=digits,mnist1d", "search.trials=1", "training.epochs=1", "visualizers=[]")
+    assert proc.returncode == 0, proc.stderr
+    names = {r[0] for r in rows(tmp_path / "neuromosaic.db", "select name from experiments")}
+    assert names == {"digits-mlp_conv1d-random", "mnist1d-mlp_conv1d-random"}
+    assert (tmp_path / "runs" / "multirun" / "mnist1d-mlp_conv1d-random" / "summary.json").is_file()
