@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from neuromosaic_runner_local import LocalRunnerSettings
+from neuromosaic_runner_local.runner import LocalRunner
 
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import ErrorClass, TrainingSettings
-from neuromosaic_runner_local import LocalRunnerSettings
-from neuromosaic_runner_local.runner import LocalRunner
 
 NET = '''
 import torch
