@@ -1,0 +1,200 @@
+"""The search loop with in-process doubles for the runner and task (the real ones are tested in
+their plugins and end to end): what a user sees in storage, files and observer events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuromosaic_core.constraints import Constraints
+from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, Runner, SearchStrategy, Task
+from neuromosaic_core.model import (
+    ArchitectureSpec,
+    ArchitectureVector,
+    ErrorClass,
+    IntDimension,
+    Layer,
+    SearchSpace,
+    Trial,
+    TrialResult,
+    TrialStatus,
+)
+from neuromosaic_core.orchestrator import Components, ExperimentAlreadyDone, Orchestrator
+from neuromosaic_core.settings import CoreSettings, ExperimentSettings, HarnessSettings, SearchSettings
+from neuromosaic_core.testing.memory import InMemoryResultsDB
+
+SPACE = SearchSpace([IntDimension("width", low=1, high=64)])
+
+
+class Scripted(SearchStrategy):
+    """Suggests widths from a list, in order; records what it was told."""
+
+    def __init__(self, widths):
+        super().__init__(SPACE)
+        self.widths, self.told = list(widths), []
+
+    def suggest_architectures(self, n):
+        out, self.widths = self.widths[:n], self.widths[n:]
+        return [ArchitectureVector({"width": w}) for w in out]
+
+    def update_with_results(self, results):
+        self.told.extend(results)
+
+
+class WidthEncoder(ArchitectureEncoder):
+    def search_space(self):
+        return SPACE
+
+    def decode(self, vector):
+        return ArchitectureSpec("mlp", [Layer("linear", {"out_features": vector["width"]})])
+
+    def encode(self, spec):
+        return ArchitectureVector({"width": spec.layers[0].params["out_features"]})
+
+
+class Code(CodeGenProvider):
+    def generate_code(self, request):
+        width = request.spec.layers[0].params["out_features"]
+        return f"```python\nfrom torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x[:, :{width}]\n```"
+
+
+class FakeRunner(Runner):
+    """Scores a trial by its width (wider is better); width 13 crashes; writes a weights file."""
+
+    workers = 2
+
+    def __init__(self):
+        self.jobs = []
+
+    async def run_trial(self, job):
+        self.jobs.append(job)
+        await asyncio.sleep(0)
+        width = int(Path(job.code_path).read_text().split(":")[-1].split("]")[0])
+        if width == 13:
+            return TrialResult.failure(ErrorClass.CRASH, "trial process died (killed by signal 9)")
+        Path(job.weights_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(job.weights_path).write_bytes(b"w")
+        return TrialResult({"val_accuracy": width / 100, "test_accuracy": width / 100, "params": width * 10},
+                           weights_path=job.weights_path)
+
+
+class ToyTask(Task):
+    name = "toy"
+    input_shape = (64,)
+    num_classes = 2
+
+    def prepare_data(self, directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "toy.npz"
+        np.savez(path, x_train=np.zeros((4, 64)), y_train=np.zeros(4), x_test=np.zeros((2, 64)), y_test=np.zeros(2))
+        return path
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def experiment_started(self, experiment, config):
+        self.events.append(("experiment_started", experiment.name))
+
+    def trial_started(self, trial):
+        self.events.append(("trial_started", trial.number))
+
+    def trial_finished(self, trial):
+        self.events.append(("trial_finished", trial.number, trial.status.value))
+
+    def experiment_finished(self, experiment, summary):
+        self.events.append(("experiment_finished", summary["trials"]["completed"]))
+
+
+def settings(name="exp", trials=3, max_failures=5, keep="all", max_params=None):
+    return CoreSettings(ExperimentSettings(name), SearchSettings(trials=trials, max_failures=max_failures),
+                        constraints=Constraints(max_params=max_params), harness=HarnessSettings(keep_weights=keep))
+
+
+def search(tmp_path, widths, storage=None, hook=None, **kw):
+    runner = FakeRunner()
+    strategy = Scripted(widths)
+    storage = storage or InMemoryResultsDB()
+    c = Components(strategy, WidthEncoder(), Code(), runner, storage, ToyTask())
+    orch = Orchestrator(settings(**kw), c, tmp_path / kw.get("name", "exp"), hook=hook, show_progress=False)
+    summary = asyncio.run(orch.run())
+    return summary, runner, strategy, storage
+
+
+def test_observers_see_every_step_in_order(tmp_path):
+    rec = Recorder()
+    summary, *_ = search(tmp_path, [10, 20, 30], hook=rec)
+    assert rec.events[0] == ("experiment_started", "exp")
+    assert rec.events[-1] == ("experiment_finished", 3)
+    for n in (1, 2, 3):
+        assert rec.events.index(("trial_started", n)) < rec.events.index(("trial_finished", n, "completed"))
+
+
+def test_summary_names_the_best_by_validation_accuracy_with_relative_paths(tmp_path):
+    summary, runner, strategy, _ = search(tmp_path, [10, 40, 20])
+    best = summary["best"]
+    assert best["trial_id"] == 2 and best["val_accuracy"] == 0.4
+    assert best["code"] == "code/trial-0002.py" and best["weights"] == "weights/trial-0002.pt"
+    assert (tmp_path / "exp" / best["code"]).is_file()
+    assert [r.metrics["val_accuracy"] for _, r in strategy.told] == [0.1, 0.4, 0.2]
+
+
+def test_failed_trials_are_recorded_with_their_reason_and_do_not_count(tmp_path):
+    summary, runner, _, storage = search(tmp_path, [13, 10, 20, 30], trials=3)
+    assert summary["trials"] == {"completed": 3, "failed": 1, "invalid": 0, "reused": 0}
+    failed = storage.list_trials("exp", TrialStatus.FAILED)[0]
+    assert failed.result.error.error_class is ErrorClass.CRASH and "signal 9" in failed.result.error.message
+
+
+def test_constraint_violations_are_invalid_and_never_run(tmp_path):
+    summary, runner, _, storage = search(tmp_path, [60, 5, 50, 6, 7], trials=3, max_params=64 * 10 + 10 + 20 * 2 + 2)
+    assert summary["trials"]["invalid"] == 2
+    assert len(runner.jobs) == 3  # the two violations never reached the runner
+    assert {t.vector["width"] for t in storage.list_trials("exp", TrialStatus.INVALID)} == {60, 50}
+    assert "max_params" in storage.list_trials("exp", TrialStatus.INVALID)[0].result.error.message
+
+
+def test_a_search_that_only_fails_stops_at_max_failures(tmp_path):
+    summary, runner, *_ = search(tmp_path, [13] * 20, trials=5, max_failures=4)
+    assert summary["stopped"] == "max_failures"
+    assert summary["trials"]["failed"] == 4
+
+
+def test_a_finished_twin_is_reused_not_retrained(tmp_path):
+    storage = InMemoryResultsDB()
+    search(tmp_path, [10, 20], storage=storage, trials=2, name="first")
+    summary, runner, *_ = search(tmp_path, [20, 30], storage=storage, trials=2, name="second")
+    assert len(runner.jobs) == 1  # only width 30 ran
+    assert summary["trials"]["reused"] == 1
+    reused = [t for t in storage.list_trials("second") if t.reused_from is not None][0]
+    assert reused.result.metrics["val_accuracy"] == 0.2
+
+
+def test_trials_cut_off_by_a_crash_are_rerun_first_and_marked_interrupted(tmp_path):
+    storage = InMemoryResultsDB()
+    search(tmp_path, [10], storage=storage, trials=1)
+    storage.save_trial(Trial("exp", 2, ArchitectureVector({"width": 33}), status=TrialStatus.RUNNING))
+    summary, runner, strategy, _ = search(tmp_path, [40], storage=storage, trials=3)
+    assert [int(Path(j.code_path).read_text().split(":")[-1].split("]")[0]) for j in runner.jobs] == [33, 40]
+    assert [t.status for t in storage.list_trials("exp")][:2] == [TrialStatus.COMPLETED, TrialStatus.INTERRUPTED]
+    assert summary["trials"]["completed"] == 3
+    assert strategy.told[0][0] == ArchitectureVector({"width": 10})  # history replayed into the strategy
+
+
+def test_running_a_finished_experiment_again_says_so(tmp_path):
+    storage = InMemoryResultsDB()
+    search(tmp_path, [10, 20], storage=storage, trials=2)
+    with pytest.raises(ExperimentAlreadyDone, match="2/2 trials done; raise search.trials or choose another experiment.name"):
+        search(tmp_path, [30], storage=storage, trials=2)
+
+
+def test_keep_weights_k_keeps_only_the_best_k(tmp_path):
+    summary, *_ , storage = search(tmp_path, [10, 40, 20, 30], trials=4, keep=2)
+    left = sorted(p.name for p in (tmp_path / "exp" / "weights").iterdir())
+    assert left == ["trial-0002.pt", "trial-0004.pt"]
+    pruned = [t for t in storage.list_trials("exp") if t.number in (1, 3)]
+    assert all(t.result.weights_path is None for t in pruned)
