@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_help_lists_the_plugin_groups_without_importing_torch(tmp_path):
     code = ("import sys; from neuromosaic_core.cli import main; sys.argv = ['neuromosaic', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert "strategy: random" in proc.stdout and "task: digits, mnist1d" in proc.stdout
+    assert re.search(r"strategy: .*random", proc.stdout) and "task: digits, mnist1d" in proc.stdout
     assert "TORCH False" in proc.stdout
 
 
@@ -50,7 +51,7 @@ def test_cfg_job_shows_the_composed_config_with_plugin_nodes(tmp_path):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["strategy=nope"], "strategy='nope' is not an installed strategy; valid choices: random"),
+        (["strategy=nope"], "strategy='nope' is not an installed strategy; valid choices: "),
         (["search.trials=abc"], "search.trials: expected an integer, got 'abc'"),
         (["search.trails=3"], "unknown key 'search.trails' (valid keys under 'search': "),
         (["runner.workers=many"], "runner.workers: expected an integer or 'auto', got 'many'"),
