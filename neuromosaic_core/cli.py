@@ -129,7 +129,8 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         template = system.get("codegen", "template")
         fallback = template.factory(settings=template.default_settings())
     return Components(
-        strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric, maximize=True),
+        strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric,
+                          maximize=core.search.direction == "maximize"),
         encoder=encoder,
         codegen=make("codegen"),
         codegen_name=codegen_name,

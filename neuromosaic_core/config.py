@@ -62,11 +62,13 @@ def register_config_nodes(system: PluginSystem) -> None:
 
 def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
     """Add overrides from the documented environment variables for keys the command line does not
-    set (so the command line wins). Appended: Hydra wants its overrides after its flags."""
+    set, so the command line wins over the environment, which wins over the config files."""
     environ = os.environ if environ is None else environ
     given = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
     extra = [f"{key}={environ[var]}" for var, key in ENV_OVERRIDES.items() if var in environ and key not in given]
-    return args + extra
+    # Hydra takes its overrides as one run of positional arguments: join the user's run, if any.
+    first = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return args[:first] + extra + args[first:]
 
 
 def split_args(args: list[str]) -> tuple[list[str], bool]:

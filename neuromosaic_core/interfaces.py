@@ -110,7 +110,8 @@ class CodeGenProvider(abc.ABC):
 class TrialJob:
     """Everything a runner needs to run the trial harness for one trial (JSON-serialisable).
 
-    Paths are absolute. The harness writes its :class:`~neuromosaic_core.model.TrialResult` as JSON
+    Paths are absolute. ``max_params`` is checked on the instantiated model too (an LLM's code may not
+    match the spec it was given). The harness writes its :class:`~neuromosaic_core.model.TrialResult` as JSON
     to ``result_path``.
     """
 
@@ -124,6 +125,7 @@ class TrialJob:
     training: TrainingSettings
     weights_path: str | None = None
     timeout_s: float = 600.0
+    max_params: int | None = None
 
 
 class Runner(abc.ABC):
@@ -177,10 +179,10 @@ class ResultsDB(abc.ABC):
     def find_reusable(self, reuse_key: str) -> Trial | None:
         """A completed trial (any experiment) with this reuse key, or None."""
 
-    def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy") -> list[Trial]:
-        """The ``k`` completed trials with the highest ``metric``."""
+    def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy", maximize: bool = True) -> list[Trial]:
+        """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""
         done = [t for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result and metric in t.result.metrics]
-        return sorted(done, key=lambda t: t.result.metrics[metric], reverse=True)[:k]  # type: ignore[union-attr]
+        return sorted(done, key=lambda t: t.result.metrics[metric], reverse=maximize)[:k]  # type: ignore[union-attr]
 
     def mark_interrupted(self, experiment: str) -> list[Trial]:
         """Mark trials left pending/running by a crash as interrupted and return them (to re-run)."""

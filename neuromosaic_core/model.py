@@ -13,7 +13,7 @@ import json
 import math
 import random
 from collections.abc import Iterator, Mapping
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import attrs
 import cattrs
@@ -290,7 +290,7 @@ def describe_dimension(dim: AnyDimension) -> str:
 class TrainingSettings:
     """How every trial is trained. Part of the reuse key: a result trained differently is not reused."""
 
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     learning_rate: float = 3e-3
     weight_decay: float = 1e-2
     epochs: int = 30
@@ -298,6 +298,14 @@ class TrainingSettings:
     patience: int = 5
     val_fraction: float = 0.15
     seed: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        checks = [("learning_rate", self.learning_rate > 0, "must be positive"), ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+                  ("epochs", self.epochs >= 1, "must be at least 1"), ("batch_size", self.batch_size >= 2, "must be at least 2"),
+                  ("patience", self.patience >= 1, "must be at least 1"), ("val_fraction", 0 < self.val_fraction < 1, "must be in (0, 1)")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} {rule}, got {getattr(self, name)}")
 
     def settings_hash(self) -> str:
         return stable_hash(converter.unstructure(self))
@@ -325,7 +333,6 @@ class ErrorClass(str, enum.Enum):
     RUNTIME = "runtime_error"
     TIMEOUT = "timeout"
     CRASH = "crash"
-    CANCELLED = "cancelled"
 
 
 @attrs.frozen

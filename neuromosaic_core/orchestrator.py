@@ -91,6 +91,7 @@ class Orchestrator:
         self.config = config or {}
         self.show_progress = show_progress
         self.name = settings.experiment.name
+        self.maximize = settings.search.direction == "maximize"
         self.log = logger.bind(experiment=self.name)
         self.counts = Counts()
         self.best: float | None = None
@@ -104,10 +105,13 @@ class Orchestrator:
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
         if self.hook is None:
             return
-        try:
-            getattr(self.hook, hook_name)(**kwargs)
-        except Exception as exc:  # an observer must never stop a search
-            self.log.warning(f"observer hook {hook_name} failed: {type(exc).__name__}: {exc}")
+        # Each plugin's observer is called on its own, so one that raises neither stops the search
+        # nor hides the event from the others (pluggy would stop at the first exception).
+        for impl in getattr(self.hook, hook_name).get_hookimpls():
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                self.log.warning(f"observer {impl.plugin_name}.{hook_name} failed: {type(exc).__name__}: {exc}")
 
     # -- set-up and resume -------------------------------------------------------------------
 
@@ -150,7 +154,7 @@ class Orchestrator:
 
     def _track_best(self, result: TrialResult) -> None:
         value = result.metrics.get(self.s.search.metric)
-        if value is not None and (self.best is None or value > self.best):
+        if value is not None and (self.best is None or (value > self.best if self.maximize else value < self.best)):
             self.best = value
 
     # -- one trial ---------------------------------------------------------------------------
@@ -201,6 +205,7 @@ class Orchestrator:
             training=self.s.training,
             weights_path=str((self.run_dir / "weights" / f"trial-{trial.number:04d}.pt").resolve()),
             timeout_s=float(getattr(self._runner_settings, "timeout", 600.0)),
+            max_params=self.s.constraints.max_params,
         )
 
     def _code_path(self, number: int) -> Path:
@@ -291,13 +296,12 @@ class Orchestrator:
                 for task in done:
                     self._finish(in_flight.pop(task), task.result())
         finally:
-            if in_flight:  # interrupted (Ctrl-C, error): stop the trials, record them as such
+            if in_flight:
+                # Interrupted (Ctrl-C, an error): stop the trials. Their rows stay `running`, which the
+                # next start turns into `interrupted` and re-runs, exactly as after a hard crash.
                 for task in in_flight:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
-                for trial in in_flight.values():
-                    trial.status = TrialStatus.INTERRUPTED
-                    self.c.storage.save_trial(trial)
             if self.progress:
                 self.progress.__exit__(None, None, None)
             await self.c.runner.close()
@@ -311,7 +315,7 @@ class Orchestrator:
         keep = self.s.harness.keep_weights
         if keep == "all":
             return
-        ranked = self.c.storage.get_best_architectures(self.name, k=10**9, metric=self.s.search.metric)
+        ranked = self.c.storage.get_best_architectures(self.name, k=10**9, metric=self.s.search.metric, maximize=self.maximize)
         for trial in ranked[int(keep):]:
             if trial.result and trial.result.weights_path and trial.reused_from is None:
                 Path(trial.result.weights_path).unlink(missing_ok=True)
@@ -337,12 +341,13 @@ class Orchestrator:
         """Prune weights, write summary.json and the plots; return the summary."""
         self._prune_weights()
         metric = self.s.search.metric
-        top = self.c.storage.get_best_architectures(self.name, k=self.s.search.top_k, metric=metric)
+        top = self.c.storage.get_best_architectures(self.name, k=self.s.search.top_k, metric=metric, maximize=self.maximize)
         trials = self.c.storage.list_trials(self.name)
         summary: dict[str, Any] = {
             "experiment": self.name,
             "task": self.c.task.name,
             "metric": metric,
+            "direction": self.s.search.direction,
             "stopped": self.stop_reason,
             "trials": {
                 "completed": sum(t.status == TrialStatus.COMPLETED for t in trials),
@@ -367,9 +372,11 @@ class Orchestrator:
             summary["top"].append(entry)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        plots = self.run_dir / "plots"
+        plots.mkdir(exist_ok=True)
         for name, visualizer in self.c.visualizers:
             try:
-                paths = visualizer.plot_performance_landscape(trials, self.run_dir / "plots", metric)
+                paths = visualizer.plot_performance_landscape(trials, plots, metric)
                 self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
             except Exception as exc:  # a broken plot must not lose a finished search
                 self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")

@@ -58,14 +58,14 @@ class SearchSettings:
     trials: int = 40
     max_failures: int = 10
     metric: str = "val_accuracy"
+    direction: Literal["maximize", "minimize"] = "maximize"
     top_k: int = 5
     codegen_attempts: int = 3
 
     def __attrs_post_init__(self) -> None:
-        if self.trials < 1:
-            raise ValueError(f"expected a positive number of trials, got {self.trials}")
-        if self.max_failures < 1:
-            raise ValueError(f"expected max_failures >= 1, got {self.max_failures}")
+        for name in ("trials", "max_failures", "top_k", "codegen_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @attrs.frozen
@@ -74,11 +74,15 @@ class HarnessSettings:
 
     keep_weights: KeepWeights = "all"
 
+    def __attrs_post_init__(self) -> None:
+        if self.keep_weights != "all" and int(self.keep_weights) < 1:
+            raise ValueError(f"keep_weights must be 'all' or at least 1, got {self.keep_weights}")
+
 
 @attrs.frozen
 class LogSettings:
     json: bool = False
-    level: str = "INFO"
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
 
 @attrs.frozen
@@ -156,6 +160,9 @@ def _describe(exc: BaseException, _type: Any) -> str:
         return f"unknown key {', '.join(sorted(exc.extra_fields))!r} (valid keys: {valid})"
     if isinstance(exc, KeyError):
         return "required key is missing"
+    if typing.get_origin(_type) is Literal:
+        value = str(exc).split(" not in literal")[0]
+        return f"expected one of {', '.join(map(str, typing.get_args(_type)))}, got {value!r}"
     return str(exc) or type(exc).__name__
 
 
@@ -171,6 +178,6 @@ def structure_settings(data: Mapping[str, Any] | None, cls: type, path: str) -> 
             key = where.replace("$", path, 1).lstrip(".").replace("[", ".").replace("]", "")
             if msg.startswith("unknown key"):
                 bad = msg.split("'")[1]
-                raise ConfigError(f"{key}.{bad}: {msg}") from None
+                raise ConfigError(f"{key + '.' if key else ''}{bad}: {msg}") from None
             raise ConfigError(f"{key}: {msg}") from None
         raise ConfigError(f"{path}: {exc}") from None

@@ -29,7 +29,7 @@ ALLOWED_MODULES = frozenset(
 
 FORBIDDEN_BUILTINS = frozenset(
     {"exec", "eval", "compile", "open", "__import__", "globals", "locals", "vars", "getattr", "setattr",
-     "delattr", "input", "breakpoint", "exit", "quit", "help", "memoryview", "__builtins__", "type"}
+     "delattr", "breakpoint", "exit", "quit", "help", "memoryview", "__builtins__"}
 )
 ALLOWED_DUNDERS = frozenset({"__init__", "__name__", "__future__"})
 
@@ -47,6 +47,13 @@ TORCH_ALLOWED = frozenset(
 NN_DENIED = frozenset({"utils", "modules", "parallel", "backends", "quantized", "qat", "intrinsic", "attention"})
 #: Method names refused on any object: they read or write files or reach native code.
 METHOD_DENIED = frozenset({"load", "save", "from_file", "tofile", "system", "popen", "spawn", "format_map"})
+#: Attribute names that lead to a module object (``F.torch``, ``typing.sys``, ``x.utils``), refused
+#: anywhere in an attribute chain so re-exports cannot reach what an import could not.
+MODULE_ATTRIBUTES = frozenset(
+    {"torch", "nn", "sys", "os", "builtins", "importlib", "subprocess", "socket", "shutil", "pathlib", "io", "ctypes",
+     "pickle", "marshal", "types", "inspect", "gc", "hub", "utils", "ops", "jit", "multiprocessing", "distributed",
+     "library", "classes", "package", "cpp_extension", "_C", "modules", "serialization", "storage"}
+)
 
 
 @attrs.frozen
@@ -115,28 +122,38 @@ class _Checker(ast.NodeVisitor):
 
     # names and attributes ------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load) and self.aliases.get(node.id) in ALLOWED_MODULES:
+            # `t = torch; t.hub` would dodge the attribute rules: modules are used only as `module.attr`
+            self.fail("attribute", f"module {node.id!r} may only be used as {node.id}.<attribute>", node)
         if node.id in FORBIDDEN_BUILTINS:
             self.fail("builtin", f"use of {node.id!r} is not allowed", node)
         if node.id.startswith("__") and node.id not in ALLOWED_DUNDERS:
             self.fail("dunder", f"name {node.id!r} is not allowed", node)
 
+    def _check_attribute_name(self, attr: str, node: ast.AST) -> None:
+        if attr.startswith("__") and attr not in ALLOWED_DUNDERS:
+            self.fail("dunder", f"attribute {attr!r} is not allowed", node)
+        if attr in METHOD_DENIED:
+            self.fail("attribute", f"attribute {attr!r} is not allowed (files, processes or native code)", node)
+        if attr in MODULE_ATTRIBUTES:
+            self.fail("attribute", f"attribute {attr!r} reaches a module; import what you need from an allowed module", node)
+
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr.startswith("__") and node.attr not in ALLOWED_DUNDERS:
-            self.fail("dunder", f"attribute {node.attr!r} is not allowed", node)
-        if node.attr in METHOD_DENIED:
-            self.fail("attribute", f"attribute {node.attr!r} is not allowed (files, processes or native code)", node)
         parts = _dotted(node)
         if parts and parts[0] in self.aliases:
-            # walk the chain through known modules: torch -> torch.nn -> torch.nn.functional ...
+            # Walk the chain through allowed modules (torch -> torch.nn -> torch.nn.functional); the
+            # first other attribute must be allowed for its module, and every later one is checked
+            # like any attribute (no dunders, no module re-exports such as F.torch.hub).
             module = self.aliases[parts[0]]
-            for attr in parts[1:]:
-                if f"{module}.{attr}" in ALLOWED_MODULES:
-                    module = f"{module}.{attr}"
-                    continue
-                if module in ALLOWED_MODULES and not _module_attribute_allowed(module, attr):
-                    self.fail("attribute", f"{module}.{attr} is not allowed", node)
-                break
-            return  # the chain is checked as a whole; do not re-check its prefixes
+            rest = parts[1:]
+            while rest and f"{module}.{rest[0]}" in ALLOWED_MODULES:
+                module = f"{module}.{rest.pop(0)}"
+            if rest and module in ALLOWED_MODULES and not _module_attribute_allowed(module, rest[0]):
+                self.fail("attribute", f"{module}.{rest[0]} is not allowed", node)
+            for attr in rest:
+                self._check_attribute_name(attr, node)
+            return  # the chain is checked as a whole; its prefixes need no second visit
+        self._check_attribute_name(node.attr, node)
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -159,9 +176,11 @@ def _check_top_level(tree: ast.Module) -> None:
             continue
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and i == 0:
             continue  # module docstring
-        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and all(
-            isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.Name, ast.Load, ast.UnaryOp, ast.USub))
-            for n in ast.walk(stmt.value) if stmt.value is not None
+        value = getattr(stmt, "value", None)
+        if isinstance(stmt, ast.AnnAssign) and value is None:
+            continue  # a bare annotation such as `x: int`
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and value is not None and all(
+            isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.Load, ast.UnaryOp, ast.USub)) for n in ast.walk(value)
         ):
             continue  # constants such as HIDDEN = 128
         if isinstance(stmt, ast.If) and ast.unparse(stmt.test).replace("'", '"') == '__name__ == "__main__"':

@@ -126,6 +126,8 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         raise TrialFailure(ErrorClass.SHAPE, f"forward returned {got}, expected {expected}")
 
     params = sum(p.numel() for p in model.parameters())
+    if job.max_params is not None and params > job.max_params:
+        raise TrialFailure(ErrorClass.CONSTRAINT, f"max_params: the generated model has {params:,} > {job.max_params:,} parameters")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x_val[:1])
     flops = counter.get_total_flops()

@@ -221,6 +221,9 @@ class StorageContract:
         assert [t.number for t in storage.get_best_architectures(exp, k=10)] == [1, 3, 0, 4, 2]
         assert [t.number for t in storage.get_best_architectures(exp, k=2, metric="test_loss")] == [2, 4]
         assert storage.get_best_architectures(exp, k=3, metric="missing") == []
+        lowest_loss = storage.get_best_architectures(exp, k=2, metric="test_loss", maximize=False)
+        assert [t.result.metrics["test_loss"] for t in lowest_loss] == sorted(t.result.metrics["test_loss"] for t in lowest_loss)
+        assert lowest_loss[0].number == 12
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from neuromosaic_core import hookimpl
 from neuromosaic_core.constraints import Constraints
 from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, Runner, SearchStrategy, Task
 from neuromosaic_core.model import (
@@ -23,6 +24,7 @@ from neuromosaic_core.model import (
     TrialStatus,
 )
 from neuromosaic_core.orchestrator import Components, ExperimentAlreadyDone, Orchestrator
+from neuromosaic_core.plugins import PluginSystem
 from neuromosaic_core.settings import CoreSettings, ExperimentSettings, HarnessSettings, SearchSettings
 from neuromosaic_core.testing.memory import InMemoryResultsDB
 
@@ -97,15 +99,19 @@ class Recorder:
     def __init__(self):
         self.events = []
 
+    @hookimpl
     def experiment_started(self, experiment, config):
         self.events.append(("experiment_started", experiment.name))
 
+    @hookimpl
     def trial_started(self, trial):
         self.events.append(("trial_started", trial.number))
 
+    @hookimpl
     def trial_finished(self, trial):
         self.events.append(("trial_finished", trial.number, trial.status.value))
 
+    @hookimpl
     def experiment_finished(self, experiment, summary):
         self.events.append(("experiment_finished", summary["trials"]["completed"]))
 
@@ -125,9 +131,17 @@ def search(tmp_path, widths, storage=None, hook=None, **kw):
     return summary, runner, strategy, storage
 
 
-def test_observers_see_every_step_in_order(tmp_path):
+class Broken:
+    @hookimpl
+    def trial_finished(self, trial):
+        raise RuntimeError("observer bug")
+
+
+def test_observers_see_every_step_in_order_even_beside_a_broken_one(tmp_path):
     rec = Recorder()
-    summary, *_ = search(tmp_path, [10, 20, 30], hook=rec)
+    system = PluginSystem.load([("broken", Broken()), ("recorder", rec)], entry_points=False)
+    summary, *_ = search(tmp_path, [10, 20, 30], hook=system.pm.hook)
+    assert summary["trials"]["completed"] == 3
     assert rec.events[0] == ("experiment_started", "exp")
     assert rec.events[-1] == ("experiment_finished", 3)
     for n in (1, 2, 3):

@@ -39,4 +39,6 @@ def test_workers_accepts_auto_or_an_integer():
 
 
 def test_range_checks_are_reported():
-    assert "positive number of trials" in check({**BASE, "search": {"trials": 0}})
+    assert check({**BASE, "search": {"trials": 0}}) == "search: trials must be at least 1, got 0"
+    assert check({**BASE, "training": {"optimizer": "lbfgs"}}) == "training.optimizer: expected one of adamw, adam, sgd, got 'lbfgs'"
+    assert check({**BASE, "training": {"val_fraction": 2}}) == "training: val_fraction must be in (0, 1), got 2.0"

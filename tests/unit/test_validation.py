@@ -139,3 +139,30 @@ def test_without_fallback_the_failure_lists_the_reasons():
 
     with pytest.raises(CodeGenFailed, match=r"\[import\]"):
         generate_validated_code(Scripted(["import os"] * 2), REQUEST, attempts=2)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "return F.relu.__globals__.get('torch')",
+        "return nn.Linear.__class__.mro()",
+        "return F.torch.hub.list('x')",
+        "return torch.nn.init.torch.hub",
+        "return nn.functional.torch.utils",
+        "return typing.sys.modules['os']",
+        "t = torch\n        return t.hub",
+        "return self.fc.weight.storage()",
+    ],
+)
+def test_module_reexports_aliases_and_mid_chain_dunders_are_refused(body):
+    code = ("import typing\nimport torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
+            f"class Net(nn.Module):\n    def forward(self, x):\n        {body}\n")
+    assert rule_of(code) in ("dunder", "attribute")
+
+
+def test_top_level_alias_of_a_module_is_refused():
+    assert rule_of("import torch\nfrom torch import nn\nT = torch" + NET) in ("top_level", "attribute")
+
+
+def test_a_bare_annotation_and_common_parameter_names_are_fine():
+    validate_code("from torch import nn\nx: int\nclass Net(nn.Module):\n    def forward(self, input):\n        return input\n")

@@ -19,6 +19,15 @@ from neuromosaic_core.model import ErrorClass, TrialResult, converter
 from neuromosaic_runner_local import LocalRunnerSettings
 
 OUTPUT_TAIL = 2000
+#: What a trial inherits from the orchestrator's environment: enough to find Python and its
+#: packages, never credentials (API keys of LLM providers live in the same environment).
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "COVERAGE_PROCESS_START")
+
+
+def trial_environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("COVERAGE_")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
 
 
 class LocalRunner(Runner):
@@ -32,7 +41,7 @@ class LocalRunner(Runner):
         result_path.parent.mkdir(parents=True, exist_ok=True)
         job_path = result_path.with_name("job.json")
         job_path.write_text(json.dumps(converter.unstructure(job)))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = trial_environment()
         proc = await asyncio.create_subprocess_exec(
             self.python, "-m", "neuromosaic_core.harness", str(job_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -130,3 +130,20 @@ def _is_harness(pid: str, tmp_path: Path) -> bool:
 def test_workers_auto_uses_the_cpus_this_process_may_use():
     assert LocalRunner(LocalRunnerSettings(workers="auto")).workers == len(os.sched_getaffinity(0))
     assert LocalRunner(LocalRunnerSettings(workers=3)).workers == 3
+
+
+def test_trials_do_not_inherit_credentials(monkeypatch):
+    from neuromosaic_runner_local.runner import trial_environment
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    env = trial_environment()
+    assert "OPENAI_API_KEY" not in env and env["OMP_NUM_THREADS"] == "1" and "PATH" in env
+
+
+def test_a_model_over_the_parameter_budget_is_refused_before_training(tmp_path, data):
+    over = job(tmp_path, data, NET)
+    import attrs
+
+    result = run(LocalRunner().run_trial(attrs.evolve(over, max_params=10)))
+    assert result.error.error_class is ErrorClass.CONSTRAINT
+    assert "max_params" in result.error.message
