@@ -1,0 +1,36 @@
+"""Every first-party plugin is a complete, installable package and is in the README's install file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
+def test_plugin_package_is_complete(plugin: Path):
+    project = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]
+    assert project["name"] == plugin.name.replace("_", "-")
+    major, minor, patch = project["version"].split(".")  # semantic version
+    assert any(dep.startswith("neuromosaic-core") for dep in project["dependencies"])
+    entry_points = project["entry-points"]["neuromosaic"]
+    assert all(target == plugin.name for target in entry_points.values())
+    assert (plugin / plugin.name / "__init__.py").is_file()
+    assert (plugin / "README.md").is_file() and (plugin / "CHANGELOG.md").is_file()
+    assert project["version"] in (plugin / "CHANGELOG.md").read_text()
+    assert list((plugin / "tests").glob("test_*.py")), "each plugin carries its own tests"
+
+
+@pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
+def test_plugin_is_installed_by_the_readme_install_file(plugin: Path):
+    lines = {line.split("[")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()}
+    assert f"-e plugins/{plugin.name}" in lines
+
+
+def test_core_version_is_in_its_changelog():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text()
