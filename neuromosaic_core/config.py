@@ -28,7 +28,8 @@ from neuromosaic_core.settings import CoreSettings, structure_settings
 
 CONFIG_MODULE = "neuromosaic_core.conf"
 CONFIG_NAME = "config"
-#: Config groups filled by plugins (visualizers are a list of names instead).
+#: Config groups filled by plugins. Visualizers are different: ``visualizers`` is a list of names
+#: (several may run), and each one's settings live under ``visualizer.<name>``.
 GROUPS = ("strategy", "encoder", "codegen", "runner", "storage", "task")
 
 #: Documented environment variables and the setting each one sets.
@@ -58,6 +59,13 @@ def register_config_nodes(system: PluginSystem) -> None:
             settings = component.default_settings()
             node = {"name": name, **(converter.unstructure(settings) if settings is not None else {})}
             store.store(group=group, name=name, node=node, provider=component.plugin)
+    # One node with every installed visualizer's settings, selected by `visualizer: installed` in
+    # conf/config.yaml, so `visualizer.matplotlib.dpi=200` works without editing conf/.
+    visualizer_nodes = {}
+    for name in system.names("visualizer"):
+        settings = system.get("visualizer", name).default_settings()
+        visualizer_nodes[name] = converter.unstructure(settings) if settings is not None else {}
+    store.store(group="visualizer", name="installed", node=visualizer_nodes)
 
 
 def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
@@ -123,11 +131,14 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         component = system.get(group, str(name))
         settings = structure_settings(node, component.settings, group) if component.settings else None
         components[group] = (component, settings)
-    core = structure_settings({k: v for k, v in raw.items() if k not in GROUPS}, CoreSettings, "")
+    core = structure_settings({k: v for k, v in raw.items() if k not in GROUPS and k != "visualizer"}, CoreSettings, "")
     visualizers = []
+    visualizer_nodes = raw.get("visualizer") or {}
     for name in core.visualizers:
         component = system.get("visualizer", name)
-        visualizers.append((component, component.default_settings()))
+        node = visualizer_nodes.get(name, {})
+        settings = structure_settings(node, component.settings, f"visualizer.{name}") if component.settings else None
+        visualizers.append((component, settings))
     storage_component, storage_settings = components["storage"]
     schemes = storage_component.metadata.get("url_schemes")
     url = getattr(storage_settings, "url", None)

@@ -46,6 +46,7 @@ def test_cfg_job_shows_the_composed_config_with_plugin_nodes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "name: digits-mlp_conv1d-random" in proc.stdout
     assert "workers: 2" in proc.stdout and "url: sqlite:///neuromosaic.db" in proc.stdout
+    assert "matplotlib:\n    dpi: 120" in proc.stdout  # the installed visualizer's settings node
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,8 @@ def test_cfg_job_shows_the_composed_config_with_plugin_nodes(tmp_path):
         (["search.trails=3"], "unknown key 'search.trails' (valid keys under 'search': "),
         (["runner.workers=many"], "runner.workers: expected an integer or 'auto', got 'many'"),
         (["strategy.bogus=1"], "unknown key 'strategy.bogus'"),
+        (["visualizer.matplotlib.dpi=high"], "visualizer.matplotlib.dpi: expected an integer, got 'high'"),
+        (["visualizers=[nope]"], "visualizer='nope' is not an installed visualizer"),
         (["storage.url=redis://x"], "storage.url='redis://x': storage 'sql' serves sqlite"),
         (["--multirun", "task=digits,nope"], "task='nope' is not an installed task; valid choices: digits, mnist1d"),
     ],
