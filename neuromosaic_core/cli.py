@@ -70,7 +70,7 @@ def run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
         if exc.exit_code == 0:
             return None
         _die(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         _die("interrupted; finished trials are stored: run the same command again to resume", 130)
     except Exception as exc:
         if debug:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -248,6 +249,11 @@ class Orchestrator:
         """Search until ``search.trials`` trials completed or the failure limit; return the summary."""
         self._runner_settings = runner_settings
         started = time.perf_counter()
+        # SIGTERM (a scheduler, `kill`) stops the search like Ctrl-C does: trials are cancelled and
+        # their process groups killed, instead of being orphaned.
+        current = asyncio.current_task()
+        if current is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
         experiment, history, requeue = self._open_experiment()
         self._replay(history)
         number = max((t.number for t in history), default=0)

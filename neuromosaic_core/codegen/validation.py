@@ -46,13 +46,19 @@ TORCH_ALLOWED = frozenset(
 )
 NN_DENIED = frozenset({"utils", "modules", "parallel", "backends", "quantized", "qat", "intrinsic", "attention"})
 #: Method names refused on any object: they read or write files or reach native code.
-METHOD_DENIED = frozenset({"load", "save", "from_file", "tofile", "system", "popen", "spawn", "format_map"})
+METHOD_DENIED = frozenset(
+    {"load", "save", "from_file", "tofile", "fromfile", "system", "popen", "spawn", "format_map", "savez", "savez_compressed",
+     "savetxt", "loadtxt", "genfromtxt", "fromregex", "memmap", "open_memmap", "load_library", "urlopen", "remove", "unlink",
+     "rmtree", "read_text", "read_bytes", "write_text", "write_bytes", "mkdir"}
+)
 #: Attribute names that lead to a module object (``F.torch``, ``typing.sys``, ``x.utils``), refused
 #: anywhere in an attribute chain so re-exports cannot reach what an import could not.
 MODULE_ATTRIBUTES = frozenset(
     {"torch", "nn", "sys", "os", "builtins", "importlib", "subprocess", "socket", "shutil", "pathlib", "io", "ctypes",
      "pickle", "marshal", "types", "inspect", "gc", "hub", "utils", "ops", "jit", "multiprocessing", "distributed",
-     "library", "classes", "package", "cpp_extension", "_C", "modules", "serialization", "storage"}
+     "library", "classes", "package", "cpp_extension", "_C", "modules", "serialization", "storage", "np", "numpy",
+     "ctypeslib", "f2py", "contextlib", "stdlib_re", "re", "copy", "warnings", "weakref", "threading", "signal", "tempfile",
+     "glob", "json", "logging", "platform", "sysconfig", "site", "runpy", "pkgutil", "linecache", "traceback", "abc"}
 )
 
 

@@ -152,6 +152,10 @@ def test_without_fallback_the_failure_lists_the_reasons():
         "return typing.sys.modules['os']",
         "t = torch\n        return t.hub",
         "return self.fc.weight.storage()",
+        "return F.np.fromfile('/etc/passwd')",
+        "return F.np.ctypeslib.load_library('x', '.')",
+        "return typing.contextlib",
+        "return x.numpy().tofile('out')",
     ],
 )
 def test_module_reexports_aliases_and_mid_chain_dunders_are_refused(body):
