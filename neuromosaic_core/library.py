@@ -1,0 +1,39 @@
+"""Components as a plain library, without Hydra and without the orchestrator.
+
+    from neuromosaic_core.library import create_encoder, create_strategy
+
+    space = create_encoder("mlp_conv1d").search_space()
+    strategy = create_strategy("random", space, seed=0)
+    vectors = strategy.suggest_architectures(4)
+    strategy.update_with_results([(v, TrialResult({"val_accuracy": score(v)})) for v in vectors])
+
+Settings are passed as keyword arguments and checked exactly as on the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuromosaic_core.interfaces import ArchitectureEncoder, SearchStrategy
+from neuromosaic_core.model import SearchSpace
+from neuromosaic_core.plugins import PluginSystem
+from neuromosaic_core.settings import structure_settings
+
+
+def _settings(kind: str, name: str, values: dict[str, Any], system: PluginSystem | None) -> tuple[Any, Any]:
+    component = (system or PluginSystem.load()).get(kind, name)
+    settings = structure_settings(values, component.settings, kind) if component.settings else None
+    return component, settings
+
+
+def create_strategy(name: str, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True,
+                    system: PluginSystem | None = None, **settings: Any) -> SearchStrategy:
+    """A registered search strategy by name, ready for ask/tell."""
+    component, checked = _settings("strategy", name, settings, system)
+    return component.factory(space=space, seed=seed, settings=checked, metric=metric, maximize=maximize)
+
+
+def create_encoder(name: str, system: PluginSystem | None = None, **settings: Any) -> ArchitectureEncoder:
+    """A registered architecture encoder by name."""
+    component, checked = _settings("encoder", name, settings, system)
+    return component.factory(settings=checked)
