@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import attrs
 import numpy as np
 
-from neuromosaic_core.interfaces import Task
-from neuromosaic_core.model import stable_hash
+from neuromosaic_core.tasks import ArrayTask
 from neuromosaic_task_digits import DigitsSettings
 
-#: Bump when the generated arrays change for the same settings, so stale files are not reused.
-FORMAT_VERSION = 1
 
-
-class DigitsTask(Task):
+class DigitsTask(ArrayTask):
     """1,797 grey 8x8 images of digits flattened to 64 features in [0, 1]; 10 classes."""
 
     name = "digits"
@@ -24,25 +16,7 @@ class DigitsTask(Task):
     num_classes = 10
 
     def __init__(self, settings: DigitsSettings | None = None) -> None:
-        self.settings = settings if settings is not None else DigitsSettings()
-
-    def data_filename(self) -> str:
-        """The file name: the task name and a hash of everything that determines the arrays."""
-        key = stable_hash({"task": self.name, "format": FORMAT_VERSION, "settings": attrs.asdict(self.settings)})
-        return f"{self.name}-{key}.npz"
-
-    def prepare_data(self, directory: Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / self.data_filename()
-        if path.exists():
-            return path
-        arrays = self.build_arrays()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written file to be reused
-        return path
+        super().__init__(settings if settings is not None else DigitsSettings())
 
     def build_arrays(self) -> dict[str, np.ndarray]:
         from sklearn.datasets import load_digits

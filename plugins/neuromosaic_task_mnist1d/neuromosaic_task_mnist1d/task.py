@@ -6,22 +6,15 @@ from GitHub (and falls back to generating only on failure).
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
-import attrs
 import numpy as np
 
-from neuromosaic_core.interfaces import Task
-from neuromosaic_core.model import stable_hash
+from neuromosaic_core.tasks import ArrayTask
 from neuromosaic_task_mnist1d import Mnist1dSettings
 
-#: Bump when the generated arrays change for the same settings, so stale files are not reused.
-FORMAT_VERSION = 1
 
-
-class Mnist1dTask(Task):
+class Mnist1dTask(ArrayTask):
     """MNIST-1D: the ten digit templates as 1-D signals, randomly padded, shifted, scaled, sheared
     and noised, down-sampled to 40 points; 10 classes. Defaults: 4,000 train and 1,000 test."""
 
@@ -30,25 +23,7 @@ class Mnist1dTask(Task):
     num_classes = 10
 
     def __init__(self, settings: Mnist1dSettings | None = None) -> None:
-        self.settings = settings if settings is not None else Mnist1dSettings()
-
-    def data_filename(self) -> str:
-        """The file name: the task name and a hash of everything that determines the arrays."""
-        key = stable_hash({"task": self.name, "format": FORMAT_VERSION, "settings": attrs.asdict(self.settings)})
-        return f"{self.name}-{key}.npz"
-
-    def prepare_data(self, directory: Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / self.data_filename()
-        if path.exists():
-            return path
-        arrays = self.build_arrays()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written file to be reused
-        return path
+        super().__init__(settings if settings is not None else Mnist1dSettings())
 
     def build_arrays(self) -> dict[str, np.ndarray]:
         from mnist1d.data import get_dataset_args, make_dataset
