@@ -94,6 +94,16 @@ class CodeGenRequest:
     previous_code: str | None = None
 
 
+class LLMProvider(abc.ABC):
+    """A provider that answers free-form prompts. LLM-backed code generators implement it beside
+    :class:`CodeGenProvider`, so other components (the ``llm`` search strategy) can use any
+    registered LLM."""
+
+    @abc.abstractmethod
+    def complete(self, prompt: str, system: str | None = None) -> str:
+        """The model's answer to ``prompt`` (raise on transport errors; callers retry or fall back)."""
+
+
 class CodeGenProvider(abc.ABC):
     """ICodeGenProvider: turns a spec into the source of a Python module defining ``class Net``.
 
@@ -126,6 +136,7 @@ class TrialJob:
     weights_path: str | None = None
     timeout_s: float = 600.0
     max_params: int | None = None
+    spec: ArchitectureSpec | None = None
 
 
 class Runner(abc.ABC):
@@ -140,6 +151,10 @@ class Runner(abc.ABC):
     """
 
     workers: int = 1
+    #: False for runners that evaluate a spec without running code (a lookup table): the
+    #: orchestrator then skips code generation and the analytic constraint check, and the job
+    #: carries the spec (``job.spec``) with an empty ``code_path``.
+    needs_code: bool = True
 
     @abc.abstractmethod
     async def run_trial(self, job: TrialJob) -> TrialResult:

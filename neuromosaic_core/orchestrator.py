@@ -167,16 +167,24 @@ class Orchestrator:
             trial.spec = self.c.encoder.decode(trial.vector)
         except ValueError as exc:
             return TrialResult.failure(ErrorClass.CONSTRAINT, f"cannot decode vector: {exc}")
-        check = self.validator.validate_constraints(trial.spec)
-        if not check.ok:
-            log.info(f"invalid architecture ({check.message()}); not trained")
-            return TrialResult.failure(ErrorClass.CONSTRAINT, check.message())
+        needs_code = getattr(self.c.runner, "needs_code", True)
+        if needs_code:
+            check = self.validator.validate_constraints(trial.spec)
+            if not check.ok:
+                log.info(f"invalid architecture ({check.message()}); not trained")
+                return TrialResult.failure(ErrorClass.CONSTRAINT, check.message())
         trial.reuse_key = reuse_key(trial.spec, self.task_key, self.s.training)
         twin = self.c.storage.find_reusable(trial.reuse_key)
         if twin is not None and twin.result is not None:
             log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
             trial.code, trial.reused_from = twin.code, twin.id
             return twin.result
+        trial_dir = self.run_dir / "trials" / f"trial-{trial.number:04d}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        result_path = trial_dir / "result.json"
+        result_path.unlink(missing_ok=True)
+        if not needs_code:
+            return self._job(trial, "", result_path)
         request = CodeGenRequest(trial.spec, tuple(self.c.task.input_shape), self.c.task.num_classes)
         try:
             outcome = await asyncio.to_thread(
@@ -191,14 +199,13 @@ class Orchestrator:
         trial.code = outcome.code
         code_path = self._code_path(trial.number)
         code_path.write_text(outcome.code)
-        trial_dir = self.run_dir / "trials" / f"trial-{trial.number:04d}"
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        result_path = trial_dir / "result.json"
-        result_path.unlink(missing_ok=True)
+        return self._job(trial, str(code_path.resolve()), result_path)
+
+    def _job(self, trial: Trial, code_path: str, result_path: Path) -> TrialJob:
         return TrialJob(
             trial_id=trial.number,
             experiment=self.name,
-            code_path=str(code_path.resolve()),
+            code_path=code_path,
             data_path=str(self.data_path.resolve()),
             result_path=str(result_path.resolve()),
             input_shape=tuple(self.c.task.input_shape),
@@ -207,6 +214,7 @@ class Orchestrator:
             weights_path=str((self.run_dir / "weights" / f"trial-{trial.number:04d}.pt").resolve()),
             timeout_s=float(getattr(self._runner_settings, "timeout", 600.0)),
             max_params=self.s.constraints.max_params,
+            spec=trial.spec,
         )
 
     def _code_path(self, number: int) -> Path:

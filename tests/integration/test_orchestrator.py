@@ -212,3 +212,29 @@ def test_keep_weights_k_keeps_only_the_best_k(tmp_path):
     assert left == ["trial-0002.pt", "trial-0004.pt"]
     pruned = [t for t in storage.list_trials("exp") if t.number in (1, 3)]
     assert all(t.result.weights_path is None for t in pruned)
+
+
+class LookupRunner(Runner):
+    """Evaluates the spec itself, like a tabular benchmark: no code needed."""
+
+    workers = 1
+    needs_code = False
+
+    def __init__(self):
+        self.jobs = []
+
+    async def run_trial(self, job):
+        self.jobs.append(job)
+        width = job.spec.layers[0].params["out_features"]
+        return TrialResult({"val_accuracy": width / 100, "params": width})
+
+
+def test_a_runner_without_code_gets_the_spec_and_no_generated_code(tmp_path):
+    runner = LookupRunner()
+    c = Components(Scripted([64, 5, 30]), WidthEncoder(), Code(), runner, InMemoryResultsDB(), ToyTask())
+    # max_params would refuse width 64 on generated code; a lookup runner skips the analytic check
+    orch = Orchestrator(settings(trials=3, max_params=100), c, tmp_path / "exp", show_progress=False)
+    summary = asyncio.run(orch.run())
+    assert summary["trials"]["completed"] == 3 and summary["best"]["val_accuracy"] == 0.64
+    assert [j.code_path for j in runner.jobs] == ["", "", ""]
+    assert not (tmp_path / "exp" / "code").exists() or not list((tmp_path / "exp" / "code").iterdir())
