@@ -135,6 +135,7 @@ class SqlResultsDB(ResultsDB):
         self.db = _open_database(url, busy_timeout_ms)
         self._SchemaVersion, self._ExperimentRow, self._TrialRow = _make_models(self.db)
         self._experiment_ids: dict[str, int] = {}
+        self._sql: tuple[str, str] | None = None
         try:
             self.db.connect()
             self._prepare_schema()
@@ -252,16 +253,37 @@ class SqlResultsDB(ResultsDB):
             id=row.id,
         )
 
+    def _quote(self, name: str) -> str:
+        return f"{self.db.quote[0]}{name}{self.db.quote[-1]}"
+
+    def _statements(self, names: list[str]) -> tuple[str, str]:
+        """INSERT and UPDATE for these columns, built once: the search loop saves every trial
+        twice, and building the SQL through peewee's query objects cost more than running it."""
+        if self._sql is None:
+            p = self.db.param
+            q = self._quote
+            table = q(self._TrialRow._meta.table_name)
+            columns = [*names, "experiment_id", "created_at", "updated_at"]
+            # Identifiers come from the model's own metadata and every value is a bound parameter.
+            insert = f"INSERT INTO {table} ({', '.join(map(q, columns))}) VALUES ({', '.join([p] * len(columns))})"  # noqa: S608
+            if isinstance(self.db, pw.PostgresqlDatabase):
+                insert += " RETURNING id"
+            update = f"UPDATE {table} SET {', '.join(f'{q(c)} = {p}' for c in [*names, 'updated_at'])} WHERE id = {p}"  # noqa: S608
+            self._sql = (insert, update)
+        return self._sql
+
     def save_trial(self, trial: Trial) -> Trial:
         columns = self._trial_columns(trial)
+        insert, update = self._statements(list(columns))
+        now = self._TrialRow.updated_at.db_value(_now())
         with self.db.atomic():
-            columns["experiment"] = self._experiment_id(trial.experiment)
+            experiment_id = self._experiment_id(trial.experiment)
             if trial.id is None:
-                trial.id = self._TrialRow.insert(**columns).execute()
+                cursor = self.db.execute_sql(insert, [*columns.values(), experiment_id, now, now])
+                trial.id = cursor.fetchone()[0] if isinstance(self.db, pw.PostgresqlDatabase) else cursor.lastrowid
             else:
-                columns["updated_at"] = _now()
-                updated = self._TrialRow.update(**columns).where(self._TrialRow.id == trial.id).execute()
-                if updated != 1:
+                cursor = self.db.execute_sql(update, [*columns.values(), now, trial.id])
+                if cursor.rowcount != 1:
                     raise StorageError(f"trial id {trial.id} does not exist in {self.url}")
         return trial
 
@@ -273,15 +295,17 @@ class SqlResultsDB(ResultsDB):
         return [self._to_trial(r, experiment) for r in query.order_by(T.id)]
 
     def find_reusable(self, reuse_key: str) -> Trial | None:
+        # Called for every trial and nearly always a miss: a plain indexed lookup first.
+        table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
+        hit = self.db.execute_sql(
+            f"SELECT id FROM {table} WHERE reuse_key = {p} AND status = {p} ORDER BY id LIMIT 1",  # noqa: S608
+            [reuse_key, TrialStatus.COMPLETED.value],
+        ).fetchone()
+        if hit is None:
+            return None
         T, E = self._TrialRow, self._ExperimentRow
-        row = (
-            T.select(T, E)
-            .join(E)
-            .where((T.reuse_key == reuse_key) & (T.status == TrialStatus.COMPLETED.value))
-            .order_by(T.id)
-            .first()
-        )
-        return self._to_trial(row, row.experiment.name) if row is not None else None
+        row = T.select(T, E).join(E).where(T.id == hit[0]).get()
+        return self._to_trial(row, row.experiment.name)
 
     def mark_interrupted(self, experiment: str) -> list[Trial]:
         T = self._TrialRow
