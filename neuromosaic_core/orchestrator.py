@@ -290,7 +290,9 @@ class Orchestrator:
                 if slots > 0:
                     vectors = [queue.popleft() for _ in range(min(slots, len(queue)))]
                     if len(vectors) < slots:
-                        vectors += self.c.strategy.suggest_architectures(slots - len(vectors))
+                        # In a thread: an LLM-guided strategy may take seconds, and trials in
+                        # flight must not wait for it.
+                        vectors += await asyncio.to_thread(self.c.strategy.suggest_architectures, slots - len(vectors))
                     for vector in vectors:
                         if self.counts.consecutive_failures >= self.s.search.max_failures:
                             break  # the remaining suggestions would only add to a failing streak
