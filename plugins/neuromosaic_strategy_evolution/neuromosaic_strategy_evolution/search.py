@@ -1,0 +1,376 @@
+"""Evolution: regularized (aging) evolution for one objective, NSGA-II for several.
+
+- ``aging`` (Real et al. 2019, "Regularized Evolution for Image Classifier Architecture Search"):
+  a population of the last ``population`` successful individuals, in arrival order. A child is
+  one mutation of the best of ``sample_size`` members drawn at random; the oldest member leaves
+  when a new one arrives and the population is full.
+- ``nsga2`` (Deb et al. 2002): every successful individual is kept; parents are the ``population``
+  best by non-dominated sorting and crowding distance (``deap.tools.selNSGA2``), and a child is one
+  mutation of the winner of a binary crowded tournament.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from deap import base, tools
+from loguru import logger
+
+from neuromosaic_core.interfaces import SearchStrategy
+from neuromosaic_core.model import (
+    AnyDimension,
+    ArchitectureVector,
+    CategoricalDimension,
+    IntDimension,
+    RealDimension,
+    Scalar,
+    SearchSpace,
+    TrialResult,
+)
+from neuromosaic_strategy_evolution.objectives import Objective, check_settings
+
+#: Standard deviation of a real (or log-int) step, as a fraction of the dimension's range.
+STEP_FRACTION = 0.1
+#: Probability that an int mutation resamples the dimension instead of stepping.
+RESAMPLE_PROBABILITY = 0.2
+
+
+@attrs.frozen
+class Individual:
+    """One successful evaluation: the vector, all its metrics, its objective values (in the order
+    of the objectives, not negated) and its age (the how-many-th success it was)."""
+
+    vector: ArchitectureVector
+    key: str
+    metrics: Mapping[str, float]
+    fitness: tuple[float, ...]
+    age: int
+
+
+class _Candidate:
+    """What ``deap.tools.selNSGA2`` selects from: an object with a DEAP ``fitness``."""
+
+    __slots__ = ("fitness", "individual")
+
+    def __init__(self, individual: Individual, fitness: base.Fitness) -> None:
+        self.individual = individual
+        self.fitness = fitness
+
+
+class EvolutionSearch(SearchStrategy):
+    """Aging evolution (one objective) or NSGA-II (several objectives) over a search space.
+
+    - The first ``population`` suggestions are uniform random samples (results replayed from a
+      resumed experiment count towards them, and rebuild the population, so a resume continues).
+    - ``aging``: the population holds the last ``population`` successful results in arrival
+      order. Each child mutates the best (by the objective) of ``sample_size`` members drawn at
+      random. The objective is ``objectives`` (one entry) or else ``metric``, maximised when
+      ``maximize``.
+    - ``nsga2``: all successful results are kept; each batch selects ``population`` parents by
+      non-dominated rank and crowding distance (``deap.tools.selNSGA2``); each child mutates the
+      winner of a binary tournament (lower rank, then larger crowding distance).
+    - A mutation changes exactly one active dimension of the parent (categorical: another choice;
+      int: a step of one, or a resample; real: a gaussian step, in log space for ``log``
+      dimensions); dimensions the change switches on are sampled, then the vector is
+      canonicalised.
+    - Failed results, results without a finite value of every objective and vectors outside the
+      space never join the population.
+    - No suggestion repeats a pending suggestion or an evaluated vector: after ``max_retries``
+      children it samples at random, after ``max_retries`` samples it accepts an evaluated vector
+      and, when the space is exhausted, a pending one, so a tiny space never loops forever.
+    - All randomness comes from a ``random.Random(seed)`` of its own (DEAP's NSGA-II selection
+      and sorting draw no random numbers; the tournament is done here).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        metric: str = "val_accuracy",
+        maximize: bool = True,
+        mode: str = "aging",
+        population: int = 20,
+        sample_size: int = 5,
+        objectives: str = "",
+        max_retries: int = 100,
+    ) -> None:
+        super().__init__(space, seed=seed, metric=metric, maximize=maximize)
+        parsed = check_settings(mode, population, sample_size, objectives, max_retries)
+        self.mode = mode
+        self.population_size = population
+        self.sample_size = sample_size
+        self.max_retries = max_retries
+        #: (metric, maximise) pairs, in the order of :attr:`Individual.fitness`.
+        self.objectives: tuple[Objective, ...] = parsed or ((metric, maximize),)
+        weights = tuple(1.0 if up else -1.0 for _, up in self.objectives)
+        self._fitness_class: type[base.Fitness] = type("ObjectiveFitness", (base.Fitness,), {"weights": weights})
+        self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
+        self._pending: Counter[str] = Counter()  # a Counter: duplicates exist once the space is exhausted
+        self._evaluated: set[str] = set()
+        self._archive: dict[str, Individual] = {}  # every success, latest per vector, in arrival order
+        self._aging: deque[Individual] = deque()  # aging mode: the population, oldest first
+        self._arrivals = 0
+        self._seen = 0  # suggestions made plus results told for vectors that were not pending
+        self._warned: set[str] = set()  # objectives already reported missing from a successful result
+        #: For each suggestion (by key), the key of the parent it was mutated from, or None when it
+        #: was sampled at random. For inspection and tests.
+        self.lineage: dict[str, str | None] = {}
+
+    # -- inspection -------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """How many suggestions have not been told yet."""
+        return sum(self._pending.values())
+
+    @property
+    def evaluated(self) -> int:
+        """How many distinct vectors have been told."""
+        return len(self._evaluated)
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the next suggestion is still one of the initial random samples."""
+        return self._seen < self.population_size
+
+    def population(self) -> list[Individual]:
+        """The individuals children are bred from: aging mode, the population oldest first;
+        nsga2 mode, the ``population`` parents NSGA-II selects from everything evaluated."""
+        if self.mode == "aging":
+            return list(self._aging)
+        return [candidate.individual for candidate, _, _ in self._nsga2_parents()]
+
+    def best(self) -> tuple[ArchitectureVector, float] | None:
+        """The best successful vector so far by the (first) objective, with its value."""
+        if not self._archive:
+            return None
+        sign = 1.0 if self.objectives[0][1] else -1.0
+        top = max(self._archive.values(), key=lambda ind: sign * ind.fitness[0])  # first wins ties
+        return top.vector, top.fitness[0]
+
+    def pareto_front(self) -> list[tuple[ArchitectureVector, dict[str, float]]]:
+        """The non-dominated successful vectors (by all objectives) with their metrics, oldest first."""
+        candidates = self._candidates()
+        if not candidates:
+            return []
+        (front,) = tools.sortNondominated(candidates, len(candidates), first_front_only=True)
+        members = {id(c) for c in front}
+        return [(c.individual.vector, dict(c.individual.metrics)) for c in candidates if id(c) in members]
+
+    # -- ask --------------------------------------------------------------------------------
+
+    def suggest_architectures(self, n: int) -> list[ArchitectureVector]:
+        if n < 0:
+            raise ValueError(f"expected n >= 0, got {n}")
+        pick = self._parent_picker() if n else None
+        suggestions = []
+        for _ in range(n):
+            vector, parent = self._propose(None if self.warming_up else pick)
+            key = vector.key()
+            self._pending[key] += 1
+            self._seen += 1
+            self.lineage[key] = parent.key() if parent is not None else None
+            suggestions.append(vector)
+        return suggestions
+
+    def _parent_picker(self) -> Callable[[], Individual] | None:
+        """A function drawing one parent for this batch, or None with nothing to breed from."""
+        if self.mode == "aging":
+            members = list(self._aging)
+            if not members:
+                return None
+            sign = 1.0 if self.objectives[0][1] else -1.0
+
+            def tournament() -> Individual:
+                sample = self._rng.sample(members, min(self.sample_size, len(members)))
+                return max(sample, key=lambda ind: sign * ind.fitness[0])  # first drawn wins ties
+
+            return tournament
+        parents = self._nsga2_parents()
+        if not parents:
+            return None
+
+        def crowded_tournament() -> Individual:
+            if len(parents) == 1:
+                return parents[0][0].individual
+            a, b = self._rng.sample(parents, 2)
+            # Lower non-dominated rank wins, then larger crowding distance; a full tie is a coin flip.
+            key_a, key_b = (a[1], -a[2]), (b[1], -b[2])
+            if key_a == key_b:
+                return self._rng.choice((a, b))[0].individual
+            return (a if key_a < key_b else b)[0].individual
+
+        return crowded_tournament
+
+    def _candidates(self) -> list[_Candidate]:
+        return [_Candidate(ind, self._fitness_class(ind.fitness)) for ind in self._archive.values()]
+
+    def _nsga2_parents(self) -> list[tuple[_Candidate, int, float]]:
+        """NSGA-II survivors: (candidate, front rank, crowding distance), best first."""
+        candidates = self._candidates()
+        if not candidates:
+            return []
+        # selNSGA2 sorts into fronts, assigns crowding distances and truncates the last front by
+        # them; none of it draws random numbers, so the global random state is not involved.
+        chosen = tools.selNSGA2(candidates, min(self.population_size, len(candidates)))
+        fronts = tools.sortNondominated(chosen, len(chosen))
+        rank = {id(c): r for r, front in enumerate(fronts) for c in front}
+        return [(c, rank[id(c)], c.fitness.crowding_dist) for c in chosen]
+
+    def _propose(self, pick: Callable[[], Individual] | None) -> tuple[ArchitectureVector, ArchitectureVector | None]:
+        first: tuple[ArchitectureVector, ArchitectureVector | None] | None = None
+        not_pending: tuple[ArchitectureVector, ArchitectureVector | None] | None = None
+        for breed in (True, False) if pick is not None else (False,):
+            for _ in range(self.max_retries):
+                parent = pick().vector if breed and pick is not None else None
+                vector = self._mutate(parent) if parent is not None else None
+                if vector is None:  # nothing to mutate in this parent: sample instead
+                    parent = None
+                    vector = self.space.canonicalize(self.space.sample(self._rng))
+                key = vector.key()
+                if first is None:
+                    first = (vector, parent)
+                if key in self._pending:
+                    continue
+                if key not in self._evaluated:
+                    return vector, parent
+                if not_pending is None:
+                    not_pending = (vector, parent)
+        chosen = not_pending if not_pending is not None else first
+        assert chosen is not None  # max_retries >= 1
+        return chosen
+
+    # -- mutation ---------------------------------------------------------------------------
+
+    def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
+        """``parent`` with one active dimension changed, or None if no active dimension can change."""
+        values: dict[str, Scalar] = dict(parent.values)
+        was_active = self.space.active_dimensions(values)
+        mutable = [d for d in was_active if _can_change(d)]
+        if not mutable:
+            return None
+        dim = self._rng.choice(mutable)
+        values[dim.name] = self._change(dim, values[dim.name])
+        # Dimensions the change switches on hold their canonical default in the parent: sample them.
+        was_active_names = {d.name for d in was_active}
+        active: dict[str, Scalar] = {}
+        for d in self.space.dimensions:
+            if all(p in active and active[p] in allowed for p, allowed in d.active_if.items()):
+                if d.name not in was_active_names:
+                    values[d.name] = d.sample(self._rng)
+                active[d.name] = values[d.name]
+        return self.space.canonicalize(values)
+
+    def _change(self, dim: AnyDimension, current: Scalar) -> Scalar:
+        """A value of ``dim`` different from ``current`` (``_can_change(dim)`` holds)."""
+        rng = self._rng
+        if isinstance(dim, CategoricalDimension):
+            return rng.choice([c for c in dim.choices if not _same(c, current)])
+        if isinstance(dim, IntDimension):
+            cur = int(current) if isinstance(current, (int, float)) else dim.low
+            for _ in range(self.max_retries):
+                if rng.random() < RESAMPLE_PROBABILITY:
+                    new = dim.sample(rng)
+                elif dim.log and dim.low > 0:
+                    step = rng.gauss(0.0, STEP_FRACTION * (math.log(dim.high) - math.log(dim.low)))
+                    new = int(round(math.exp(math.log(max(cur, dim.low)) + step)))
+                    if new == cur:
+                        new = cur + (1 if step >= 0 else -1)
+                else:
+                    new = cur + rng.choice((-1, 1))
+                new = min(dim.high, max(dim.low, new))
+                if new != cur:
+                    return new
+            return dim.low if cur != dim.low else dim.high
+        assert isinstance(dim, RealDimension)
+        cur_f = float(current) if isinstance(current, (int, float)) else float(dim.low)
+        log = dim.log and dim.low > 0
+        low, high = (math.log(dim.low), math.log(dim.high)) if log else (float(dim.low), float(dim.high))
+        here = math.log(min(max(cur_f, dim.low), dim.high)) if log else min(max(cur_f, low), high)
+        for _ in range(self.max_retries):
+            new = _reflect(here + rng.gauss(0.0, STEP_FRACTION * (high - low)), low, high)
+            value = min(max(math.exp(new) if log else new, dim.low), dim.high)
+            if value != cur_f:
+                return value
+        return float(dim.low) if cur_f != dim.low else float(dim.high)
+
+    # -- tell -------------------------------------------------------------------------------
+
+    def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
+        for vector, result in results:
+            canonical = self._canonical(vector)
+            key = canonical.key() if canonical is not None else vector.key()
+            if self._pending.get(key, 0) > 0:
+                self._pending[key] -= 1
+                if self._pending[key] == 0:
+                    del self._pending[key]
+            else:
+                self._seen += 1  # a replayed or foreign result counts towards the random start
+            self._evaluated.add(key)
+            if canonical is None or not result.ok:
+                continue
+            fitness = self._fitness(result.metrics)
+            if fitness is None:
+                self._warn_missing(result.metrics)
+                continue
+            individual = Individual(canonical, key, dict(result.metrics), fitness, self._arrivals)
+            self._arrivals += 1
+            self._archive.pop(key, None)  # re-evaluated: the latest result counts, as the newest
+            self._archive[key] = individual
+            if self.mode == "aging":
+                self._aging.append(individual)
+                while len(self._aging) > self.population_size:
+                    self._aging.popleft()  # the oldest leaves, however good it is
+
+    def _fitness(self, metrics: Mapping[str, Any]) -> tuple[float, ...] | None:
+        values = [_finite(metrics.get(name)) for name, _ in self.objectives]
+        return None if None in values else tuple(values)  # type: ignore[arg-type]
+
+    def _warn_missing(self, metrics: Mapping[str, Any]) -> None:
+        """Say once per objective that successful results lack it (a typo leaves the search random)."""
+        for name, _ in self.objectives:
+            if name not in self._warned and _finite(metrics.get(name)) is None:
+                self._warned.add(name)
+                logger.warning(
+                    f"evolution strategy: a successful result has no finite {name!r} (objectives: "
+                    f"{', '.join(n for n, _ in self.objectives)}; reported: {', '.join(sorted(metrics)) or 'nothing'}); "
+                    "such results never join the population"
+                )
+
+    def _canonical(self, vector: ArchitectureVector) -> ArchitectureVector | None:
+        """``vector`` canonicalised, or None when it is not a point of the space (a foreign vector)."""
+        try:
+            canonical = self.space.canonicalize(vector)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return canonical if self.space.contains(canonical) else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and type(a) is type(b)
+
+
+def _can_change(dim: AnyDimension) -> bool:
+    if isinstance(dim, CategoricalDimension):
+        return len(dim.choices) > 1
+    return dim.high > dim.low
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _reflect(x: float, low: float, high: float) -> float:
+    """Fold ``x`` back into ``[low, high]`` (a step past an edge bounces off it)."""
+    if high <= low:
+        return low
+    span = high - low
+    x = (x - low) % (2 * span)
+    return low + (x if x <= span else 2 * span - x)
