@@ -32,6 +32,8 @@ from neuromosaic_core.model import (
 )
 from neuromosaic_strategy_optuna import SAMPLERS, parse_objectives
 
+#: Repeats Optuna may propose for one suggestion before a random sample is taken instead.
+MODEL_RETRIES = 3
 
 class OptunaSearch(SearchStrategy):
     """Bayesian optimisation (and friends) through an in-memory Optuna study.
@@ -177,7 +179,10 @@ class OptunaSearch(SearchStrategy):
     def _propose(self) -> tuple[int, ArchitectureVector]:
         first: ArchitectureVector | None = None
         not_pending: ArchitectureVector | None = None
-        for _ in range(self.max_retries):
+        # Only a few repeats are handed back to Optuna: each becomes a FAIL trial in the study, and a
+        # study full of them makes every later ask slower (TPE scans all trials). Past that, a
+        # random sample keeps the batch new.
+        for _ in range(min(self.max_retries, MODEL_RETRIES)):
             trial, vector = self._ask()
             key = vector.key()
             if key not in self._pending and key not in self._evaluated:
