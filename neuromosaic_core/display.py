@@ -57,7 +57,7 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
             spec.family if spec else "-",
             f"{m.get(metric, float('nan')):.4f}",
             f"{m.get('test_accuracy', float('nan')):.4f}",
-            f"{int(m.get('params', 0)):,}",
+            f"{int(m['params']):,}" if 'params' in m else "-",
             spec.describe().split(": ", 1)[-1] if spec else "-",
         )
     return table

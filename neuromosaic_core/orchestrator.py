@@ -179,9 +179,8 @@ class Orchestrator:
             log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
             trial.code, trial.reused_from = twin.code, twin.id
             return twin.result
-        trial_dir = self.run_dir / "trials" / f"trial-{trial.number:04d}"
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        result_path = trial_dir / "result.json"
+        # Absolute paths, computed from one resolved run directory (the runner creates the folder).
+        result_path = self._abs_run_dir / "trials" / f"trial-{trial.number:04d}" / "result.json"
         result_path.unlink(missing_ok=True)
         if not needs_code:
             return self._job(trial, "", result_path)
@@ -199,19 +198,19 @@ class Orchestrator:
         trial.code = outcome.code
         code_path = self._code_path(trial.number)
         code_path.write_text(outcome.code)
-        return self._job(trial, str(code_path.resolve()), result_path)
+        return self._job(trial, str(self._abs_run_dir / code_path.relative_to(self.run_dir)), result_path)
 
     def _job(self, trial: Trial, code_path: str, result_path: Path) -> TrialJob:
         return TrialJob(
             trial_id=trial.number,
             experiment=self.name,
             code_path=code_path,
-            data_path=str(self.data_path.resolve()),
-            result_path=str(result_path.resolve()),
+            data_path=self._abs_data_path,
+            result_path=str(result_path),
             input_shape=tuple(self.c.task.input_shape),
             num_classes=self.c.task.num_classes,
             training=self.s.training,
-            weights_path=str((self.run_dir / "weights" / f"trial-{trial.number:04d}.pt").resolve()),
+            weights_path=str(self._abs_run_dir / "weights" / f"trial-{trial.number:04d}.pt"),
             timeout_s=float(getattr(self._runner_settings, "timeout", 600.0)),
             max_params=self.s.constraints.max_params,
             spec=trial.spec,
@@ -268,6 +267,8 @@ class Orchestrator:
         self._notify("experiment_started", experiment=experiment, config=self.config)
         self.log.info(f"preparing task {self.c.task.name!r}")
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
+        self._abs_data_path = str(Path(self.data_path).resolve())
+        self._abs_run_dir = self.run_dir.resolve()
         queue: deque[ArchitectureVector] = deque(requeue)
         in_flight: dict[asyncio.Task[TrialResult], Trial] = {}
         workers = max(1, self.c.runner.workers)
