@@ -169,3 +169,21 @@ def plugins_main(argv: list[str] | None = None) -> None:
                           f"[red]failed: {p['error']}[/red]" if p["error"] else comps, ", ".join(p["hooks"]))
         Console().print(table)
     sys.exit(1 if system.errors() else 0)
+
+
+def results_main(argv: list[str] | None = None) -> None:
+    """``neuromosaic-results [--url URL] COMMAND ...``: query, export and back up stored results."""
+    from neuromosaic_core.results import build_parser, run_command
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = run_command(args)
+    except NeuromosaicError as exc:
+        print(f"neuromosaic-results: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # `neuromosaic-results export ... | head`: the reader left, nothing to report
+        sys.exit(0)
+    except Exception as exc:
+        print(f"neuromosaic-results: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)

@@ -207,6 +207,15 @@ class ResultsDB(abc.ABC):
             self.save_trial(t)
         return stale
 
+    def backup(self, target: str) -> None:
+        """Write a consistent copy of the whole database to ``target`` (a file path), optional.
+
+        The copy must be safe to take while other processes write, and be openable on its own as
+        a database of the same backend. Backends that cannot do this keep the default, which
+        raises ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support backups")
+
     def close(self) -> None:
         """Release the connection."""
 

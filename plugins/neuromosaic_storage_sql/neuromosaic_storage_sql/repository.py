@@ -8,11 +8,15 @@ write lock fails with "database is locked" whatever the busy timeout when two pr
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sqlite3
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 import peewee as pw
 from playhouse import db_url
@@ -320,6 +324,59 @@ class SqlResultsDB(ResultsDB):
         for t in stale:
             t.status = TrialStatus.INTERRUPTED
         return stale
+
+    # -- backup ------------------------------------------------------------------------------
+
+    def backup(self, target: str) -> None:
+        """Copy the whole database to the file ``target``, consistently, while others may write.
+
+        SQLite: the online backup API on this connection (``sqlite3.Connection.backup``); the copy
+        is a SQLite file that opens as ``sqlite:///<target>``. PostgreSQL: ``pg_dump`` (plain SQL,
+        restore with ``psql -f``), which must be on ``PATH``.
+        """
+        path = Path(target).expanduser()
+        if not path.parent.is_dir():
+            raise StorageError(f"cannot back up to {target}: directory {path.parent} does not exist")
+        if isinstance(self.db, pw.SqliteDatabase):
+            self._backup_sqlite(path)
+        elif isinstance(self.db, pw.PostgresqlDatabase):
+            self._backup_postgres(path)
+        else:  # pragma: no cover - _open_database only makes the two above
+            raise StorageError(f"backup is not supported for {type(self.db).__name__}")
+
+    def _backup_sqlite(self, path: Path) -> None:
+        source = str(self.db.database)
+        if source != ":memory:" and not source.startswith("file:") and path.resolve() == Path(source).expanduser().resolve():
+            raise StorageError(f"cannot back up {self.url} onto itself; choose another file")
+        try:
+            dest = sqlite3.connect(path)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot back up to {path}: {_first_line(exc)}") from None
+        try:
+            self.db.connection().backup(dest)
+        except (sqlite3.Error, pw.PeeweeException) as exc:
+            raise StorageError(f"backup of {self.url} to {path} failed: {_first_line(exc)}") from None
+        finally:
+            dest.close()
+
+    def _backup_postgres(self, path: Path) -> None:
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            raise StorageError("pg_dump was not found on PATH; install the PostgreSQL client tools "
+                               "(e.g. apt-get install postgresql-client) to back up a PostgreSQL database")
+        # The password goes through the environment, not the command line (visible to ps).
+        parts = urlparse(self.url)
+        env = dict(os.environ)
+        netloc = parts.netloc
+        if parts.password is not None:
+            env["PGPASSWORD"] = parts.password
+            netloc = netloc.replace(f":{parts.password}@", "@", 1)
+        url = urlunparse(parts._replace(scheme="postgresql", netloc=netloc))
+        done = subprocess.run([pg_dump, "--dbname", url, "--file", str(path), "--no-password"],
+                              env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            reason = _first_line(Exception(done.stderr)) if done.stderr.strip() else f"exit status {done.returncode}"
+            raise StorageError(f"pg_dump of {url} to {path} failed: {reason}")
 
     def close(self) -> None:
         if not self.db.is_closed():
