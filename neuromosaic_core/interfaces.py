@@ -191,8 +191,9 @@ class ResultsDB(abc.ABC):
         """Trials of an experiment in creation order."""
 
     @abc.abstractmethod
-    def find_reusable(self, reuse_key: str) -> Trial | None:
-        """A completed trial (any experiment) with this reuse key, or None."""
+    def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
+        """The first completed trial with this reuse key — in ``experiment`` when given, in any
+        experiment when None — or None."""
 
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy", maximize: bool = True) -> list[Trial]:
         """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""

@@ -174,7 +174,8 @@ class Orchestrator:
                 log.info(f"invalid architecture ({check.message()}); not trained")
                 return TrialResult.failure(ErrorClass.CONSTRAINT, check.message())
         trial.reuse_key = reuse_key(trial.spec, self.task_key, self.s.training)
-        twin = self.c.storage.find_reusable(trial.reuse_key)
+        reuse = self.s.search.reuse
+        twin = None if reuse == "none" else self.c.storage.find_reusable(trial.reuse_key, None if reuse == "all" else self.name)
         if twin is not None and twin.result is not None:
             log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
             trial.code, trial.reused_from = twin.code, twin.id

@@ -61,6 +61,9 @@ class SearchSettings:
     direction: Literal["maximize", "minimize"] = "maximize"
     top_k: int = 5
     codegen_attempts: int = 3
+    #: Reuse a finished twin's result (same architecture, task and training settings) found in
+    #: this experiment (``experiment``), in any experiment of the database (``all``), or never.
+    reuse: Literal["experiment", "all", "none"] = "experiment"
 
     def __attrs_post_init__(self) -> None:
         for name in ("trials", "max_failures", "top_k", "codegen_attempts"):

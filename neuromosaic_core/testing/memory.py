@@ -43,8 +43,8 @@ class InMemoryResultsDB(ResultsDB):
         return [copy.deepcopy(t) for _, t in sorted(self.trials.items())
                 if t.experiment == experiment and (status is None or t.status == status)]
 
-    def find_reusable(self, reuse_key: str) -> Trial | None:
+    def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
         for _, t in sorted(self.trials.items()):
-            if t.reuse_key == reuse_key and t.status == TrialStatus.COMPLETED:
+            if t.reuse_key == reuse_key and t.status == TrialStatus.COMPLETED and experiment in (None, t.experiment):
                 return copy.deepcopy(t)
         return None

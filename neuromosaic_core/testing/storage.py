@@ -194,6 +194,10 @@ class StorageContract:
         found = storage.find_reusable("k")
         assert found is not None
         assert found == done and found.experiment == "second"
+        # restricted to one experiment: only that experiment's completed twins count
+        assert storage.find_reusable("k", experiment=exp) is None
+        assert storage.find_reusable("k", experiment="second") == done
+        assert storage.find_reusable("k", experiment="no-such-experiment") is None
 
     def test_mark_interrupted(self, storage: ResultsDB, exp: str) -> None:
         storage.create_experiment(Experiment("other", "spirals"))

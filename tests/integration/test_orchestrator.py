@@ -116,8 +116,8 @@ class Recorder:
         self.events.append(("experiment_finished", summary["trials"]["completed"]))
 
 
-def settings(name="exp", trials=3, max_failures=5, keep="all", max_params=None):
-    return CoreSettings(ExperimentSettings(name), SearchSettings(trials=trials, max_failures=max_failures),
+def settings(name="exp", trials=3, max_failures=5, keep="all", max_params=None, reuse="experiment"):
+    return CoreSettings(ExperimentSettings(name), SearchSettings(trials=trials, max_failures=max_failures, reuse=reuse),
                         constraints=Constraints(max_params=max_params), harness=HarnessSettings(keep_weights=keep))
 
 
@@ -178,11 +178,18 @@ def test_a_search_that_only_fails_stops_at_max_failures(tmp_path):
     assert summary["trials"]["failed"] == 4
 
 
-def test_a_finished_twin_is_reused_not_retrained(tmp_path):
+def test_a_finished_twin_is_reused_within_the_experiment(tmp_path):
+    summary, runner, *_ = search(tmp_path, [10, 20, 10], trials=3)
+    assert len(runner.jobs) == 2 and summary["trials"]["reused"] == 1
+
+
+def test_across_experiments_reuse_is_opt_in(tmp_path):
     storage = InMemoryResultsDB()
     search(tmp_path, [10, 20], storage=storage, trials=2, name="first")
-    summary, runner, *_ = search(tmp_path, [20, 30], storage=storage, trials=2, name="second")
-    assert len(runner.jobs) == 1  # only width 30 ran
+    _, runner, *_ = search(tmp_path, [20, 30], storage=storage, trials=2, name="private")
+    assert len(runner.jobs) == 2  # the default: another experiment's results are not reused
+    summary, runner, *_ = search(tmp_path, [20, 40], storage=storage, trials=2, name="second", reuse="all")
+    assert len(runner.jobs) == 1  # only width 40 ran; 20 came from the first experiment
     assert summary["trials"]["reused"] == 1
     reused = [t for t in storage.list_trials("second") if t.reused_from is not None][0]
     assert reused.result.metrics["val_accuracy"] == 0.2

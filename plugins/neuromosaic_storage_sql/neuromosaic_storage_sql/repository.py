@@ -298,13 +298,18 @@ class SqlResultsDB(ResultsDB):
             query = query.where(T.status == TrialStatus(status).value)
         return [self._to_trial(r, experiment) for r in query.order_by(T.id)]
 
-    def find_reusable(self, reuse_key: str) -> Trial | None:
+    def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
         # Called for every trial and nearly always a miss: a plain indexed lookup first.
         table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
-        hit = self.db.execute_sql(
-            f"SELECT id FROM {table} WHERE reuse_key = {p} AND status = {p} ORDER BY id LIMIT 1",  # noqa: S608
-            [reuse_key, TrialStatus.COMPLETED.value],
-        ).fetchone()
+        sql = f"SELECT id FROM {table} WHERE reuse_key = {p} AND status = {p}"  # noqa: S608
+        params: list[Any] = [reuse_key, TrialStatus.COMPLETED.value]
+        if experiment is not None:
+            try:
+                params.append(self._experiment_id(experiment))
+            except StorageError:
+                return None
+            sql += f" AND experiment_id = {p}"
+        hit = self.db.execute_sql(sql + " ORDER BY id LIMIT 1", params).fetchone()
         if hit is None:
             return None
         T, E = self._TrialRow, self._ExperimentRow
