@@ -13,7 +13,7 @@ from neuromosaic_core.model import Trial
 
 
 class SearchProgress:
-    """``trial i/N · best 0.953 · failed 1 · 0:01:12`` on stderr, refreshed as trials finish."""
+    """``trial i/N · best 0.953 · failed 1 invalid 0 · 0:01:12`` on stderr, refreshed as trials finish."""
 
     def __init__(self, total: int, metric: str, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -23,12 +23,12 @@ class SearchProgress:
             MofNCompleteColumn(),
             BarColumn(),
             TextColumn("best {task.fields[best]}"),
-            TextColumn("failed {task.fields[failed]}"),
+            TextColumn("failed {task.fields[failed]} invalid {task.fields[invalid]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
-        self.task_id = self.progress.add_task("search", total=total, best="-", failed=0)
+        self.task_id = self.progress.add_task("search", total=total, best="-", failed=0, invalid=0)
 
     def __enter__(self) -> SearchProgress:
         self.progress.start()
@@ -37,9 +37,9 @@ class SearchProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def update(self, completed: int, failed: int, best: float | None) -> None:
+    def update(self, completed: int, failed: int, invalid: int, best: float | None) -> None:
         best_text = f"{self.metric}={best:.4f}" if best is not None else "-"
-        self.progress.update(self.task_id, completed=completed, failed=failed, best=best_text)
+        self.progress.update(self.task_id, completed=completed, failed=failed, invalid=invalid, best=best_text)
 
 
 def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:

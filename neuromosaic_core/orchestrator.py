@@ -249,7 +249,7 @@ class Orchestrator:
         self.c.strategy.update_with_results([(trial.vector, result)])
         self._notify("trial_finished", trial=trial)
         if self.progress:
-            self.progress.update(self.counts.completed, self.counts.failed + self.counts.invalid, self.best)
+            self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ class Orchestrator:
         self.progress = SearchProgress(target, self.s.search.metric) if self.show_progress else None
         if self.progress:
             self.progress.__enter__()
-            self.progress.update(self.counts.completed, self.counts.failed + self.counts.invalid, self.best)
+            self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
         try:
             while True:
                 if self.counts.completed >= target:
