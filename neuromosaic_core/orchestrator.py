@@ -36,7 +36,6 @@ from neuromosaic_core.interfaces import (
     Visualizer,
 )
 from neuromosaic_core.model import (
-    ArchitectureVector,
     ErrorClass,
     Experiment,
     Trial,
@@ -47,6 +46,18 @@ from neuromosaic_core.model import (
     stable_hash,
 )
 from neuromosaic_core.settings import CoreSettings
+
+
+@attrs.frozen
+class _Twin:
+    """A trial whose architecture is already in flight: it waits for that trial's result."""
+
+    task: asyncio.Task[TrialResult]
+
+
+async def _follow(task: asyncio.Task[TrialResult]) -> TrialResult:
+    # shield: cancelling the follower must not cancel the trial it follows
+    return await asyncio.shield(task)
 
 
 class ExperimentAlreadyDone(NeuromosaicError):
@@ -99,6 +110,7 @@ class Orchestrator:
         self.task_key = f"{components.task.name}:{stable_hash(converter.unstructure(components.task_settings))}"
         self.validator = ConstraintValidator(settings.constraints, components.task.input_shape, components.task.num_classes)
         self.progress: SearchProgress | None = None
+        self._running: dict[str, tuple[Trial, asyncio.Task[TrialResult]]] = {}
         self.stop_reason = "completed"
 
     # -- observers ---------------------------------------------------------------------------
@@ -116,7 +128,7 @@ class Orchestrator:
 
     # -- set-up and resume -------------------------------------------------------------------
 
-    def _open_experiment(self) -> tuple[Experiment, list[Trial], list[ArchitectureVector]]:
+    def _open_experiment(self) -> tuple[Experiment, list[Trial], list[Trial]]:
         storage = self.c.storage
         experiment = storage.get_experiment(self.name)
         if experiment is None:
@@ -127,8 +139,15 @@ class Orchestrator:
                 f"experiment {self.name!r} was run on task {experiment.task!r}, not {self.c.task.name!r}; "
                 "choose another experiment.name"
             )
-        interrupted = storage.mark_interrupted(self.name)
+        storage.mark_interrupted(self.name)
         history = storage.list_trials(self.name)
+        # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
+        # crash during a resume cannot lose it; rows of the same architecture are re-run once.
+        interrupted, seen = [], set()
+        for t in history:
+            if t.status == TrialStatus.INTERRUPTED and t.vector.key() not in seen:
+                seen.add(t.vector.key())
+                interrupted.append(t)
         completed = sum(1 for t in history if t.status == TrialStatus.COMPLETED)
         if completed >= self.s.search.trials:
             raise ExperimentAlreadyDone(
@@ -138,7 +157,7 @@ class Orchestrator:
         if interrupted:
             self.log.warning(f"{len(interrupted)} trial(s) cut off by an earlier crash will be re-run")
         self.log.info(f"resuming: {completed}/{self.s.search.trials} trials already done")
-        return experiment, history, [t.vector for t in interrupted]
+        return experiment, history, interrupted
 
     def _replay(self, history: Sequence[Trial]) -> None:
         told = [(t.vector, t.result) for t in history if t.result is not None and t.status != TrialStatus.INTERRUPTED]
@@ -160,9 +179,11 @@ class Orchestrator:
 
     # -- one trial ---------------------------------------------------------------------------
 
-    async def _prepare(self, trial: Trial) -> TrialResult | TrialJob:
-        """Decode, check, reuse or generate code. Returns a result when nothing needs running."""
+    async def _prepare(self, trial: Trial) -> TrialResult | TrialJob | _Twin:
+        """Decode, check, reuse or generate code. Returns a result when nothing needs running, and
+        the in-flight twin when the same architecture is already training."""
         log = self.log.bind(trial=trial.number)
+        trial.spec, trial.code, trial.result, trial.reused_from = None, None, None, None
         try:
             trial.spec = self.c.encoder.decode(trial.vector)
         except ValueError as exc:
@@ -180,6 +201,11 @@ class Orchestrator:
             log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
             trial.code, trial.reused_from = twin.code, twin.id
             return twin.result
+        running = self._running.get(trial.reuse_key) if reuse != "none" else None
+        if running is not None:
+            log.info(f"same architecture as trial {running[0].number}, still training: sharing its result")
+            trial.code, trial.reused_from = running[0].code, running[0].id
+            return _Twin(running[1])
         # Absolute paths, computed from one resolved run directory (the runner creates the folder).
         result_path = self._abs_run_dir / "trials" / f"trial-{trial.number:04d}" / "result.json"
         result_path.unlink(missing_ok=True)
@@ -224,6 +250,8 @@ class Orchestrator:
 
     def _finish(self, trial: Trial, result: TrialResult) -> None:
         trial.result = result
+        if trial.reuse_key is not None and self._running.get(trial.reuse_key, (None,))[0] is trial:
+            del self._running[trial.reuse_key]
         log = self.log.bind(trial=trial.number)
         if result.ok:
             trial.status = TrialStatus.COMPLETED
@@ -261,7 +289,8 @@ class Orchestrator:
         # their process groups killed, instead of being orphaned.
         current = asyncio.current_task()
         if current is not None:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
+            for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal or ssh session too
+                asyncio.get_running_loop().add_signal_handler(sig, current.cancel)
         experiment, history, requeue = self._open_experiment()
         self._replay(history)
         number = max((t.number for t in history), default=0)
@@ -270,8 +299,9 @@ class Orchestrator:
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
         self._abs_data_path = str(Path(self.data_path).resolve())
         self._abs_run_dir = self.run_dir.resolve()
-        queue: deque[ArchitectureVector] = deque(requeue)
+        queue: deque[Trial] = deque(requeue)
         in_flight: dict[asyncio.Task[TrialResult], Trial] = {}
+        self._running: dict[str, tuple[Trial, asyncio.Task[TrialResult]]] = {}  # reuse key -> trial in flight
         workers = max(1, self.c.runner.workers)
         target = self.s.search.trials
         self.log.info(f"searching: {target} trials, {workers} worker(s), runner {type(self.c.runner).__name__}")
@@ -290,16 +320,17 @@ class Orchestrator:
                     break
                 slots = min(workers - len(in_flight), target - self.counts.completed - len(in_flight))
                 if slots > 0:
-                    vectors = [queue.popleft() for _ in range(min(slots, len(queue)))]
-                    if len(vectors) < slots:
+                    trials = [queue.popleft() for _ in range(min(slots, len(queue)))]
+                    if len(trials) < slots:
                         # In a thread: an LLM-guided strategy may take seconds, and trials in
                         # flight must not wait for it.
-                        vectors += await asyncio.to_thread(self.c.strategy.suggest_architectures, slots - len(vectors))
-                    for vector in vectors:
+                        vectors = await asyncio.to_thread(self.c.strategy.suggest_architectures, slots - len(trials))
+                        for vector in vectors:
+                            number += 1
+                            trials.append(Trial(self.name, number, self.c.encoder.search_space().canonicalize(vector)))
+                    for trial in trials:
                         if self.counts.consecutive_failures >= self.s.search.max_failures:
                             break  # the remaining suggestions would only add to a failing streak
-                        number += 1
-                        trial = Trial(self.name, number, self.c.encoder.search_space().canonicalize(vector))
                         prepared = await self._prepare(trial)
                         if isinstance(prepared, TrialResult):
                             self._finish(trial, prepared)
@@ -307,7 +338,14 @@ class Orchestrator:
                         trial.status = TrialStatus.RUNNING
                         self.c.storage.save_trial(trial)  # stored before it runs: a crash leaves a trace
                         self._notify("trial_started", trial=trial)
-                        in_flight[asyncio.create_task(self.c.runner.run_trial(prepared))] = trial
+                        if isinstance(prepared, _Twin):
+                            # The same architecture is already training: share its result.
+                            task = asyncio.create_task(_follow(prepared.task))
+                        else:
+                            task = asyncio.create_task(self.c.runner.run_trial(prepared))
+                            if trial.reuse_key is not None:
+                                self._running[trial.reuse_key] = (trial, task)
+                        in_flight[task] = trial
                 if not in_flight:
                     continue
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)

@@ -196,15 +196,25 @@ def test_across_experiments_reuse_is_opt_in(tmp_path):
     assert reused.result.metrics["val_accuracy"] == 0.2
 
 
-def test_trials_cut_off_by_a_crash_are_rerun_first_and_marked_interrupted(tmp_path):
+def test_trials_cut_off_by_a_crash_are_rerun_first_in_place(tmp_path):
     storage = InMemoryResultsDB()
     search(tmp_path, [10], storage=storage, trials=1)
     storage.save_trial(Trial("exp", 2, ArchitectureVector({"width": 33}), status=TrialStatus.RUNNING))
-    summary, runner, strategy, _ = search(tmp_path, [40], storage=storage, trials=3)
-    assert [int(Path(j.code_path).read_text().split(":")[-1].split("]")[0]) for j in runner.jobs] == [33, 40]
-    assert [t.status for t in storage.list_trials("exp")][:2] == [TrialStatus.COMPLETED, TrialStatus.INTERRUPTED]
-    assert summary["trials"]["completed"] == 3
+    # a resume that was itself cut off leaves the row `interrupted`: it must still be re-run
+    storage.save_trial(Trial("exp", 3, ArchitectureVector({"width": 34}), status=TrialStatus.INTERRUPTED))
+    summary, runner, strategy, _ = search(tmp_path, [40], storage=storage, trials=4)
+    assert [int(Path(j.code_path).read_text().split(":")[-1].split("]")[0]) for j in runner.jobs] == [33, 34, 40]
+    assert [(t.number, t.status) for t in storage.list_trials("exp")] == [(n, TrialStatus.COMPLETED) for n in (1, 2, 3, 4)]
+    assert summary["trials"]["completed"] == 4
     assert strategy.told[0][0] == ArchitectureVector({"width": 10})  # history replayed into the strategy
+
+
+def test_the_same_architecture_in_flight_twice_is_trained_once(tmp_path):
+    summary, runner, strategy, storage = search(tmp_path, [20, 20], trials=2)
+    assert len(runner.jobs) == 1
+    assert summary["trials"]["completed"] == 2 and summary["trials"]["reused"] == 1
+    first, second = storage.list_trials("exp")
+    assert second.reused_from == first.id and second.result.metrics == first.result.metrics
 
 
 def test_running_a_finished_experiment_again_says_so(tmp_path):

@@ -41,7 +41,7 @@ class LocalRunner(Runner):
         result_path.parent.mkdir(parents=True, exist_ok=True)
         job_path = result_path.with_name("job.json")
         job_path.write_text(json.dumps(converter.unstructure(job)))
-        env = trial_environment()
+        env = {**trial_environment(), "NEUROMOSAIC_PARENT_PID": str(os.getpid())}  # the harness exits with us
         proc = await asyncio.create_subprocess_exec(
             self.python, "-m", "neuromosaic_core.harness", str(job_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -147,3 +147,34 @@ def test_a_model_over_the_parameter_budget_is_refused_before_training(tmp_path, 
     result = run(LocalRunner().run_trial(attrs.evolve(over, max_params=10)))
     assert result.error.error_class is ErrorClass.CONSTRAINT
     assert "max_params" in result.error.message
+
+
+def test_a_trial_does_not_outlive_a_killed_orchestrator(tmp_path, data):
+    """SIGKILL the process that started the trial: the trial's process group goes too."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    slow = job(tmp_path, data, SLOW, timeout=300)
+    script = (
+        "import asyncio, json, sys\n"
+        "from neuromosaic_core.interfaces import TrialJob\n"
+        "from neuromosaic_core.model import converter\n"
+        "from neuromosaic_runner_local.runner import LocalRunner\n"
+        "job = converter.structure(json.loads(sys.argv[1]), TrialJob)\n"
+        "asyncio.run(LocalRunner().run_trial(job))\n"
+    )
+    orchestrator = subprocess.Popen([sys.executable, "-c", script, json.dumps(__import__("neuromosaic_core.model").model.converter.unstructure(slow))])
+    deadline = time.monotonic() + 60
+    pids = []
+    while not pids and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and _is_harness(p, tmp_path)]
+    assert pids, "the trial should have started"
+    orchestrator.send_signal(signal.SIGKILL)
+    orchestrator.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_is_harness(p, tmp_path) for p in pids):
+        time.sleep(0.5)
+    assert not any(_is_harness(p, tmp_path) for p in pids), "the orphaned trial kept running"
