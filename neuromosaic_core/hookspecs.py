@@ -85,9 +85,9 @@ def register_tasks(register: Register) -> None:
 
 
 @hookspec
-def experiment_started(experiment: Any, config: Any) -> None:
+def experiment_started(experiment: Any, config: Any, run_dir: Any) -> None:
     """An experiment (:class:`~neuromosaic_core.model.Experiment`) starts or resumes, with its
-    composed configuration (a plain dict)."""
+    composed configuration (a plain dict) and ``run_dir``, the run directory, a pathlib.Path."""
 
 
 @hookspec

@@ -142,12 +142,9 @@ class Orchestrator:
         storage.mark_interrupted(self.name)
         history = storage.list_trials(self.name)
         # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
-        # crash during a resume cannot lose it; rows of the same architecture are re-run once.
-        interrupted, seen = [], set()
-        for t in history:
-            if t.status == TrialStatus.INTERRUPTED and t.vector.key() not in seen:
-                seen.add(t.vector.key())
-                interrupted.append(t)
+        # crash during a resume cannot lose it. Rows of the same architecture all come back: the
+        # first trains, the others share its result.
+        interrupted = [t for t in history if t.status == TrialStatus.INTERRUPTED]
         completed = sum(1 for t in history if t.status == TrialStatus.COMPLETED)
         if completed >= self.s.search.trials:
             raise ExperimentAlreadyDone(
@@ -294,7 +291,7 @@ class Orchestrator:
         experiment, history, requeue = self._open_experiment()
         self._replay(history)
         number = max((t.number for t in history), default=0)
-        self._notify("experiment_started", experiment=experiment, config=self.config)
+        self._notify("experiment_started", experiment=experiment, config=self.config, run_dir=self.run_dir)
         self.log.info(f"preparing task {self.c.task.name!r}")
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
         self._abs_data_path = str(Path(self.data_path).resolve())

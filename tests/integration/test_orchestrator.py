@@ -256,3 +256,15 @@ def test_a_runner_without_code_gets_the_spec_and_no_generated_code(tmp_path):
     assert summary["trials"]["completed"] == 3 and summary["best"]["val_accuracy"] == 0.64
     assert [j.code_path for j in runner.jobs] == ["", "", ""]
     assert not (tmp_path / "exp" / "code").exists() or not list((tmp_path / "exp" / "code").iterdir())
+
+
+def test_interrupted_twins_are_all_resolved_and_trained_once(tmp_path):
+    storage = InMemoryResultsDB()
+    search(tmp_path, [10], storage=storage, trials=1)
+    # a crash while trial 3 was following its twin, trial 2 (same architecture)
+    storage.save_trial(Trial("exp", 2, ArchitectureVector({"width": 33}), status=TrialStatus.RUNNING))
+    storage.save_trial(Trial("exp", 3, ArchitectureVector({"width": 33}), status=TrialStatus.RUNNING))
+    summary, runner, _, _ = search(tmp_path, [40], storage=storage, trials=4)
+    assert len(runner.jobs) == 2  # 33 once, then 40
+    assert [t.status for t in storage.list_trials("exp")] == [TrialStatus.COMPLETED] * 4
+    assert summary["trials"]["reused"] == 1
