@@ -106,7 +106,7 @@ def test_a_short_real_search_stores_trials_weights_and_summary_and_resumes(tmp_p
     db = tmp_path / "neuromosaic.db"
     assert rows(db, "select status, count(*) from trials group by status") == [("completed", 3)]
     assert all(code and "class Net" in code and spec_hash for code, spec_hash in rows(db, "select code, spec_hash from trials"))
-    assert rows(db, "select version from schema_version") == [(1,)]
+    assert rows(db, "select version from schema_version") == [(2,)]
 
     # The best model loads without retraining and predicts what the summary says it scored.
     check = (

@@ -7,7 +7,9 @@ write lock fails with "database is locked" whatever the busy timeout when two pr
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -15,7 +17,7 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse, urlunparse
 
 import peewee as pw
@@ -34,16 +36,100 @@ from neuromosaic_core.model import (
 )
 
 #: The schema this code writes. Bump it and add a migration to :data:`MIGRATIONS` together.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-Migration = Callable[[pw.Database], None]
+#: The version the base tables (``schema_version``, ``experiments``, ``trials`` as the models
+#: below create them) stand for; every later version is reached through :data:`MIGRATIONS`, for a
+#: new database too, so a migrated database and a new one have the same schema.
+BASE_VERSION = 1
 
-#: ``{from_version: function}``: each function takes a database at ``from_version`` to
-#: ``from_version + 1`` (inside the opening transaction). None exist yet.
-MIGRATIONS: dict[int, Migration] = {}
+Step = Callable[[pw.Database], None]
+
+
+class Migration(NamedTuple):
+    """One step: ``upgrade`` takes a database from ``from_version`` to ``from_version + 1``,
+    ``downgrade`` takes it back. Both run inside the caller's transaction."""
+
+    upgrade: Step
+    downgrade: Step
+
 
 SQLITE_SCHEMES = ("sqlite",)
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+#: Where ``backup`` looks for ``pg_dump`` when it is not on ``PATH`` (Debian/Ubuntu server
+#: packages install it only there); the highest version found wins.
+PG_BIN_GLOBS: tuple[str, ...] = ("/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin")
+
+
+def _q(db: pw.Database, name: str) -> str:
+    return f"{db.quote[0]}{name}{db.quote[-1]}"
+
+
+def _is_postgres(db: pw.Database) -> bool:
+    return isinstance(db, pw.PostgresqlDatabase)
+
+
+def _metric_rows(trial_id: int, experiment_id: int, metrics: dict[str, Any]) -> list[tuple[int, int, str, float]]:
+    """The ``trial_metrics`` rows of a completed trial: one per numeric, non-NaN metric."""
+    return [(trial_id, experiment_id, str(name), float(value)) for name, value in sorted(metrics.items())
+            if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)]
+
+
+def _insert_metrics_sql(db: pw.Database, n: int) -> str:
+    p, q = db.param, lambda c: _q(db, c)
+    row = f"({p}, {p}, {p}, {p})"
+    columns = ", ".join(map(q, ("trial_id", "experiment_id", "name", "value")))
+    return f"INSERT INTO {q('trial_metrics')} ({columns}) VALUES {', '.join([row] * n)}"  # noqa: S608
+
+
+def _upgrade_1_to_2(db: pw.Database) -> None:
+    """v2: ``trial_metrics`` (one row per metric of a completed trial, indexed for best-k
+    queries) backfilled from ``trials.metrics``, and an index on ``trials(experiment_id, status)``."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    real = "DOUBLE PRECISION" if _is_postgres(db) else "REAL"
+    db.execute_sql(
+        f"CREATE TABLE {q('trial_metrics')} ("
+        f"{q('trial_id')} INTEGER NOT NULL REFERENCES {q('trials')} ({q('id')}) ON DELETE CASCADE, "
+        f"{q('experiment_id')} INTEGER NOT NULL REFERENCES {q('experiments')} ({q('id')}) ON DELETE CASCADE, "
+        f"{q('name')} VARCHAR(255) NOT NULL, "
+        f"{q('value')} {real} NOT NULL, "
+        f"PRIMARY KEY ({q('trial_id')}, {q('name')}))"
+    )
+    db.execute_sql(f"CREATE INDEX {q('trial_metrics_experiment_id_name_value')} ON {q('trial_metrics')} "
+                   f"({q('experiment_id')}, {q('name')}, {q('value')})")
+    db.execute_sql(f"CREATE INDEX {q('trials_experiment_id_status')} ON {q('trials')} "
+                   f"({q('experiment_id')}, {q('status')})")
+    p = db.param
+    cursor = db.execute_sql(
+        f"SELECT {q('id')}, {q('experiment_id')}, {q('metrics')} FROM {q('trials')} "  # noqa: S608
+        f"WHERE {q('status')} = {p} AND {q('metrics')} IS NOT NULL ORDER BY {q('id')}",
+        [TrialStatus.COMPLETED.value],
+    )
+    pending: list[tuple[int, int, str, float]] = []
+    chunk = 200  # rows per INSERT: 800 parameters, under SQLite's old 999 limit
+
+    def flush(rows: list[tuple[int, int, str, float]]) -> None:
+        if rows:
+            db.execute_sql(_insert_metrics_sql(db, len(rows)), [v for r in rows for v in r])
+
+    for trial_id, experiment_id, metrics in cursor.fetchall():
+        pending.extend(_metric_rows(trial_id, experiment_id, json.loads(metrics)))
+        while len(pending) >= chunk:
+            flush(pending[:chunk])
+            del pending[:chunk]
+    flush(pending)
+
+
+def _downgrade_2_to_1(db: pw.Database) -> None:
+    """Back to v1: drop what v2 added; ``trials.metrics`` still holds every metric."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    db.execute_sql(f"DROP INDEX {q('trials_experiment_id_status')}")
+    db.execute_sql(f"DROP TABLE {q('trial_metrics')}")  # its own index goes with it
+
+
+#: ``{from_version: Migration(upgrade, downgrade)}`` between ``from_version`` and ``from_version + 1``.
+MIGRATIONS: dict[int, Migration] = {1: Migration(_upgrade_1_to_2, _downgrade_2_to_1)}
 
 
 def _now() -> datetime:
@@ -54,9 +140,10 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _make_models(db: pw.Database) -> tuple[type[pw.Model], type[pw.Model], type[pw.Model]]:
-    """The three tables, as model classes bound to ``db`` (one set per open database, so two
-    ``SqlResultsDB`` in one process never share a binding)."""
+def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
+    """The tables, as model classes bound to ``db`` (one set per open database, so two
+    ``SqlResultsDB`` in one process never share a binding). The first three are created as the
+    v1 base (:data:`BASE_VERSION`); ``TrialMetric`` only maps the table that migration 1→2 makes."""
 
     class Base(pw.Model):
         class Meta:
@@ -98,7 +185,17 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], type[pw.Model], type[
             table_name = "trials"
             indexes = ((("experiment", "number"), False),)
 
-    return SchemaVersion, ExperimentRow, TrialRow
+    class TrialMetric(Base):
+        trial = pw.ForeignKeyField(TrialRow, column_name="trial_id", on_delete="CASCADE")
+        experiment_id = pw.IntegerField()
+        name = pw.CharField(max_length=255)
+        value = pw.DoubleField()
+
+        class Meta:
+            table_name = "trial_metrics"
+            primary_key = pw.CompositeKey("trial", "name")
+
+    return SchemaVersion, ExperimentRow, TrialRow, TrialMetric
 
 
 def _open_database(url: str, busy_timeout_ms: int) -> pw.Database:
@@ -129,6 +226,70 @@ def _open_database(url: str, busy_timeout_ms: int) -> pw.Database:
     raise StorageError(f"storage.url {url!r}: unsupported scheme {scheme!r}; expected sqlite:/// or postgresql://")
 
 
+def _prepare_base(db: pw.Database, *base: type[pw.Model]) -> int:
+    """The stored schema version; a database without one gets the v1 base tables and version
+    :data:`BASE_VERSION` (the caller then migrates it forward like any older database)."""
+    schema_version = base[0]
+    if db.table_exists(schema_version._meta.table_name):
+        row = schema_version.select().order_by(schema_version.id).first()
+        if row is not None:
+            return int(row.version)
+    db.create_tables(list(base), safe=True)
+    schema_version.create(version=BASE_VERSION)
+    return BASE_VERSION
+
+
+def _step(db: pw.Database, schema_version: type[pw.Model], current: int, target: int) -> None:
+    """Run the migrations between ``current`` and ``target`` (up or down) and record ``target``."""
+    version = current
+    while version < target:
+        migration = MIGRATIONS.get(version)
+        if migration is None:
+            raise StorageError(f"database schema v{version} cannot be migrated to v{target}: no migration")
+        migration.upgrade(db)
+        version += 1
+    while version > target:
+        migration = MIGRATIONS.get(version - 1)
+        if migration is None:
+            raise StorageError(f"database schema v{version} cannot be migrated to v{target}: no migration")
+        migration.downgrade(db)
+        version -= 1
+    if version != current:
+        schema_version.update(version=version).execute()
+
+
+def migrate_database(url: str, to_version: int = SCHEMA_VERSION, busy_timeout_ms: int = 10000) -> tuple[int, int]:
+    """Upgrade or downgrade the database at ``url`` to schema ``to_version`` in one transaction;
+    returns ``(from_version, to_version)``. This is the rollback path: run it with the old
+    version *before* installing an older plugin (``python -m neuromosaic_storage_sql.migrate``).
+    A new database is not created: ``url`` must hold a Neuromosaic schema."""
+    if not BASE_VERSION <= to_version <= SCHEMA_VERSION:
+        raise StorageError(f"cannot migrate to schema v{to_version}: this neuromosaic-storage-sql knows "
+                           f"v{BASE_VERSION} to v{SCHEMA_VERSION}")
+    db = _open_database(url, busy_timeout_ms)
+    schema_version = _make_models(db)[0]
+    try:
+        db.connect()
+        with db.atomic():
+            if not db.table_exists(schema_version._meta.table_name):
+                raise StorageError(f"{url} holds no neuromosaic schema (no schema_version table)")
+            row = schema_version.select().order_by(schema_version.id).first()
+            if row is None:
+                raise StorageError(f"{url} holds no neuromosaic schema (empty schema_version table)")
+            current = int(row.version)
+            if current > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database schema v{current} is newer than this neuromosaic-storage-sql "
+                    f"(v{SCHEMA_VERSION}); migrate it with the plugin that wrote it"
+                )
+            _step(db, schema_version, current, to_version)
+        return current, to_version
+    except (pw.PeeweeException, OSError) as exc:
+        raise StorageError(f"cannot migrate {url}: {_first_line(exc)}") from None
+    finally:
+        db.close()
+
+
 class SqlResultsDB(ResultsDB):
     """Experiments and trials in a SQL database chosen by URL (see the package README)."""
 
@@ -137,7 +298,7 @@ class SqlResultsDB(ResultsDB):
     def __init__(self, url: str = "sqlite:///neuromosaic.db", busy_timeout_ms: int = 10000) -> None:
         self.url = url
         self.db = _open_database(url, busy_timeout_ms)
-        self._SchemaVersion, self._ExperimentRow, self._TrialRow = _make_models(self.db)
+        self._SchemaVersion, self._ExperimentRow, self._TrialRow, self._TrialMetric = _make_models(self.db)
         self._experiment_ids: dict[str, int] = {}
         self._sql: tuple[str, str] | None = None
         try:
@@ -155,25 +316,13 @@ class SqlResultsDB(ResultsDB):
     def _prepare_schema(self) -> None:
         """Create the tables of a new database, refuse a newer one, migrate an older one."""
         with self.db.atomic():
-            self.db.create_tables([self._SchemaVersion, self._ExperimentRow, self._TrialRow], safe=True)
-            row = self._SchemaVersion.select().order_by(self._SchemaVersion.id).first()
-            if row is None:
-                self._SchemaVersion.create(version=SCHEMA_VERSION)
-                return
-            if row.version > SCHEMA_VERSION:
+            version = _prepare_base(self.db, self._SchemaVersion, self._ExperimentRow, self._TrialRow)
+            if version > SCHEMA_VERSION:
                 raise StorageError(
-                    f"database schema v{row.version} is newer than this neuromosaic-storage-sql "
+                    f"database schema v{version} is newer than this neuromosaic-storage-sql "
                     f"(v{SCHEMA_VERSION}); upgrade the plugin"
                 )
-            version = row.version
-            while version < SCHEMA_VERSION:
-                migration = MIGRATIONS.get(version)
-                if migration is None:
-                    raise StorageError(f"database schema v{version} cannot be migrated to v{SCHEMA_VERSION}: no migration")
-                migration(self.db)
-                version += 1
-            if version != row.version:
-                self._SchemaVersion.update(version=version).where(self._SchemaVersion.id == row.id).execute()
+            _step(self.db, self._SchemaVersion, version, SCHEMA_VERSION)
 
     def stored_schema_version(self) -> int:
         """The version recorded in the database."""
@@ -258,7 +407,7 @@ class SqlResultsDB(ResultsDB):
         )
 
     def _quote(self, name: str) -> str:
-        return f"{self.db.quote[0]}{name}{self.db.quote[-1]}"
+        return _q(self.db, name)
 
     def _statements(self, names: list[str]) -> tuple[str, str]:
         """INSERT and UPDATE for these columns, built once: the search loop saves every trial
@@ -283,13 +432,45 @@ class SqlResultsDB(ResultsDB):
         with self.db.atomic():
             experiment_id = self._experiment_id(trial.experiment)
             if trial.id is None:
-                cursor = self.db.execute_sql(insert, [*columns.values(), experiment_id, now, now])
-                trial.id = cursor.fetchone()[0] if isinstance(self.db, pw.PostgresqlDatabase) else cursor.lastrowid
+                trial.id = self._insert(insert, [*columns.values(), experiment_id, now, now])
             else:
                 cursor = self.db.execute_sql(update, [*columns.values(), now, trial.id])
                 if cursor.rowcount != 1:
                     raise StorageError(f"trial id {trial.id} does not exist in {self.url}")
+                self.db.execute_sql(self._delete_metrics_sql(), [trial.id])
+            self._insert_metrics(trial, experiment_id)
         return trial
+
+    def save_trials(self, trials: list[Trial]) -> list[Trial]:
+        """Insert many new trials (``id`` None) in one transaction: the bulk path for imports and
+        benchmarks. Same rows as :meth:`save_trial` one by one, much faster."""
+        if any(t.id is not None for t in trials):
+            raise StorageError("save_trials inserts new trials only; update saved ones with save_trial")
+        with self.db.atomic():
+            for trial in trials:
+                columns = self._trial_columns(trial)
+                insert, _ = self._statements(list(columns))
+                now = self._TrialRow.updated_at.db_value(_now())
+                experiment_id = self._experiment_id(trial.experiment)
+                trial.id = self._insert(insert, [*columns.values(), experiment_id, now, now])
+                self._insert_metrics(trial, experiment_id)
+        return trials
+
+    def _insert(self, sql: str, params: list[Any]) -> int:
+        cursor = self.db.execute_sql(sql, params)
+        return int(cursor.fetchone()[0] if _is_postgres(self.db) else cursor.lastrowid)
+
+    def _delete_metrics_sql(self) -> str:
+        q, p = self._quote, self.db.param
+        return f"DELETE FROM {q('trial_metrics')} WHERE {q('trial_id')} = {p}"  # noqa: S608
+
+    def _insert_metrics(self, trial: Trial, experiment_id: int) -> None:
+        """Index the metrics of a completed trial in ``trial_metrics`` (in the caller's transaction)."""
+        if TrialStatus(trial.status) is not TrialStatus.COMPLETED or trial.result is None or trial.id is None:
+            return
+        rows = _metric_rows(trial.id, experiment_id, dict(trial.result.metrics))
+        if rows:
+            self.db.execute_sql(_insert_metrics_sql(self.db, len(rows)), [v for r in rows for v in r])
 
     def list_trials(self, experiment: str, status: TrialStatus | None = None) -> list[Trial]:
         T, E = self._TrialRow, self._ExperimentRow
@@ -316,11 +497,30 @@ class SqlResultsDB(ResultsDB):
         row = T.select(T, E).join(E).where(T.id == hit[0]).get()
         return self._to_trial(row, row.experiment.name)
 
+    def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy",
+                               maximize: bool = True) -> list[Trial]:
+        """One indexed query on ``trial_metrics`` (``experiment_id, name, value``): the ``k``
+        completed trials with the best ``metric``, ties in creation order."""
+        if k <= 0:
+            return []
+        try:
+            experiment_id = self._experiment_id(experiment)
+        except StorageError:
+            return []
+        T, M = self._TrialRow, self._TrialMetric
+        order = M.value.desc() if maximize else M.value.asc()
+        query = (T.select().join(M, on=(M.trial == T.id))
+                 .where((M.experiment_id == experiment_id) & (M.name == metric) & (T.status == TrialStatus.COMPLETED.value))
+                 .order_by(order, T.id).limit(k))
+        return [self._to_trial(r, experiment) for r in query]
+
     def mark_interrupted(self, experiment: str) -> list[Trial]:
-        T = self._TrialRow
+        T, E = self._TrialRow, self._ExperimentRow
         stale_states = (TrialStatus.PENDING.value, TrialStatus.RUNNING.value)
         with self.db.atomic():
-            stale = [t for t in self.list_trials(experiment) if t.status.value in stale_states]
+            # Only the stale rows are read (index on experiment_id, status), not the whole history.
+            rows = T.select().join(E).where((E.name == experiment) & T.status.in_(stale_states)).order_by(T.id)
+            stale = [self._to_trial(r, experiment) for r in rows]
             if stale:
                 ids = [t.id for t in stale]
                 T.update(status=TrialStatus.INTERRUPTED.value, updated_at=_now()).where(
@@ -337,7 +537,8 @@ class SqlResultsDB(ResultsDB):
 
         SQLite: the online backup API on this connection (``sqlite3.Connection.backup``); the copy
         is a SQLite file that opens as ``sqlite:///<target>``. PostgreSQL: ``pg_dump`` (plain SQL,
-        restore with ``psql -f``), which must be on ``PATH``.
+        restore with ``psql -f``), found on ``PATH`` or in the server's own directory
+        (:data:`PG_BIN_GLOBS`, e.g. ``/usr/lib/postgresql/15/bin``).
         """
         path = Path(target).expanduser()
         if not path.parent.is_dir():
@@ -365,10 +566,10 @@ class SqlResultsDB(ResultsDB):
             dest.close()
 
     def _backup_postgres(self, path: Path) -> None:
-        pg_dump = shutil.which("pg_dump")
+        pg_dump = find_pg_tool("pg_dump")
         if pg_dump is None:
-            raise StorageError("pg_dump was not found on PATH; install the PostgreSQL client tools "
-                               "(e.g. apt-get install postgresql-client) to back up a PostgreSQL database")
+            raise StorageError(f"pg_dump was not found on PATH or in {', '.join(PG_BIN_GLOBS)}; install the PostgreSQL "
+                               "client tools (e.g. apt-get install postgresql-client) to back up a PostgreSQL database")
         # The password goes through the environment, not the command line (visible to ps).
         parts = urlparse(self.url)
         env = dict(os.environ)
@@ -389,6 +590,24 @@ class SqlResultsDB(ResultsDB):
 
     def __repr__(self) -> str:
         return f"SqlResultsDB({self.url!r})"
+
+
+def find_pg_tool(name: str) -> str | None:
+    """``name`` (``pg_dump``, ``psql``…) on ``PATH``, else in the newest :data:`PG_BIN_GLOBS` directory."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+
+    def version(directory: str) -> tuple[int, ...]:
+        digits = "".join(c if c.isdigit() else " " for c in directory).split()
+        return tuple(int(d) for d in digits)
+
+    directories = sorted((d for pattern in PG_BIN_GLOBS for d in glob.glob(pattern)), key=version, reverse=True)
+    for directory in directories:
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

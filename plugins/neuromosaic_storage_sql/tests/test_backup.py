@@ -11,6 +11,7 @@ from pathlib import Path
 
 import peewee as pw
 import pytest
+from neuromosaic_storage_sql import repository
 from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB
 
 from neuromosaic_core.errors import StorageError
@@ -239,7 +240,20 @@ def test_postgres_backup_reports_pg_dump_failure(fake_pg_dump: Path, tmp_path: P
 
 def test_postgres_backup_without_pg_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no pg_dump
+    monkeypatch.setattr(repository, "PG_BIN_GLOBS", (str(tmp_path / "pg-*" / "bin"),))
     db = postgres_db("postgresql://neuro@localhost/nm")
-    with pytest.raises(StorageError, match="pg_dump was not found on PATH; install the PostgreSQL client tools"):
+    with pytest.raises(StorageError, match=r"pg_dump was not found on PATH or in .*pg-\*/bin; install the PostgreSQL client tools"):
         db.backup(str(tmp_path / "dump.sql"))
     assert not (tmp_path / "dump.sql").exists()
+
+
+def test_pg_dump_is_found_in_the_server_directory_when_not_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for version in ("9.6", "13", "15"):
+        bin_dir = tmp_path / "pg" / version / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "pg_dump").write_text("#!/bin/sh\n")
+        (bin_dir / "pg_dump").chmod(0o755)
+    monkeypatch.setattr(repository, "PG_BIN_GLOBS", (str(tmp_path / "pg" / "*" / "bin"),))
+    assert repository.find_pg_tool("pg_dump") == str(tmp_path / "pg" / "15" / "bin" / "pg_dump")
+    assert repository.find_pg_tool("no_such_tool") is None

@@ -129,19 +129,21 @@ def test_older_schema_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     SqlResultsDB(file_url(path)).close()
     _set_version(path, SCHEMA_VERSION - 1)
     calls = []
-    monkeypatch.setitem(repository.MIGRATIONS, SCHEMA_VERSION - 1, lambda db: calls.append(db.database))
+    step = repository.Migration(lambda db: calls.append(("up", db.database)), lambda db: calls.append(("down", db.database)))
+    monkeypatch.setitem(repository.MIGRATIONS, SCHEMA_VERSION - 1, step)
     db = SqlResultsDB(file_url(path))
     try:
-        assert calls == [str(path)]
+        assert calls == [("up", str(path))]
         assert db.stored_schema_version() == SCHEMA_VERSION
     finally:
         db.close()
 
 
-def test_older_schema_without_migration_is_refused(tmp_path: Path) -> None:
+def test_older_schema_without_migration_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "old.db"
     SqlResultsDB(file_url(path)).close()
     _set_version(path, SCHEMA_VERSION - 1)
+    monkeypatch.delitem(repository.MIGRATIONS, SCHEMA_VERSION - 1)
     with pytest.raises(StorageError, match="no migration"):
         SqlResultsDB(file_url(path))
 
