@@ -15,7 +15,7 @@ Measured:
 * ``neuromosaic_core.results.pareto_front(params, val_accuracy)`` (median of 3; it loads every
   completed trial through ``list_trials`` and sorts in Python: there is no SQL Pareto method);
 * resume start-up as ``Orchestrator._open_experiment`` does it, with 4 trials left running by a
-  "crash": open the database, ``get_experiment``, ``mark_interrupted``, ``list_trials``
+  "crash": open the database, ``get_experiment``, ``mark_interrupted``, ``list_history``
   (median of 3, each on a fresh connection).
 
     python benchmarks/storage.py                          # both backends, 100,000 trials
@@ -149,13 +149,13 @@ def bench(name: str, url: str, n: int, loop_trials: int) -> dict[str, Any]:
         t_get = time.perf_counter()
         stale = db.mark_interrupted(EXP)
         t_mark = time.perf_counter()
-        history = db.list_trials(EXP)
+        history = db.list_history(EXP)
         t_list = time.perf_counter()
         db.close()
         assert exp is not None and len(stale) == 4 and len(history) == n + 4
         resumes.append((t_open - t0, t_get - t_open, t_mark - t_get, t_list - t_mark, t_list - t0))
     med = [statistics.median(r[i] for r in resumes) for i in range(5)]
-    out.update(open_s=med[0], get_experiment_s=med[1], mark_interrupted_s=med[2], list_trials_s=med[3], resume_s=med[4])
+    out.update(open_s=med[0], get_experiment_s=med[1], mark_interrupted_s=med[2], list_history_s=med[3], resume_s=med[4])
     return out
 
 
@@ -176,7 +176,7 @@ def main() -> None:
         with postgres() as url:
             rows.append(bench("postgresql", url, args.trials, args.loop_trials))
     keys = ["loop_ms_per_trial", "loop_trials_per_s", "bulk_rows_per_s", "best10_ms", "best10_min_params_ms", "pareto_s",
-            "pareto_size", "open_s", "get_experiment_s", "mark_interrupted_s", "list_trials_s", "resume_s"]
+            "pareto_size", "open_s", "get_experiment_s", "mark_interrupted_s", "list_history_s", "resume_s"]
     print("| measure | " + " | ".join(r["backend"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for k in keys:

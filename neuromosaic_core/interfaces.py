@@ -195,6 +195,12 @@ class ResultsDB(abc.ABC):
         """The first completed trial with this reuse key — in ``experiment`` when given, in any
         experiment when None — or None."""
 
+    def list_history(self, experiment: str) -> list[Trial]:
+        """Every trial of an experiment for a resume: number, status, vector and result; a backend
+        may leave ``spec`` and ``code`` unset (the orchestrator decodes again what it re-runs), so
+        a large experiment resumes without reading every spec and code."""
+        return self.list_trials(experiment)
+
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy", maximize: bool = True) -> list[Trial]:
         """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""
         done = [t for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result and metric in t.result.metrics]

@@ -140,7 +140,7 @@ class Orchestrator:
                 "choose another experiment.name"
             )
         storage.mark_interrupted(self.name)
-        history = storage.list_trials(self.name)
+        history = storage.list_history(self.name)
         # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
         # crash during a resume cannot lose it. Rows of the same architecture all come back: the
         # first trains, the others share its result.

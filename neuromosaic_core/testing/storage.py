@@ -199,6 +199,15 @@ class StorageContract:
         assert storage.find_reusable("k", experiment="second") == done
         assert storage.find_reusable("k", experiment="no-such-experiment") is None
 
+    def test_list_history_has_what_a_resume_needs(self, storage: ResultsDB, exp: str) -> None:
+        storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, result=completed({"val_accuracy": 0.5})))
+        storage.save_trial(make_trial(exp, 1, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, "nan")))
+        storage.save_trial(make_trial(exp, 2, status=TrialStatus.RUNNING))
+        full, light = storage.list_trials(exp), storage.list_history(exp)
+        key = lambda t: (t.id, t.number, t.status, t.vector, t.result, t.reused_from, t.reuse_key)  # noqa: E731
+        assert [key(t) for t in light] == [key(t) for t in full]
+        assert storage.list_history("missing") == []
+
     def test_mark_interrupted(self, storage: ResultsDB, exp: str) -> None:
         storage.create_experiment(Experiment("other", "spirals"))
         storage.save_trial(make_trial("other", 0, status=TrialStatus.RUNNING))

@@ -28,7 +28,10 @@ from neuromosaic_core.interfaces import ResultsDB
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
+    ErrorClass,
     Experiment,
+    ExperimentError,
+    Layer,
     Trial,
     TrialResult,
     TrialStatus,
@@ -385,19 +388,23 @@ class SqlResultsDB(ResultsDB):
 
     @staticmethod
     def _to_trial(row: Any, experiment: str) -> Trial:
+        # Built directly rather than through cattrs: a resume reads every trial of the experiment,
+        # and the generic structuring was most of its cost (the shapes here are fixed and ours).
         result = None
         if row.metrics is not None:
             error = None
             if row.error_class is not None:
-                error = {"error_class": row.error_class, "message": row.error_message or ""}
-            result = converter.structure(
-                {"metrics": json.loads(row.metrics), "error": error, "weights_path": row.weights_path}, TrialResult
-            )
+                error = ExperimentError(ErrorClass(row.error_class), row.error_message or "")
+            result = TrialResult(json.loads(row.metrics), error, row.weights_path)
+        spec = None
+        if row.spec is not None:
+            data = json.loads(row.spec)
+            spec = ArchitectureSpec(data["family"], tuple(Layer(layer["type"], layer["params"]) for layer in data["layers"]))
         return Trial(
             experiment=experiment,
             number=row.number,
-            vector=converter.structure(json.loads(row.vector), ArchitectureVector),
-            spec=converter.structure(json.loads(row.spec), ArchitectureSpec) if row.spec is not None else None,
+            vector=ArchitectureVector(json.loads(row.vector)["values"]),
+            spec=spec,
             status=TrialStatus(row.status),
             code=row.code,
             result=result,
@@ -472,12 +479,35 @@ class SqlResultsDB(ResultsDB):
         if rows:
             self.db.execute_sql(_insert_metrics_sql(self.db, len(rows)), [v for r in rows for v in r])
 
+    def list_history(self, experiment: str) -> list[Trial]:
+        # Only what a resume needs (no spec, no code): at 100,000 trials reading and parsing those
+        # was most of the resume's start-up time.
+        table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
+        try:
+            experiment_id = self._experiment_id(experiment)
+        except StorageError:
+            return []
+        cursor = self.db.execute_sql(
+            f"SELECT id, number, status, vector, metrics, error_class, error_message, weights_path, reused_from, reuse_key "  # noqa: S608
+            f"FROM {table} WHERE experiment_id = {p} ORDER BY id",
+            [experiment_id],
+        )
+        history = []
+        for id_, number, status, vector, metrics, error_class, error_message, weights_path, reused_from, key in cursor:
+            result = None
+            if metrics is not None:
+                error = ExperimentError(ErrorClass(error_class), error_message or "") if error_class is not None else None
+                result = TrialResult(json.loads(metrics), error, weights_path)
+            history.append(Trial(experiment, number, ArchitectureVector(json.loads(vector)["values"]), None,
+                                 TrialStatus(status), None, result, reused_from, key, id_))
+        return history
+
     def list_trials(self, experiment: str, status: TrialStatus | None = None) -> list[Trial]:
         T, E = self._TrialRow, self._ExperimentRow
         query = T.select().join(E).where(E.name == experiment)
         if status is not None:
             query = query.where(T.status == TrialStatus(status).value)
-        return [self._to_trial(r, experiment) for r in query.order_by(T.id)]
+        return [self._to_trial(r, experiment) for r in query.order_by(T.id).namedtuples()]
 
     def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
         # Called for every trial and nearly always a miss: a plain indexed lookup first.
