@@ -1,4 +1,5 @@
-"""A real search through the CLI (a subprocess, real training) with the plugin installed."""
+"""The git observer in a real search through the CLI (a subprocess, real training). It needs the other
+first-party plugins, so it lives with the core's end-to-end tests, not in the plugin's isolated session."""
 
 from __future__ import annotations
 
