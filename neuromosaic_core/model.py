@@ -273,6 +273,15 @@ class SearchSpace:
     def contains(self, vector: ArchitectureVector) -> bool:
         return not self.violations(vector)
 
+    def member(self, vector: ArchitectureVector | Mapping[str, Scalar]) -> ArchitectureVector | None:
+        """``vector`` in canonical form, or None when it is not a point of this space (a vector of
+        another space, say, replayed into a strategy)."""
+        try:
+            canonical = self.canonicalize(vector)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return canonical if self.contains(canonical) else None
+
 
 def describe_dimension(dim: AnyDimension) -> str:
     """A short human description of a dimension's domain."""

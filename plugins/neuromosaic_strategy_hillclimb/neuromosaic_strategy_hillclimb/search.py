@@ -8,22 +8,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from neuromosaic_core import mutation
 from neuromosaic_core.interfaces import SearchStrategy
 from neuromosaic_core.model import (
-    AnyDimension,
     ArchitectureVector,
-    CategoricalDimension,
-    IntDimension,
-    RealDimension,
-    Scalar,
     SearchSpace,
     TrialResult,
 )
-
-#: Standard deviation of a real (or log-int) step, as a fraction of the dimension's range.
-STEP_FRACTION = 0.1
-#: Probability that an int mutation resamples the dimension instead of stepping by one.
-RESAMPLE_PROBABILITY = 0.2
 
 
 class HillClimbSearch(SearchStrategy):
@@ -140,61 +131,13 @@ class HillClimbSearch(SearchStrategy):
         return chosen
 
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
-        """``parent`` with one active dimension changed, or None if no active dimension can change."""
-        values: dict[str, Scalar] = dict(parent.values)
-        mutable = [d for d in self.space.active_dimensions(values) if _can_change(d)]
-        if not mutable:
-            return None
-        dim = self._rng.choice(mutable)
-        values[dim.name] = self._change(dim, values[dim.name])
-        # Dimensions the change switches on hold their canonical default in the parent: sample them.
-        was_active = {d.name for d in self.space.active_dimensions(parent.values)}
-        active: dict[str, Scalar] = {}
-        for d in self.space.dimensions:
-            if all(p in active and active[p] in allowed for p, allowed in d.active_if.items()):
-                if d.name not in was_active:
-                    values[d.name] = d.sample(self._rng)
-                active[d.name] = values[d.name]
-        return self.space.canonicalize(values)
-
-    def _change(self, dim: AnyDimension, current: Scalar) -> Scalar:
-        """A value of ``dim`` different from ``current`` (``_can_change(dim)`` holds)."""
-        rng = self._rng
-        if isinstance(dim, CategoricalDimension):
-            return rng.choice([c for c in dim.choices if not _same(c, current)])
-        if isinstance(dim, IntDimension):
-            cur = int(current) if isinstance(current, (int, float)) else dim.low
-            for _ in range(self.max_retries):
-                if rng.random() < RESAMPLE_PROBABILITY:
-                    new = dim.sample(rng)
-                elif dim.log and dim.low > 0:
-                    step = rng.gauss(0.0, STEP_FRACTION * (math.log(dim.high) - math.log(dim.low)))
-                    new = int(round(math.exp(math.log(max(cur, dim.low)) + step)))
-                    if new == cur:
-                        new = cur + (1 if step >= 0 else -1)
-                else:
-                    new = cur + rng.choice((-1, 1))
-                new = min(dim.high, max(dim.low, new))
-                if new != cur:
-                    return new
-            return dim.low if cur != dim.low else dim.high
-        assert isinstance(dim, RealDimension)
-        cur_f = float(current) if isinstance(current, (int, float)) else float(dim.low)
-        log = dim.log and dim.low > 0
-        low, high = (math.log(dim.low), math.log(dim.high)) if log else (float(dim.low), float(dim.high))
-        here = math.log(min(max(cur_f, dim.low), dim.high)) if log else min(max(cur_f, low), high)
-        for _ in range(self.max_retries):
-            new = _reflect(here + rng.gauss(0.0, STEP_FRACTION * (high - low)), low, high)
-            value = min(max(math.exp(new) if log else new, dim.low), dim.high)
-            if value != cur_f:
-                return value
-        return float(dim.low) if cur_f != dim.low else float(dim.high)
+        return mutation.mutate(self.space, parent, self._rng, self.max_retries)
 
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         for vector, result in results:
-            canonical = self._canonical(vector)
+            canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
             if self._pending.get(key, 0) > 0:
                 self._pending[key] -= 1
@@ -213,33 +156,6 @@ class HillClimbSearch(SearchStrategy):
             previous = self._scores.get(key)
             if previous is None or _better(score, previous[0], self.maximize):
                 self._scores[key] = (score, canonical)
-
-    def _canonical(self, vector: ArchitectureVector) -> ArchitectureVector | None:
-        """``vector`` canonicalised, or None when it is not a point of the space (a foreign vector)."""
-        try:
-            canonical = self.space.canonicalize(vector)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return canonical if self.space.contains(canonical) else None
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a == b and type(a) is type(b)
-
-
-def _can_change(dim: AnyDimension) -> bool:
-    if isinstance(dim, CategoricalDimension):
-        return len(dim.choices) > 1
-    return dim.high > dim.low
-
-
-def _reflect(x: float, low: float, high: float) -> float:
-    """Fold ``x`` back into ``[low, high]`` (a step past an edge bounces off it)."""
-    if high <= low:
-        return low
-    span = high - low
-    x = (x - low) % (2 * span)
-    return low + (x if x <= span else 2 * span - x)
 
 
 def _score(value: Any) -> float | None:

@@ -35,6 +35,7 @@ from neuromosaic_core.model import (
     TrialResult,
     describe_dimension,
 )
+from neuromosaic_core.mutation import mutate
 from neuromosaic_strategy_llm import LLMStrategySettings
 from neuromosaic_strategy_llm.parsing import Invalid, extract_proposals, to_vector
 
@@ -44,8 +45,6 @@ SYSTEM_PROMPT = (
 )
 #: How many recent failures the prompt shows.
 FAILURES_SHOWN = 5
-#: Standard deviation of a real (or log-int) mutation step, as a fraction of the dimension's range.
-STEP_FRACTION = 0.1
 
 
 @attrs.define
@@ -283,49 +282,13 @@ class LLMGuidedSearch(SearchStrategy):
         return chosen
 
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
-        """``parent`` with one active dimension changed (dimensions it switches on are sampled)."""
-        values: dict[str, Scalar] = dict(parent.values)
-        mutable = [d for d in self.space.active_dimensions(values) if _can_change(d)]
-        if not mutable:
-            return None
-        dim = self._rng.choice(mutable)
-        values[dim.name] = self._change(dim, values[dim.name])
-        was_active = {d.name for d in self.space.active_dimensions(parent.values)}
-        active: set[str] = set()
-        for d in self.space.dimensions:  # in order, so a switched-on parent is sampled before its children
-            if all(p in active and values[p] in allowed for p, allowed in d.active_if.items()):
-                if d.name not in was_active:
-                    values[d.name] = d.sample(self._rng)
-                active.add(d.name)
-        return self.space.canonicalize(values)
-
-    def _change(self, dim: AnyDimension, current: Scalar) -> Scalar:
-        rng = self._rng
-        if isinstance(dim, CategoricalDimension):
-            return rng.choice([c for c in dim.choices if not (c == current and type(c) is type(current))])
-        log = dim.log and dim.low > 0
-        low, high = (math.log(dim.low), math.log(dim.high)) if log else (float(dim.low), float(dim.high))
-        cur = float(current) if isinstance(current, (int, float)) else float(dim.low)
-        here = math.log(min(max(cur, dim.low), dim.high)) if log else min(max(cur, low), high)
-        for _ in range(self.settings.max_retries):
-            x = _reflect(here + rng.gauss(0.0, STEP_FRACTION * (high - low)), low, high)
-            x = math.exp(x) if log else x
-            if isinstance(dim, IntDimension):
-                new: Scalar = min(dim.high, max(dim.low, int(round(x))))
-                if new == current:  # a small step: move by one instead
-                    new = min(dim.high, max(dim.low, int(current) + rng.choice((-1, 1))))
-            else:
-                new = min(float(dim.high), max(float(dim.low), x))
-            if new != current:
-                return new
-        low_value, high_value = (dim.low, dim.high) if isinstance(dim, IntDimension) else (float(dim.low), float(dim.high))
-        return low_value if current != low_value else high_value
+        return mutate(self.space, parent, self._rng, self.settings.max_retries)
 
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         for vector, result in results:
-            canonical = self._canonical(vector)
+            canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
             if self._pending.get(key, 0) > 0:
                 self._pending[key] -= 1
@@ -349,14 +312,6 @@ class LLMGuidedSearch(SearchStrategy):
             previous = self._scores.get(key)
             if previous is None or (score > previous[0] if self.maximize else score < previous[0]):
                 self._scores[key] = (score, canonical)
-
-    def _canonical(self, vector: ArchitectureVector) -> ArchitectureVector | None:
-        """``vector`` canonicalised, or None when it is not a point of the space (a foreign vector)."""
-        try:
-            canonical = self.space.canonicalize(vector)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return canonical if self.space.contains(canonical) else None
 
 
 # -- resolving the provider ----------------------------------------------------------------------
@@ -441,21 +396,6 @@ def _listing(names: Sequence[str]) -> str:
 def _one_line(text: str, limit: int = 160) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _can_change(dim: AnyDimension) -> bool:
-    if isinstance(dim, CategoricalDimension):
-        return len(dim.choices) > 1
-    return dim.high > dim.low
-
-
-def _reflect(x: float, low: float, high: float) -> float:
-    """Fold ``x`` back into ``[low, high]`` (a step past an edge bounces off it)."""
-    if high <= low:
-        return low
-    span = high - low
-    x = (x - low) % (2 * span)
-    return low + (x if x <= span else 2 * span - x)
 
 
 def _score(value: Any) -> float | None:

@@ -217,7 +217,7 @@ class OptunaSearch(SearchStrategy):
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         with _quiet():
             for vector, result in results:
-                canonical = self._canonical(vector)
+                canonical = self.space.member(vector)
                 if canonical is None:
                     continue  # not a point of this space (another space's history): nothing to learn
                 key = canonical.key()
@@ -250,14 +250,6 @@ class OptunaSearch(SearchStrategy):
                 return None
             values.append(float(value))
         return values
-
-    def _canonical(self, vector: ArchitectureVector) -> ArchitectureVector | None:
-        """``vector`` canonicalised, or None when it is not a point of the space."""
-        try:
-            canonical = self.space.canonicalize(vector)
-        except (KeyError, TypeError, ValueError):
-            return None
-        return canonical if self.space.contains(canonical) else None
 
 
 def _distribution(dim: AnyDimension) -> BaseDistribution:
