@@ -58,6 +58,27 @@ def completed(metrics: dict[str, float], weights_path: str | None = None) -> Tri
     return TrialResult(metrics=metrics, weights_path=weights_path)
 
 
+def fill(db: ResultsDB, experiment: str, n: int) -> None:
+    """Create ``experiment`` with ``n`` trials: every third failed, the others completed with
+    ``val_accuracy``, ``params``, a reuse key and a weights path (for backup and migration tests)."""
+    db.create_experiment(Experiment(experiment, "digits", {"search": {"trials": n}}))
+    for i in range(1, n + 1):
+        if i % 3 == 0:
+            t = make_trial(experiment, i, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, f"nan at {i}"))
+        else:
+            t = make_trial(experiment, i, status=TrialStatus.COMPLETED, reuse_key=f"{experiment}-{i}",
+                           result=TrialResult(metrics={"val_accuracy": i / 100, "params": float(i * 1000)}, weights_path=f"/w/{i}.pt"))
+        db.save_trial(t)
+
+
+def assert_same_trials(original: ResultsDB, restored: ResultsDB) -> None:
+    """Both stores hold the same experiments (ids included) and the same trials."""
+    assert [(e.name, e.task, dict(e.config), e.id) for e in restored.list_experiments()] == \
+           [(e.name, e.task, dict(e.config), e.id) for e in original.list_experiments()]
+    for exp in original.list_experiments():
+        assert restored.list_trials(exp.name) == original.list_trials(exp.name)
+
+
 class StorageContract:
     """The ResultsDB contract (not collected by itself: its name does not start with ``Test``)."""
 

@@ -15,31 +15,13 @@ from neuromosaic_storage_sql import repository
 from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB
 
 from neuromosaic_core.errors import StorageError
-from neuromosaic_core.interfaces import ResultsDB
-from neuromosaic_core.model import ErrorClass, Experiment, TrialResult, TrialStatus
-from neuromosaic_core.testing.storage import make_trial
+from neuromosaic_core.model import TrialStatus
+from neuromosaic_core.testing.storage import assert_same_trials, fill, make_trial
 
 
 def file_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
-
-def fill(db: SqlResultsDB, experiment: str, n: int) -> None:
-    db.create_experiment(Experiment(experiment, "digits", {"search": {"trials": n}}))
-    for i in range(1, n + 1):
-        if i % 3 == 0:
-            t = make_trial(experiment, i, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, f"nan at {i}"))
-        else:
-            t = make_trial(experiment, i, status=TrialStatus.COMPLETED, reuse_key=f"{experiment}-{i}",
-                           result=TrialResult(metrics={"val_accuracy": i / 100, "params": float(i * 1000)}, weights_path=f"/w/{i}.pt"))
-        db.save_trial(t)
-
-
-def assert_same_trials(original: ResultsDB, restored: ResultsDB) -> None:
-    assert [(e.name, e.task, dict(e.config), e.id) for e in restored.list_experiments()] == \
-           [(e.name, e.task, dict(e.config), e.id) for e in original.list_experiments()]
-    for exp in original.list_experiments():
-        assert restored.list_trials(exp.name) == original.list_trials(exp.name)
 
 
 def test_sqlite_backup_restores_every_trial(tmp_path: Path) -> None:
@@ -69,7 +51,7 @@ WRITER = textwrap.dedent("""
     import sys, time
     from neuromosaic_storage_sql.repository import SqlResultsDB
     from neuromosaic_core.model import Experiment, TrialResult, TrialStatus
-    from neuromosaic_core.testing.storage import make_trial
+    from neuromosaic_core.testing.storage import assert_same_trials, fill, make_trial
 
     db = SqlResultsDB(sys.argv[1])
     db.create_experiment(Experiment("live", "digits"))

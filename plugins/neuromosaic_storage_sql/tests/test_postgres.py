@@ -11,29 +11,11 @@ from neuromosaic_storage_sql import repository
 from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB, migrate_database
 
 from neuromosaic_core.errors import StorageError
-from neuromosaic_core.interfaces import ResultsDB
-from neuromosaic_core.model import ErrorClass, Experiment, TrialResult, TrialStatus
-from neuromosaic_core.testing.storage import StorageContract, make_trial
+from neuromosaic_core.model import Experiment, TrialResult, TrialStatus
+from neuromosaic_core.testing.storage import StorageContract, assert_same_trials, fill, make_trial
 
 PgCluster = Any  # conftest.PgCluster (test modules are not a package under --import-mode=importlib)
 
-
-def fill(db: SqlResultsDB, experiment: str, n: int) -> None:
-    db.create_experiment(Experiment(experiment, "digits", {"search": {"trials": n}}))
-    for i in range(1, n + 1):
-        if i % 3 == 0:
-            t = make_trial(experiment, i, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, f"nan at {i}"))
-        else:
-            t = make_trial(experiment, i, status=TrialStatus.COMPLETED, reuse_key=f"{experiment}-{i}",
-                           result=TrialResult(metrics={"val_accuracy": i / 100, "params": float(i * 1000)}, weights_path=f"/w/{i}.pt"))
-        db.save_trial(t)
-
-
-def assert_same_trials(original: ResultsDB, restored: ResultsDB) -> None:
-    assert [(e.name, e.task, dict(e.config), e.id) for e in restored.list_experiments()] == \
-           [(e.name, e.task, dict(e.config), e.id) for e in original.list_experiments()]
-    for exp in original.list_experiments():
-        assert restored.list_trials(exp.name) == original.list_trials(exp.name)
 
 
 class TestPostgresStorage(StorageContract):
