@@ -216,14 +216,15 @@ def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
             key, _, value = arg.partition("=")
             if key in GROUPS:
                 system.get(key, value)  # unknown component: UnknownComponentError with the choices
-        groups_only = [a for a in run if a.partition("=")[0] in GROUPS]
-        try:
-            base = _compose(groups_only)
-        except HydraException as exc:
-            raise _hydra_error(exc, system, None) from None
         try:
             cfg = _compose(run)
         except HydraException as exc:
+            # Only now compose the groups alone: they tell which keys an unknown key could have been.
+            groups_only = [a for a in run if a.partition("=")[0] in GROUPS]
+            try:
+                base = _compose(groups_only)
+            except HydraException as base_exc:
+                raise _hydra_error(base_exc, system, None) from None
             raise _hydra_error(exc, system, base) from None
         checked = resolve(cfg, system)
         resolved = resolved or checked
