@@ -94,6 +94,11 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     configure_logging(core.log.level, core.log.json, run_dir / "neuromosaic.log")
     components = build_components(resolved, system)
+    try:
+        components.codegen.preflight()
+    except NeuromosaicError:
+        components.storage.close()
+        raise
     orchestrator = Orchestrator(core, components, run_dir, hook=system.pm.hook, config=resolved.raw,
                                 show_progress=not core.log.json)
     console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
@@ -103,6 +108,7 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
         logger.bind(experiment=core.experiment.name).info(str(exc))
         summary = orchestrator.finalize()
     finally:
+        components.codegen.close()
         components.storage.close()
     print_summary(getattr(orchestrator, "top", []), core.search.metric,
                   f"Best architectures of {core.experiment.name} ({summary['trials']['completed']} completed, "

@@ -8,6 +8,7 @@ factory returns an instance of one of these classes. Contract test suites for ea
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class CodeGenRequest:
     """What a code generator is asked: write ``class Net`` for ``spec`` on a task's shapes.
 
     ``feedback`` and ``previous_code`` are set on a repair attempt: the validator's complaint about
-    the previous answer.
+    the previous answer; ``attempt`` counts the rounds (1 for the first).
     """
 
     spec: ArchitectureSpec
@@ -92,6 +93,7 @@ class CodeGenRequest:
     num_classes: int
     feedback: str | None = None
     previous_code: str | None = None
+    attempt: int = 1
 
 
 class LLMProvider(abc.ABC):
@@ -104,16 +106,69 @@ class LLMProvider(abc.ABC):
         """The model's answer to ``prompt`` (raise on transport errors; callers retry or fall back)."""
 
 
+@attrs.frozen
+class Generation:
+    """One answer of a code generator with what it cost: the prompt sent (empty for generators
+    without one), seconds, and token counts where the provider reports them."""
+
+    text: str
+    prompt: str = ""
+    latency_s: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class GenerationError(Exception):
+    """A provider call that failed, with what was sent (for the trial's audit record).
+    ``unavailable``: the provider is known to be down (circuit open); do not ask again now."""
+
+    def __init__(self, message: str, prompt: str = "", latency_s: float = 0.0, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.prompt = prompt
+        self.latency_s = latency_s
+        self.unavailable = unavailable
+
+
 class CodeGenProvider(abc.ABC):
     """ICodeGenProvider: turns a spec into the source of a Python module defining ``class Net``.
 
     The answer may contain prose or markdown fences (LLMs do); the core extracts and validates the
     code. The generated-code contract is in ``docs/generated-code.md``.
+
+    Unless ``trusted`` (code correct by construction, like the template generator's), accepted
+    code is also instantiated and run on a dummy batch in a sandboxed subprocess (at most
+    ``probe_timeout`` seconds) and compared with the spec: layer types and sizes in call order,
+    and the parameter count within ``fidelity_tolerance`` (relative). With ``cache``, accepted
+    code is reused for an identical request (see :meth:`identity`).
     """
+
+    trusted: bool = False
+    fidelity_tolerance: float = 0.05
+    probe_timeout: float = 60.0
+    cache: bool = True
 
     @abc.abstractmethod
     def generate_code(self, request: CodeGenRequest) -> str:
         """Return source code (or an answer containing it)."""
+
+    def generate(self, request: CodeGenRequest) -> Generation:
+        """:meth:`generate_code` with its cost; LLM providers override it to report the prompt
+        and token counts."""
+        start = time.perf_counter()
+        text = self.generate_code(request)
+        return Generation(text, "", time.perf_counter() - start)
+
+    def identity(self) -> tuple[str, str]:
+        """``(model, prompt template version)``: with the provider's name and the request, what
+        makes two answers interchangeable (the cache key)."""
+        return "", ""
+
+    def preflight(self) -> None:
+        """Called once before a search: raise a ``NeuromosaicError`` for a setting that cannot
+        work (an unknown model); a server that is down only warns (the fallback covers it)."""
+
+    def close(self) -> None:
+        """Release clients, servers or loaded models."""
 
 
 @attrs.frozen
@@ -194,6 +249,17 @@ class ResultsDB(abc.ABC):
     def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
         """The first completed trial with this reuse key — in ``experiment`` when given, in any
         experiment when None — or None."""
+
+    def find_cached_code(self, cache_key: str) -> str | None:
+        """The code of a trial, in any experiment, whose ``codegen.cache_key`` is ``cache_key`` and
+        whose code the named provider wrote and the pipeline accepted (not the fallback's), or None.
+        Backends should answer from an index; this default scans every trial."""
+        for experiment in self.list_experiments():
+            for trial in self.list_trials(experiment.name):
+                cg = trial.codegen
+                if cg is not None and cg.cache_key == cache_key and not cg.fallback and trial.code:
+                    return trial.code
+        return None
 
     def list_history(self, experiment: str) -> list[Trial]:
         """Every trial of an experiment for a resume: number, status, vector and result; a backend

@@ -7,6 +7,9 @@
     vectors = strategy.suggest_architectures(4)
     strategy.update_with_results([(v, TrialResult({"val_accuracy": score(v)})) for v in vectors])
 
+    codegen = create_codegen("ollama", model="qwen2.5-coder:7b")
+    outcome = generate_validated_code(codegen, CodeGenRequest(spec, (40,), 10), provider_name="ollama")
+
 Settings are passed as keyword arguments and checked exactly as on the command line.
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from neuromosaic_core.interfaces import ArchitectureEncoder, SearchStrategy
+from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, SearchStrategy
 from neuromosaic_core.model import SearchSpace
 from neuromosaic_core.plugins import PluginSystem
 from neuromosaic_core.settings import structure_settings
@@ -36,4 +39,10 @@ def create_strategy(name: str, space: SearchSpace, seed: int = 0, metric: str = 
 def create_encoder(name: str, system: PluginSystem | None = None, **settings: Any) -> ArchitectureEncoder:
     """A registered architecture encoder by name."""
     component, checked = _settings("encoder", name, settings, system)
+    return component.factory(settings=checked)
+
+
+def create_codegen(name: str, system: PluginSystem | None = None, **settings: Any) -> CodeGenProvider:
+    """A registered code generator by name (``template``, ``ollama``, ``openai``, ``llamacpp``, ...)."""
+    component, checked = _settings("codegen", name, settings, system)
     return component.factory(settings=checked)

@@ -369,6 +369,42 @@ class TrialResult:
         return cls(error=ExperimentError(error_class, message))
 
 
+@attrs.frozen
+class CodeGenAttempt:
+    """One call to a code generator, kept with the trial for audit.
+
+    ``stage`` is where the attempt ended: ``accepted``, ``provider`` (the call itself failed:
+    connection, timeout, circuit open), ``extract`` (no code in the answer), ``validate`` (the
+    static allow-list), ``probe`` (instantiate/forward in a sandboxed subprocess) or ``fidelity``
+    (the module does not match the spec). ``prompt`` is the chat sent, one ``role: content`` block
+    per message.
+    """
+
+    provider: str
+    stage: str
+    prompt: str = ""
+    response: str = ""
+    error: str | None = None
+    latency_s: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@attrs.frozen
+class CodeGenRecord:
+    """How a trial's code was written: by whom, with which model and prompt template version,
+    whether it came from the cache, and every attempt on the way. ``cache_key`` identifies
+    (spec, input shape, classes, provider, model, template version)."""
+
+    provider: str
+    model: str = ""
+    template_version: str = ""
+    cache_key: str | None = None
+    cached: bool = False
+    fallback: bool = False
+    attempts: tuple[CodeGenAttempt, ...] = ()
+
+
 @attrs.define
 class Trial:
     """One architecture evaluated within an experiment (mutable: it moves through its life cycle)."""
@@ -382,6 +418,7 @@ class Trial:
     result: TrialResult | None = None
     reused_from: int | None = None
     reuse_key: str | None = None
+    codegen: CodeGenRecord | None = None
     id: int | None = None
 
     @property

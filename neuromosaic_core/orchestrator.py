@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from neuromosaic_core.codegen.pipeline import CodeGenFailed, generate_validated_code
+from neuromosaic_core.codegen.pipeline import CodeGenFailed, generate_validated_code, lookup_cached
 from neuromosaic_core.constraints import ConstraintValidator
 from neuromosaic_core.display import SearchProgress
 from neuromosaic_core.errors import NeuromosaicError
@@ -209,17 +209,23 @@ class Orchestrator:
         if not needs_code:
             return self._job(trial, "", result_path)
         request = CodeGenRequest(trial.spec, tuple(self.c.task.input_shape), self.c.task.num_classes)
-        try:
-            outcome = await asyncio.to_thread(
-                generate_validated_code, self.c.codegen, request, self.s.search.codegen_attempts,
-                self.c.codegen_name, self.c.fallback, "template",
-            )
-        except CodeGenFailed as exc:
-            log.warning(f"code generation failed: {exc}")
-            return TrialResult.failure(ErrorClass.INVALID_CODE, str(exc))
+        # The cache is asked here, on the loop's thread (storage connections stay on one thread).
+        outcome = lookup_cached(self.c.codegen, request, self.c.codegen_name, self.c.storage.find_cached_code)
+        if outcome is not None:
+            log.info(f"code from the cache (same spec, {self.c.codegen_name} model and prompt template as before)")
+        else:
+            try:
+                outcome = await asyncio.to_thread(
+                    generate_validated_code, self.c.codegen, request, self.s.search.codegen_attempts,
+                    self.c.codegen_name, self.c.fallback, "template",
+                )
+            except CodeGenFailed as exc:
+                log.warning(f"code generation failed: {exc}")
+                trial.codegen = exc.record
+                return TrialResult.failure(ErrorClass.INVALID_CODE, str(exc))
         if outcome.rejections:
             log.info(f"code accepted after {outcome.attempts} attempt(s) by {outcome.provider}; rejected: {outcome.rejections}")
-        trial.code = outcome.code
+        trial.code, trial.codegen = outcome.code, outcome.record
         code_path = self._code_path(trial.number)
         code_path.write_text(outcome.code)
         return self._job(trial, str(self._abs_run_dir / code_path.relative_to(self.run_dir)), result_path)

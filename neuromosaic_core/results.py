@@ -294,7 +294,23 @@ def trial_record(t: Trial, *, spec: bool = True, code: bool = False) -> dict[str
         record["spec"] = converter.unstructure(t.spec) if t.spec is not None else None
     if code:
         record["code"] = t.code
+        record["codegen"] = converter.unstructure(t.codegen) if t.codegen is not None else None
     return record
+
+
+def codegen_summary(t: Trial) -> str | None:
+    """Who wrote a trial's code, in one line: provider, model, prompt version, the attempts."""
+    cg = t.codegen
+    if cg is None:
+        return None
+    who = " ".join(x for x in (cg.provider, cg.model) if x)
+    if cg.template_version:
+        who += f", prompt {cg.template_version}"
+    if cg.cached:
+        return f"{who}: from the cache (no call)"
+    stages = ", ".join(f"{a.provider}:{a.stage}" if a.provider != cg.provider else a.stage for a in cg.attempts)
+    how = "the fallback wrote it" if cg.fallback else f"accepted after {len(cg.attempts)} attempt(s)"
+    return f"{who}: {how} ({stages}; full record: show --json)"
 
 
 def export_rows(trials: Sequence[Trial]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -556,6 +572,8 @@ def _show(t: Trial) -> None:
     info.add_row("vector", ", ".join(f"{k}={v}" for k, v in rec["vector"].items()))
     if t.reused_from is not None:
         info.add_row("reused from", f"trial id {t.reused_from}")
+    if (written := codegen_summary(t)) is not None:
+        info.add_row("code by", written)
     for name, value in sorted(rec["metrics"].items()):
         info.add_row(name, _fmt(value))
     if rec["error_class"] is not None:

@@ -48,3 +48,10 @@ class InMemoryResultsDB(ResultsDB):
             if t.reuse_key == reuse_key and t.status == TrialStatus.COMPLETED and experiment in (None, t.experiment):
                 return copy.deepcopy(t)
         return None
+
+    def find_cached_code(self, cache_key: str) -> str | None:
+        for _, t in sorted(self.trials.items()):
+            cg = t.codegen
+            if cg is not None and cg.cache_key == cache_key and not cg.fallback and t.code:
+                return t.code
+        return None

@@ -24,6 +24,8 @@ from neuromosaic_core.interfaces import ResultsDB
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
+    CodeGenAttempt,
+    CodeGenRecord,
     ErrorClass,
     Experiment,
     Layer,
@@ -32,7 +34,7 @@ from neuromosaic_core.model import (
     TrialStatus,
 )
 
-__all__ = ["StorageContract", "make_trial"]
+__all__ = ["StorageContract", "make_codegen", "make_trial"]
 
 SPEC = ArchitectureSpec(
     "mlp",
@@ -46,12 +48,40 @@ SPEC = ArchitectureSpec(
 
 
 def make_trial(experiment: str, number: int, *, status: TrialStatus = TrialStatus.PENDING, reuse_key: str | None = None,
-               result: TrialResult | None = None, spec: ArchitectureSpec | None = SPEC) -> Trial:
+               result: TrialResult | None = None, spec: ArchitectureSpec | None = SPEC,
+               codegen: CodeGenRecord | None = None) -> Trial:
     """A trial with a vector that mixes ints, floats and strings (all must read back typed as saved)."""
     vector = ArchitectureVector({"depth": number, "width": 2 ** (number % 8), "lr": 1e-3 * (number + 1),
                                  "ratio": 1.0, "act": "gélu", "big": 2**53 + 1})
     return Trial(experiment, number, vector, spec=spec, status=status, code=f"class Net:  # {number}\n    pass\n",
-                 result=result, reuse_key=reuse_key)
+                 result=result, reuse_key=reuse_key, codegen=codegen)
+
+
+#: A prompt and an answer as a chat model writes them: several lines, both kinds of quotes,
+#: backticks (a Markdown code fence), a backslash, a tab and non-ASCII text.
+PROMPT = ('system: You write PyTorch modules. Answer with one ```python block, nothing else.\n'
+          'user: Write `Net` for the spec "mlp: fc128 gelu drop0.25 fc64" — input (2,), 3 classes.\n'
+          "It's for the «digits» task; keep weights in float32 \\ no .cuda() calls.\tThanks ✓")
+RESPONSE = ('```python\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n'
+            '    """Größe: 128 → 64."""\n\n    def __init__(self) -> None:\n        super().__init__()\n'
+            "        self.name = 'mlp'\n```\n")
+
+
+def make_codegen(cache_key: str | None = "cg-key", *, fallback: bool = False, cached: bool = False) -> CodeGenRecord:
+    """A record with two attempts: one rejected by validation, one accepted (token counts None and int)."""
+    return CodeGenRecord(
+        provider="fallback" if fallback else "llm",
+        model="qwen2.5-coder:7b",
+        template_version="v3",
+        cache_key=cache_key,
+        cached=cached,
+        fallback=fallback,
+        attempts=(
+            CodeGenAttempt("llm", "validate", PROMPT, "import os\nos.system('rm -rf /')", 'forbidden import "os"',
+                           1.25, None, None),
+            CodeGenAttempt("llm", "accepted", PROMPT + "\nuser: no imports but torch.", RESPONSE, None, 0.5, 812, 97),
+        ),
+    )
 
 
 def completed(metrics: dict[str, float], weights_path: str | None = None) -> TrialResult:
@@ -220,6 +250,63 @@ class StorageContract:
         assert storage.find_reusable("k", experiment="second") == done
         assert storage.find_reusable("k", experiment="no-such-experiment") is None
 
+    # -- code generation records -------------------------------------------------------------
+
+    def test_codegen_record_round_trips(self, storage: ResultsDB, exp: str) -> None:
+        record = make_codegen()
+        saved = storage.save_trial(make_trial(exp, 0, codegen=record))
+        storage.save_trial(make_trial(exp, 1))  # no record
+        first, second = storage.list_trials(exp)
+        assert first == saved and first.codegen == record
+        assert [(a.stage, a.prompt, a.response, a.error, a.prompt_tokens, a.completion_tokens)
+                for a in first.codegen.attempts] == [
+            ("validate", PROMPT, record.attempts[0].response, 'forbidden import "os"', None, None),
+            ("accepted", PROMPT + "\nuser: no imports but torch.", RESPONSE, None, 812, 97)]
+        assert type(first.codegen.attempts) is tuple and type(first.codegen.attempts[1].latency_s) is float
+        assert second.codegen is None
+
+    def test_codegen_record_update(self, storage: ResultsDB, exp: str) -> None:
+        trial = storage.save_trial(make_trial(exp, 0, codegen=make_codegen("old-key")))
+        # the same trial re-saved: a new record (from the cache this time), then completed
+        trial.codegen = make_codegen("new-key", cached=True)
+        trial.status, trial.result = TrialStatus.COMPLETED, completed({"val_accuracy": 0.5})
+        storage.save_trial(trial)
+        [loaded] = storage.list_trials(exp)
+        assert loaded == trial and loaded.codegen == make_codegen("new-key", cached=True)
+        # and back to no record at all
+        trial.codegen = None
+        storage.save_trial(trial)
+        assert storage.list_trials(exp)[0].codegen is None
+
+    def test_find_cached_code(self, storage: ResultsDB, exp: str) -> None:
+        assert storage.find_cached_code("k1") is None
+        done = completed({"val_accuracy": 0.5})
+        first = make_trial(exp, 0, status=TrialStatus.COMPLETED, result=done, codegen=make_codegen("k1"))
+        first.code = 'class Net:\n    """«réseau» with `quotes` \'and\' "more"."""\n'
+        storage.save_trial(first)
+        storage.create_experiment(Experiment("second", "spirals"))
+        other = storage.save_trial(make_trial("second", 0, status=TrialStatus.COMPLETED, result=done,
+                                              codegen=make_codegen("k2")))
+        assert storage.find_cached_code("k1") == first.code
+        assert storage.find_cached_code("k2") == other.code  # any experiment's code is served
+        assert storage.find_cached_code("unknown") is None
+        assert storage.find_cached_code("") is None
+
+    def test_find_cached_code_ignores_fallback_code(self, storage: ResultsDB, exp: str) -> None:
+        done = completed({"val_accuracy": 0.5})
+        storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, result=done,
+                                      codegen=make_codegen("fb", fallback=True)))
+        assert storage.find_cached_code("fb") is None
+        # a later trial with the same key whose provider's code was accepted is the one served
+        good = make_trial(exp, 1, status=TrialStatus.COMPLETED, result=done, codegen=make_codegen("fb"))
+        good.code = "class Net:  # from the provider\n    pass\n"
+        storage.save_trial(good)
+        assert storage.find_cached_code("fb") == good.code
+        # a record that becomes the fallback's on update stops being served
+        good.codegen = make_codegen("fb", fallback=True)
+        storage.save_trial(good)
+        assert storage.find_cached_code("fb") is None
+
     def test_list_history_has_what_a_resume_needs(self, storage: ResultsDB, exp: str) -> None:
         storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, result=completed({"val_accuracy": 0.5})))
         storage.save_trial(make_trial(exp, 1, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, "nan")))
@@ -269,7 +356,7 @@ class StorageContract:
         db = self.make_storage(tmp_path)
         db.create_experiment(Experiment("kept", "spirals", {"seed": 5}))
         trial = db.save_trial(make_trial("kept", 0, status=TrialStatus.COMPLETED, reuse_key="rk",
-                                         result=completed({"val_accuracy": 0.75}, "/w/0.pt")))
+                                         result=completed({"val_accuracy": 0.75}, "/w/0.pt"), codegen=make_codegen("ck")))
         db.close()
         again = self.make_storage(tmp_path)
         try:
@@ -277,6 +364,7 @@ class StorageContract:
             assert got is not None and dict(got.config) == {"seed": 5}
             assert again.list_trials("kept") == [trial]
             assert again.find_reusable("rk") == trial
+            assert again.find_cached_code("ck") == trial.code  # the code cache outlives the process
             nxt = again.save_trial(make_trial("kept", 1))
             assert nxt.id != trial.id
         finally:

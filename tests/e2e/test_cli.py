@@ -106,7 +106,12 @@ def test_a_short_real_search_stores_trials_weights_and_summary_and_resumes(tmp_p
     db = tmp_path / "neuromosaic.db"
     assert rows(db, "select status, count(*) from trials group by status") == [("completed", 3)]
     assert all(code and "class Net" in code and spec_hash for code, spec_hash in rows(db, "select code, spec_hash from trials"))
-    assert rows(db, "select version from schema_version") == [(2,)]
+    from neuromosaic_storage_sql.repository import SCHEMA_VERSION
+
+    assert rows(db, "select version from schema_version") == [(SCHEMA_VERSION,)]
+    # each trial records how its code was written: the template, accepted at once, never the fallback
+    records = [json.loads(r[0]) for r in rows(db, "select codegen from trials")]
+    assert all(r["provider"] == "template" and [a["stage"] for a in r["attempts"]] == ["accepted"] for r in records)
 
     # The best model loads without retraining and predicts what the summary says it scored.
     check = (

@@ -58,6 +58,8 @@ class WidthEncoder(ArchitectureEncoder):
 
 
 class Code(CodeGenProvider):
+    trusted = True  # its code is a stand-in the fake runner reads, not a faithful network
+
     def generate_code(self, request):
         width = request.spec.layers[0].params["out_features"]
         return f"```python\nfrom torch import nn\n\nclass Net(nn.Module):\n    def forward(self, x):\n        return x[:, :{width}]\n```"
@@ -268,3 +270,30 @@ def test_interrupted_twins_are_all_resolved_and_trained_once(tmp_path):
     assert len(runner.jobs) == 2  # 33 once, then 40
     assert [t.status for t in storage.list_trials("exp")] == [TrialStatus.COMPLETED] * 4
     assert summary["trials"]["reused"] == 1
+
+
+class CountingCode(Code):
+    """A cacheable generator that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def identity(self):
+        return "toy-model", "toy-template-v1"
+
+    def generate_code(self, request):
+        self.calls += 1
+        return super().generate_code(request)
+
+
+def test_each_trial_stores_how_its_code_was_written_and_the_cache_spares_repeat_calls(tmp_path):
+    storage, codegen = InMemoryResultsDB(), CountingCode()
+    for name, widths in (("first", [10, 20]), ("second", [20, 30])):
+        c = Components(Scripted(widths), WidthEncoder(), codegen, FakeRunner(), storage, ToyTask(), codegen_name="toy")
+        asyncio.run(Orchestrator(settings(name=name, trials=2), c, tmp_path / name, show_progress=False).run())
+    assert codegen.calls == 3  # width 20 of the second experiment came from the cache
+    first = {t.vector["width"]: t.codegen for t in storage.list_trials("first")}
+    second = {t.vector["width"]: t.codegen for t in storage.list_trials("second")}
+    assert first[10].provider == "toy" and first[10].model == "toy-model" and first[10].template_version == "toy-template-v1"
+    assert [a.stage for a in first[10].attempts] == ["accepted"] and not first[10].cached
+    assert second[20].cached and second[20].cache_key == first[20].cache_key and not second[30].cached

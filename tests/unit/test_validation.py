@@ -118,7 +118,8 @@ class Scripted(CodeGenProvider):
         return answer
 
 
-REQUEST = CodeGenRequest(ArchitectureSpec("mlp", [Layer("linear", {"out_features": 8})]), (40,), 10)
+# GOOD is faithful to this spec (the pipeline probes untrusted code and compares it with the spec).
+REQUEST = CodeGenRequest(ArchitectureSpec("mlp", [Layer("linear", {"out_features": 32}), Layer("activation", {"fn": "relu"})]), (40,), 10)
 
 
 def test_repair_loop_feeds_the_rejection_back():

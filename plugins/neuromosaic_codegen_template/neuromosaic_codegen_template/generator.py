@@ -57,7 +57,13 @@ def _module(info: LayerInfo) -> str:
 
 
 class TemplateCodeGen(CodeGenProvider):
-    """Deterministic code from the layer vocabulary. ``feedback`` is ignored: the code is right first time."""
+    """Deterministic code from the layer vocabulary. ``feedback`` is ignored: the code is right first time.
+
+    ``trusted``: its code matches the spec by construction (tested), so the pipeline skips the
+    sandboxed probe and fidelity check it runs on LLM code.
+    """
+
+    trusted = True
 
     def __init__(self, settings: TemplateSettings | None = None) -> None:
         self.settings = settings if settings is not None else TemplateSettings()

@@ -28,6 +28,7 @@ from neuromosaic_core.interfaces import ResultsDB
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
+    CodeGenRecord,
     ErrorClass,
     Experiment,
     ExperimentError,
@@ -39,7 +40,7 @@ from neuromosaic_core.model import (
 )
 
 #: The schema this code writes. Bump it and add a migration to :data:`MIGRATIONS` together.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The version the base tables (``schema_version``, ``experiments``, ``trials`` as the models
 #: below create them) stand for; every later version is reached through :data:`MIGRATIONS`, for a
@@ -131,8 +132,32 @@ def _downgrade_2_to_1(db: pw.Database) -> None:
     db.execute_sql(f"DROP TABLE {q('trial_metrics')}")  # its own index goes with it
 
 
+def _upgrade_2_to_3(db: pw.Database) -> None:
+    """v3: ``trials.codegen`` (the trial's :class:`~neuromosaic_core.model.CodeGenRecord` as JSON)
+    and ``trials.codegen_key`` (its ``cache_key`` when the provider's code was accepted, indexed for
+    :meth:`SqlResultsDB.find_cached_code`), both nullable. Nothing to backfill: no v2 trial has a
+    record, and NULL is what a trial without one holds."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    db.execute_sql(f"ALTER TABLE {q('trials')} ADD COLUMN {q('codegen')} TEXT")
+    db.execute_sql(f"ALTER TABLE {q('trials')} ADD COLUMN {q('codegen_key')} TEXT")
+    db.execute_sql(f"CREATE INDEX {q('trials_codegen_key')} ON {q('trials')} ({q('codegen_key')})")
+
+
+def _downgrade_3_to_2(db: pw.Database) -> None:
+    """Back to v2: drop the index and the two columns (the code-generation records are lost; the
+    trials' code stays in ``trials.code``). SQLite drops a column only once its index is gone, and
+    needs 3.35 or later for ``DROP COLUMN``."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    db.execute_sql(f"DROP INDEX {q('trials_codegen_key')}")
+    db.execute_sql(f"ALTER TABLE {q('trials')} DROP COLUMN {q('codegen_key')}")
+    db.execute_sql(f"ALTER TABLE {q('trials')} DROP COLUMN {q('codegen')}")
+
+
 #: ``{from_version: Migration(upgrade, downgrade)}`` between ``from_version`` and ``from_version + 1``.
-MIGRATIONS: dict[int, Migration] = {1: Migration(_upgrade_1_to_2, _downgrade_2_to_1)}
+MIGRATIONS: dict[int, Migration] = {
+    1: Migration(_upgrade_1_to_2, _downgrade_2_to_1),
+    2: Migration(_upgrade_2_to_3, _downgrade_3_to_2),
+}
 
 
 def _now() -> datetime:
@@ -145,8 +170,10 @@ def _dumps(value: Any) -> str:
 
 def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
     """The tables, as model classes bound to ``db`` (one set per open database, so two
-    ``SqlResultsDB`` in one process never share a binding). The first three are created as the
-    v1 base (:data:`BASE_VERSION`); ``TrialMetric`` only maps the table that migration 1→2 makes."""
+    ``SqlResultsDB`` in one process never share a binding). ``SchemaVersion``, ``ExperimentRow``
+    and ``TrialRow`` are created as the v1 base (:data:`BASE_VERSION`); ``TrialRowV3`` maps the
+    same ``trials`` table with the columns migration 2→3 adds and ``TrialMetric`` the table that
+    migration 1→2 makes, so neither is ever created from its model."""
 
     class Base(pw.Model):
         class Meta:
@@ -167,7 +194,7 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
         class Meta:
             table_name = "experiments"
 
-    class TrialRow(Base):
+    class TrialRow(Base):  # the class name is in the v1 index names (trialrow_status, ...)
         experiment = pw.ForeignKeyField(ExperimentRow, backref="trials", on_delete="CASCADE")
         number = pw.IntegerField()
         status = pw.CharField(max_length=32, index=True)
@@ -188,6 +215,13 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
             table_name = "trials"
             indexes = ((("experiment", "number"), False),)
 
+    class TrialRowV3(TrialRow):
+        codegen = pw.TextField(null=True)  # JSON of the CodeGenRecord, NULL if none (v3)
+        codegen_key = pw.TextField(null=True)  # its cache_key when the provider's code was accepted (v3)
+
+        class Meta:
+            table_name = "trials"
+
     class TrialMetric(Base):
         trial = pw.ForeignKeyField(TrialRow, column_name="trial_id", on_delete="CASCADE")
         experiment_id = pw.IntegerField()
@@ -198,7 +232,7 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
             table_name = "trial_metrics"
             primary_key = pw.CompositeKey("trial", "name")
 
-    return SchemaVersion, ExperimentRow, TrialRow, TrialMetric
+    return SchemaVersion, ExperimentRow, TrialRow, TrialRowV3, TrialMetric
 
 
 def _open_database(url: str, busy_timeout_ms: int) -> pw.Database:
@@ -301,7 +335,8 @@ class SqlResultsDB(ResultsDB):
     def __init__(self, url: str = "sqlite:///neuromosaic.db", busy_timeout_ms: int = 10000) -> None:
         self.url = url
         self.db = _open_database(url, busy_timeout_ms)
-        self._SchemaVersion, self._ExperimentRow, self._TrialRow, self._TrialMetric = _make_models(self.db)
+        (self._SchemaVersion, self._ExperimentRow, self._TrialRowV1, self._TrialRow,
+         self._TrialMetric) = _make_models(self.db)
         self._experiment_ids: dict[str, int] = {}
         self._sql: tuple[str, str] | None = None
         try:
@@ -319,7 +354,7 @@ class SqlResultsDB(ResultsDB):
     def _prepare_schema(self) -> None:
         """Create the tables of a new database, refuse a newer one, migrate an older one."""
         with self.db.atomic():
-            version = _prepare_base(self.db, self._SchemaVersion, self._ExperimentRow, self._TrialRow)
+            version = _prepare_base(self.db, self._SchemaVersion, self._ExperimentRow, self._TrialRowV1)
             if version > SCHEMA_VERSION:
                 raise StorageError(
                     f"database schema v{version} is newer than this neuromosaic-storage-sql "
@@ -369,7 +404,7 @@ class SqlResultsDB(ResultsDB):
 
     @staticmethod
     def _trial_columns(trial: Trial) -> dict[str, Any]:
-        result = trial.result
+        result, codegen = trial.result, trial.codegen
         error = result.error if result is not None else None
         return {
             "number": trial.number,
@@ -384,6 +419,8 @@ class SqlResultsDB(ResultsDB):
             "error_message": error.message if error is not None else None,
             "weights_path": result.weights_path if result is not None else None,
             "reused_from": trial.reused_from,
+            "codegen": _dumps(converter.unstructure(codegen)) if codegen is not None else None,
+            "codegen_key": codegen.cache_key if codegen is not None and not codegen.fallback and trial.code else None,
         }
 
     @staticmethod
@@ -410,6 +447,7 @@ class SqlResultsDB(ResultsDB):
             result=result,
             reused_from=row.reused_from,
             reuse_key=row.reuse_key,
+            codegen=converter.structure(json.loads(row.codegen), CodeGenRecord) if row.codegen is not None else None,
             id=row.id,
         )
 
@@ -480,8 +518,9 @@ class SqlResultsDB(ResultsDB):
             self.db.execute_sql(_insert_metrics_sql(self.db, len(rows)), [v for r in rows for v in r])
 
     def list_history(self, experiment: str) -> list[Trial]:
-        # Only what a resume needs (no spec, no code): at 100,000 trials reading and parsing those
-        # was most of the resume's start-up time.
+        """Only what a resume needs: ``spec``, ``code`` and ``codegen`` are left None (at 100,000
+        trials reading and parsing those was most of the resume's start-up time); ``list_trials``
+        has them."""
         table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
         try:
             experiment_id = self._experiment_id(experiment)
@@ -499,7 +538,7 @@ class SqlResultsDB(ResultsDB):
                 error = ExperimentError(ErrorClass(error_class), error_message or "") if error_class is not None else None
                 result = TrialResult(json.loads(metrics), error, weights_path)
             history.append(Trial(experiment, number, ArchitectureVector(json.loads(vector)["values"]), None,
-                                 TrialStatus(status), None, result, reused_from, key, id_))
+                                 TrialStatus(status), None, result, reused_from, key, id=id_))
         return history
 
     def list_trials(self, experiment: str, status: TrialStatus | None = None) -> list[Trial]:
@@ -526,6 +565,16 @@ class SqlResultsDB(ResultsDB):
         T, E = self._TrialRow, self._ExperimentRow
         row = T.select(T, E).join(E).where(T.id == hit[0]).get()
         return self._to_trial(row, row.experiment.name)
+
+    def find_cached_code(self, cache_key: str) -> str | None:
+        """One indexed query on ``trials.codegen_key``, which is set only when the record is not
+        the fallback's and the trial has code; the earliest such trial wins, in any experiment."""
+        table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
+        hit = self.db.execute_sql(
+            f"SELECT code FROM {table} WHERE codegen_key = {p} ORDER BY id LIMIT 1",  # noqa: S608
+            [cache_key],
+        ).fetchone()
+        return hit[0] if hit is not None else None
 
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy",
                                maximize: bool = True) -> list[Trial]:

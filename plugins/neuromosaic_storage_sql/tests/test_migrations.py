@@ -1,4 +1,4 @@
-"""Schema v1 -> v2 and back, on a database file laid out exactly as the v1 code wrote it."""
+"""Schema v1 -> v2 -> v3 and back, on database files laid out exactly as the v1 and v2 code wrote them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB, migrate_database
@@ -15,7 +16,9 @@ from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB, mig
 from neuromosaic_core.errors import StorageError
 from neuromosaic_core.interfaces import ResultsDB
 from neuromosaic_core.model import Experiment, TrialResult, TrialStatus, converter
-from neuromosaic_core.testing.storage import make_trial
+from neuromosaic_core.testing.storage import make_codegen, make_trial
+
+PgCluster = Any  # conftest.PgCluster (test modules are not a package under --import-mode=importlib)
 
 # `.schema` of a database created by neuromosaic-storage-sql 0.1.0 (schema v1), verbatim.
 V1_DDL = [
@@ -30,18 +33,32 @@ V1_DDL = [
     'CREATE INDEX "trialrow_experiment_id_number" ON "trials" ("experiment_id", "number")',
 ]
 
+# `.schema` of a database created by neuromosaic-storage-sql with schema v2 (the v1 tables, then
+# what migration 1->2 adds), verbatim.
+V2_DDL = [
+    *V1_DDL,
+    'CREATE TABLE "trial_metrics" ("trial_id" INTEGER NOT NULL REFERENCES "trials" ("id") ON DELETE CASCADE, "experiment_id" INTEGER NOT NULL REFERENCES "experiments" ("id") ON DELETE CASCADE, "name" VARCHAR(255) NOT NULL, "value" REAL NOT NULL, PRIMARY KEY ("trial_id", "name"))',
+    'CREATE INDEX "trial_metrics_experiment_id_name_value" ON "trial_metrics" ("experiment_id", "name", "value")',
+    'CREATE INDEX "trials_experiment_id_status" ON "trials" ("experiment_id", "status")',
+]
+
+#: What v3 adds to ``trials``: the columns, and the index on ``codegen_key``.
+V3_COLUMNS = ("codegen", "codegen_key")
+V3_INDEX = "trials_codegen_key"
+
 
 def dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def make_v1_file(path: Path, n: int = 30) -> None:
-    """A v1 database: the v1 DDL, two experiments, trials of every kind, version row 1."""
+def make_v1_file(path: Path, n: int = 30, *, version: int = 1) -> None:
+    """A v1 database: the v1 DDL, two experiments, trials of every kind, version row 1. With
+    ``version=2``, the v2 database the v2 code writes: the v2 DDL and ``trial_metrics`` rows."""
     conn = sqlite3.connect(path)
     with conn:
-        for ddl in V1_DDL:
+        for ddl in {1: V1_DDL, 2: V2_DDL}[version]:
             conn.execute(ddl)
-        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
         for name in ("old", "other"):
             conn.execute("INSERT INTO experiments (name, task, config, created_at) VALUES (?, ?, ?, ?)",
                          (name, "digits", dumps({"seed": 1}), "2026-01-02 03:04:05.678901"))
@@ -54,14 +71,23 @@ def make_v1_file(path: Path, n: int = 30) -> None:
                 metrics = dumps({"val_accuracy": round((i * 37 % 101) / 100, 2), "params": float(1000 + i)})
             elif status is TrialStatus.FAILED:
                 metrics, error, message = dumps({}), "nan_loss", f"nan at {i}"
-            conn.execute(
+            cursor = conn.execute(
                 'INSERT INTO trials (experiment_id, number, status, vector, spec, spec_hash, reuse_key, code, metrics, '
                 'error_class, error_message, weights_path, reused_from, created_at, updated_at) '
                 'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
                 (exp_id, i, status.value, dumps(converter.unstructure(t.vector)), dumps(converter.unstructure(t.spec)),
                  t.spec_hash, t.reuse_key, t.code, metrics, error, message, None, None,
                  "2026-01-02 03:04:05.678901", "2026-01-02 03:04:06.000001"))
+            if version >= 2 and status is TrialStatus.COMPLETED:
+                for name, value in sorted(json.loads(metrics).items()):
+                    conn.execute("INSERT INTO trial_metrics (trial_id, experiment_id, name, value) VALUES (?, ?, ?, ?)",
+                                 (cursor.lastrowid, exp_id, name, float(value)))
     conn.close()
+
+
+def make_v2_file(path: Path, n: int = 30) -> None:
+    """A v2 database, rows as the v2 code writes them (same trials as :func:`make_v1_file`)."""
+    make_v1_file(path, n, version=2)
 
 
 def schema(path: Path) -> set[str]:
@@ -72,12 +98,35 @@ def schema(path: Path) -> set[str]:
 
 
 def dump_rows(path: Path) -> dict[str, list[tuple]]:
+    """Every row of every table (``trial_metrics`` too, once it exists)."""
     conn = sqlite3.connect(path)
     try:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()  # noqa: S608
+        rows = {t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()  # noqa: S608
                 for t in ("schema_version", "experiments", "trials")}
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'trial_metrics'").fetchone():
+            rows["trial_metrics"] = conn.execute("SELECT * FROM trial_metrics ORDER BY trial_id, name").fetchall()
+        return rows
     finally:
         conn.close()
+
+
+def trial_columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[1] for r in conn.execute("PRAGMA table_info(trials)")]
+    finally:
+        conn.close()
+
+
+def without_v3_columns(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """The rows as v2 had them: the ``trials`` rows less the two v3 columns (appended last)."""
+    assert all(r[-2:] == (None, None) for r in rows["trials"])  # only trials without a record here
+    return {**rows, "trials": [r[:-2] for r in rows["trials"]]}
+
+
+def migrate_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "neuromosaic_storage_sql.migrate", *args],
+                          capture_output=True, text=True, check=False)
 
 
 def reference_best(db: ResultsDB, experiment: str, k: int, metric: str, maximize: bool) -> list:
@@ -95,7 +144,7 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     # 1. the new code opens it and upgrades in place; every row is intact
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == SCHEMA_VERSION == 2
+        assert db.stored_schema_version() == SCHEMA_VERSION == 3
         before = {name: db.list_trials(name) for name in ("old", "other")}
         assert len(before["old"]) + len(before["other"]) == 30
         for name in ("old", "other"):
@@ -106,28 +155,28 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         assert [t.number for t in db.get_best_architectures("old", k=3)] == best3
     finally:
         db.close()
-    upgraded = dump_rows(path)
+    upgraded = without_v3_columns(dump_rows(path))
     assert upgraded["experiments"] == v1_rows["experiments"] and upgraded["trials"] == v1_rows["trials"]
+    assert trial_columns(path)[-2:] == list(V3_COLUMNS)
     conn = sqlite3.connect(path)
     n_metrics = conn.execute("SELECT count(*) FROM trial_metrics").fetchone()[0]
     conn.close()
     assert n_metrics == 2 * sum(1 for i in range(30) if i % 4 in (0, 1))  # two metrics per completed trial
-    assert {"trial_metrics", "trial_metrics_experiment_id_name_value", "trials_experiment_id_status"} <= {
+    assert {"trial_metrics", "trial_metrics_experiment_id_name_value", "trials_experiment_id_status", V3_INDEX} <= {
         n for n, in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
 
-    # 2. rollback: back to exactly the v1 schema, with the v1 data
-    assert migrate_database(url, 1) == (2, 1)
+    # 2. rollback: back to exactly the v1 schema, with the v1 data (3 -> 2 -> 1 in one transaction)
+    assert migrate_database(url, 1) == (3, 1)
     assert schema(path) == v1_schema
     assert dump_rows(path) == v1_rows
 
     # 3. and forward again, through the CLI this time
-    done = subprocess.run([sys.executable, "-m", "neuromosaic_storage_sql.migrate", url],
-                          capture_output=True, text=True, check=False)
+    done = migrate_cli(url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{url}: schema v1 -> v2"
+    assert done.stdout.strip() == f"{url}: schema v1 -> v3"
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == 2
+        assert db.stored_schema_version() == 3
         assert {name: db.list_trials(name) for name in ("old", "other")} == before
         assert [t.number for t in db.get_best_architectures("old", k=3)] == best3
     finally:
@@ -137,14 +186,17 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
 def test_cli_downgrade_and_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     SqlResultsDB(url).close()
-    run = lambda *args: subprocess.run([sys.executable, "-m", "neuromosaic_storage_sql.migrate", *args],  # noqa: E731
-                                       capture_output=True, text=True, check=False)
+    run = migrate_cli
+    done = run("--to", "2", url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v3 -> v2")
     done = run("--to", "1", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v2 -> v1")
     done = run("--to", "1", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: already at schema v1")
+    done = run("--to", "4", url)
+    assert done.returncode == 2 and "knows v1 to v3" in done.stderr and "\n" not in done.stderr.strip()
     done = run("--to", "3", url)
-    assert done.returncode == 2 and "knows v1 to v2" in done.stderr and "\n" not in done.stderr.strip()
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v1 -> v3")
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
     done = run(f"sqlite:///{empty}")
@@ -155,20 +207,78 @@ def test_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     SqlResultsDB(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 3")
+        conn.execute("UPDATE schema_version SET version = 4")
     conn.close()
-    with pytest.raises(StorageError, match="v3 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v4 is newer than this neuromosaic-storage-sql"):
         migrate_database(f"sqlite:///{path}", 1)
-    with pytest.raises(StorageError, match="v3 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v4 is newer than this neuromosaic-storage-sql"):
         SqlResultsDB(f"sqlite:///{path}")
 
 
-def test_fresh_database_equals_a_migrated_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make_old", [make_v1_file, make_v2_file], ids=["from-v1", "from-v2"])
+def test_fresh_database_equals_a_migrated_one(tmp_path: Path, make_old: Any) -> None:
     fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
     SqlResultsDB(f"sqlite:///{fresh}").close()
-    make_v1_file(old, n=0)
+    make_old(old, n=0)
     SqlResultsDB(f"sqlite:///{old}").close()
     assert schema(fresh) == schema(old)
+    assert trial_columns(fresh) == trial_columns(old)
+
+
+def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    url = f"sqlite:///{path}"
+    make_v2_file(path)
+    v2_schema, v2_rows = schema(path), dump_rows(path)
+    assert v2_schema == {d.replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE") for d in V2_DDL}
+    assert len(v2_rows["trials"]) == 30 and len(v2_rows["trial_metrics"]) == 2 * 16
+
+    # 1. the v3 code opens it and upgrades in place: every trial kept, none with a record yet
+    db = SqlResultsDB(url)
+    try:
+        assert db.stored_schema_version() == 3
+        before = {name: db.list_trials(name) for name in ("old", "other")}
+        assert len(before["old"]) + len(before["other"]) == 30
+        assert all(t.codegen is None and t.code for ts in before.values() for t in ts)
+        assert db.find_cached_code("k0") is None  # reuse keys are not code-cache keys
+        best3 = [t.number for t in db.get_best_architectures("old", k=3)]
+        assert best3 == [t.number for t in reference_best(db, "old", 3, "val_accuracy", True)]
+    finally:
+        db.close()
+    assert without_v3_columns(dump_rows(path)) == {**v2_rows, "schema_version": [(1, 3)]}
+    added = schema(path) - v2_schema  # the trials table (two more columns) and one index
+    assert {s.split(" (")[0] for s in added} == {'CREATE TABLE "trials"', f'CREATE INDEX "{V3_INDEX}" ON "trials"'}
+    assert trial_columns(path)[-2:] == list(V3_COLUMNS)
+
+    # 2. rollback 3 -> 2 (the documented procedure, through the CLI): exactly the v2 file again
+    done = migrate_cli("--to", "2", url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v3 -> v2"), done.stderr
+    assert schema(path) == v2_schema
+    assert dump_rows(path) == v2_rows
+
+    # 3. forward again; now trials get records, and the code cache answers across experiments
+    db = SqlResultsDB(url)
+    try:
+        assert {name: db.list_trials(name) for name in ("old", "other")} == before
+        trial = make_trial("other", 100, status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": 0.5}),
+                           codegen=make_codegen("ck"))
+        db.save_trial(trial)
+        assert db.find_cached_code("ck") == trial.code
+        assert db.list_trials("other")[-1].codegen == make_codegen("ck")
+    finally:
+        db.close()
+
+    # 4. down to v2 with records stored: the trial stays, its record goes (documented loss)
+    assert migrate_database(url, 2) == (3, 2)
+    assert schema(path) == v2_schema
+    assert len(dump_rows(path)["trials"]) == 31
+    db = SqlResultsDB(url)  # back to v3
+    try:
+        [again] = [t for t in db.list_trials("other") if t.number == 100]
+        assert again.code == trial.code and again.result == trial.result and again.codegen is None
+        assert db.find_cached_code("ck") is None
+    finally:
+        db.close()
 
 
 def test_sql_best_k_matches_the_python_reference(tmp_path: Path) -> None:
@@ -209,5 +319,52 @@ def test_nan_metrics_are_left_out_of_best_k(tmp_path: Path) -> None:
             db.save_trial(make_trial("e", n, status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": value})))
         assert [t.number for t in db.get_best_architectures("e", k=10)] == [3, 2, 0]
         assert [t.number for t in db.get_best_architectures("e", k=10, maximize=False)] == [0, 2, 3]
+    finally:
+        db.close()
+
+
+def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """The same round trip on PostgreSQL: 2 -> 3 keeps every trial, 3 -> 2 -> 1 and up again."""
+    url = pg_cluster.database_for(tmp_path)
+    dbname = url.rsplit("/", 1)[1]
+    columns = lambda: pg_cluster.psql(dbname, "SELECT column_name FROM information_schema.columns "  # noqa: E731
+                                              "WHERE table_name = 'trials' ORDER BY ordinal_position").split()
+    indexes = lambda: set(pg_cluster.psql(dbname, "SELECT indexname FROM pg_indexes WHERE tablename = 'trials'").split())  # noqa: E731
+    db = SqlResultsDB(url)
+    try:
+        for name in ("e0", "e1"):
+            db.create_experiment(Experiment(name, "digits"))
+        for i in range(6):
+            status = TrialStatus.COMPLETED if i % 2 else TrialStatus.FAILED
+            db.save_trial(make_trial(f"e{i % 2}", i, status=status, result=TrialResult(metrics={"val_accuracy": i / 10})))
+        before = {name: db.list_trials(name) for name in ("e0", "e1")}
+    finally:
+        db.close()
+    v3_columns, v3_indexes = columns(), indexes()
+    assert v3_columns[-2:] == list(V3_COLUMNS) and V3_INDEX in v3_indexes
+
+    assert migrate_database(url, 2) == (3, 2)  # a v2 database, as the v2 plugin left it
+    assert columns() == v3_columns[:-2] and indexes() == v3_indexes - {V3_INDEX}
+    db = SqlResultsDB(url)  # upgrades in place
+    try:
+        assert db.stored_schema_version() == 3
+        assert {name: db.list_trials(name) for name in ("e0", "e1")} == before
+        trial = db.save_trial(make_trial("e1", 99, status=TrialStatus.COMPLETED, codegen=make_codegen("ck"),
+                                         result=TrialResult(metrics={"val_accuracy": 0.9})))
+        assert db.list_trials("e1")[-1] == trial and db.find_cached_code("ck") == trial.code
+    finally:
+        db.close()
+    assert (columns(), indexes()) == (v3_columns, v3_indexes)
+
+    assert migrate_database(url, 1) == (3, 1)
+    assert set(pg_cluster.psql(dbname, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split()) == {
+        "schema_version", "experiments", "trials"}
+    assert columns() == v3_columns[:-2]
+    db = SqlResultsDB(url)  # and up again: the trial is there, its record was dropped on the way down
+    try:
+        assert db.stored_schema_version() == 3
+        assert db.list_trials("e1")[-1].code == trial.code and db.list_trials("e1")[-1].codegen is None
+        assert db.find_cached_code("ck") is None
+        assert [t.number for t in db.get_best_architectures("e1", k=2)] == [99, 5]
     finally:
         db.close()

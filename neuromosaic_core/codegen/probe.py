@@ -1,0 +1,243 @@
+"""The sandboxed probe and the fidelity check: does untrusted code build the network the spec asks for?
+
+:func:`probe_code` runs the code once in a fresh subprocess (never in the orchestrator's process):
+it re-validates it, builds ``Net()``, runs ``forward`` on a dummy batch in eval mode and records,
+in call order, the operations the forward pass runs (``F.linear``, ``F.conv1d``, norms,
+activations, dropout, pooling, and softmax/sigmoid, which the contract forbids at the end) through
+a ``TorchFunctionMode`` — so modules and functional calls count alike. The subprocess has its own
+session (killed as a group on timeout), a CPU-time and file-size limit, a fresh temporary working
+directory and a minimal environment.
+
+:func:`check_fidelity` compares that trace with the spec's analytic layers (``layers.analyse``)
+and the parameter count with the spec's, and says what differs in words an LLM can act on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from neuromosaic_core.layers import analyse
+from neuromosaic_core.model import ArchitectureSpec
+
+Op = tuple[Any, ...]
+
+
+@attrs.frozen
+class ProbeReport:
+    """What the probe saw. ``error`` is set when the code could not be built or run."""
+
+    error: str | None = None
+    params: int = 0
+    output_shape: tuple[int, ...] = ()
+    ops: tuple[Op, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _limits(cpu_seconds: int) -> None:  # pragma: no cover - runs in the child before exec
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout: float = 60.0) -> ProbeReport:
+    """Build and run ``code``'s ``Net`` once in a sandboxed subprocess; never raises for bad code."""
+    with tempfile.TemporaryDirectory(prefix="neuromosaic-probe-") as tmp:
+        Path(tmp, "model.py").write_text(code)
+        Path(tmp, "job.json").write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "HOME": tmp, "TMPDIR": tmp}
+        with open(Path(tmp, "stderr.txt"), "wb") as stderr:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module, the code is data
+                [sys.executable, "-m", "neuromosaic_core.codegen.probe", tmp],
+                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                start_new_session=True, preexec_fn=lambda: _limits(int(timeout) + 1),  # noqa: PLW1509
+            )
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return ProbeReport(error=f"probe: building and running Net took longer than {timeout:g}s")
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group: whatever the code started dies too
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        try:
+            data = json.loads(Path(tmp, "report.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            tail = Path(tmp, "stderr.txt").read_bytes()[-2000:].decode(errors="replace").strip().splitlines()[-1:]
+            return ProbeReport(error=f"probe: the code crashed the process ({(tail or [f'exit status {proc.returncode}'])[0][:300]})")
+    if data.get("error"):
+        return ProbeReport(error=str(data["error"]))
+    return ProbeReport(None, int(data["params"]), tuple(data["output_shape"]), tuple(tuple(op) for op in data["ops"]))
+
+
+# -- the fidelity check ---------------------------------------------------------------------------
+
+
+def expected_ops(spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int) -> tuple[list[Op], int]:
+    """The operations a faithful forward pass runs, in order, and the spec's parameter count."""
+    analysis = analyse(spec, input_shape, num_classes)
+    ops: list[Op] = []
+    for info in analysis.layers:
+        t, p, shape = info.layer.type, info.layer.params, info.in_shape
+        if t == "linear":
+            ops.append(("linear", shape[0], int(p["out_features"])))
+        elif t == "conv1d":
+            ops.append(("conv1d", 1 if len(shape) == 1 else shape[0], int(p["out_channels"]), int(p["kernel_size"]), int(p["stride"])))
+        elif t == "batchnorm":
+            ops.append(("batchnorm", shape[0]))
+        elif t == "layernorm":
+            ops.append(("layernorm", shape[-1]))
+        elif t == "activation":
+            ops.append(("activation", str(p["fn"])))
+        elif t == "dropout":
+            ops.append(("dropout", round(float(p["p"]), 4)))
+        elif t in ("maxpool1d", "avgpool1d"):
+            ops.append((t, int(p["kernel_size"])))
+    ops.append(("linear", analysis.head_in_features, num_classes))
+    return ops, analysis.params
+
+
+def describe_op(op: Op) -> str:
+    kind, *a = op
+    if kind == "linear":
+        return f"nn.Linear({a[0]}, {a[1]})"
+    if kind == "conv1d":
+        return f"nn.Conv1d({a[0]}, {a[1]}, kernel_size={a[2]}, stride={a[3]})"
+    if kind == "batchnorm":
+        return f"nn.BatchNorm1d({a[0]})"
+    if kind == "layernorm":
+        return f"nn.LayerNorm({a[0]})"
+    if kind == "activation":
+        return {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh"}.get(a[0], str(a[0]))
+    if kind == "dropout":
+        return f"Dropout(p={a[0]})"
+    if kind in ("maxpool1d", "avgpool1d"):
+        return f"{'MaxPool1d' if kind == 'maxpool1d' else 'AvgPool1d'}({a[0]})"
+    return str(kind)
+
+
+def check_fidelity(report: ProbeReport, spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int,
+                   tolerance: float = 0.05) -> str | None:
+    """None when the probed module matches the spec, else what differs (at most three places)."""
+    if report.error:
+        return report.error
+    if tuple(report.output_shape) != (2, num_classes):
+        batch = ", ".join(map(str, input_shape))
+        return f"shape: forward on a (2, {batch}) batch returned {tuple(report.output_shape)}, expected (2, {num_classes})"
+    want, params = expected_ops(spec, input_shape, num_classes)
+    a, b = [describe_op(op) for op in want], [describe_op(op) for op in report.ops]
+    problems: list[str] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        where = f"after {a[i1 - 1]}" if i1 > 0 else "at the start"
+        if tag == "replace":
+            problems.append(f"the spec has {', '.join(a[i1:i2])} {where}, the code runs {', '.join(b[j1:j2])}")
+        elif tag == "delete":
+            problems.append(f"missing {', '.join(a[i1:i2])} {where}")
+        elif tag == "insert":
+            problems.append(f"extra {', '.join(b[j1:j2])} {where} (not in the spec)")
+    if problems:
+        return "fidelity: " + "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "") + \
+            f". The spec's layers in order: {', '.join(a)}"
+    if params and abs(report.params - params) > tolerance * params:
+        return f"fidelity: the module has {report.params:,} parameters, the spec {params:,} (tolerance {tolerance:.0%})"
+    return None
+
+
+# -- the child process ----------------------------------------------------------------------------
+
+_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "gelu": "gelu", "silu": "silu", "tanh": "tanh",
+                "sigmoid": "sigmoid", "softmax": "softmax", "log_softmax": "log_softmax"}
+
+
+def _record(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op | None:
+    name = getattr(func, "__name__", "").lstrip("_")
+    if name == "linear":
+        w = args[1] if len(args) > 1 else kwargs["weight"]
+        return ("linear", int(w.shape[1]), int(w.shape[0]))
+    if name == "conv1d":
+        w = args[1] if len(args) > 1 else kwargs["weight"]
+        stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
+        stride = stride[0] if isinstance(stride, (tuple, list)) else stride
+        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
+        return ("conv1d", int(w.shape[1]) * int(groups), int(w.shape[0]), int(w.shape[2]), int(stride))
+    if name == "batch_norm":
+        return ("batchnorm", int(args[0].shape[1]))
+    if name == "layer_norm":
+        shape = args[1] if len(args) > 1 else kwargs["normalized_shape"]
+        return ("layernorm", int(shape[-1]))
+    if name in _ACTIVATIONS:
+        return ("activation", _ACTIVATIONS[name])
+    if name in ("dropout", "dropout1d"):
+        p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+        return ("dropout", round(float(p), 4))
+    if name in ("max_pool1d", "max_pool1d_with_indices", "avg_pool1d"):
+        k = args[1] if len(args) > 1 else kwargs["kernel_size"]
+        k = k[0] if isinstance(k, (tuple, list)) else k
+        return ("maxpool1d" if name.startswith("max") else "avgpool1d", int(k))
+    return None
+
+
+def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the probe subprocess
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from neuromosaic_core.codegen.validation import CodeRejected, validate_code
+    from neuromosaic_core.harness.training import load_generated_module
+
+    job = json.loads(Path(directory, "job.json").read_text())
+    code_path = Path(directory, "model.py")
+    try:
+        validate_code(code_path.read_text())
+    except CodeRejected as exc:
+        return {"error": str(exc)}
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    try:
+        model = load_generated_module(code_path).Net()
+        model.eval()
+    except Exception as exc:  # noqa: BLE001 - untrusted code: any failure is the answer
+        return {"error": f"instantiate: Net() failed: {type(exc).__name__}: {exc}"}
+    ops: list[Op] = []
+
+    class Trace(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            op = _record(func, args, kwargs)
+            if op is not None:
+                ops.append(op)
+            return func(*args, **kwargs)
+
+    shape = (2, *job["input_shape"])
+    try:
+        with torch.no_grad(), Trace():
+            out = model(torch.zeros(shape))
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"shape: forward on a {shape} batch failed: {type(exc).__name__}: {exc}"}
+    if not isinstance(out, torch.Tensor):
+        return {"error": f"shape: forward returned {type(out).__name__}, expected a tensor"}
+    params = sum(p.numel() for p in model.parameters())
+    return {"params": int(params), "output_shape": list(out.shape), "ops": ops}
+
+
+if __name__ == "__main__":  # pragma: no cover - the probe subprocess
+    _result = _child(sys.argv[1])
+    Path(sys.argv[1], "report.json").write_text(json.dumps(_result))

@@ -1,0 +1,189 @@
+"""Prompt templates for LLM code generators: versioned sets of step files.
+
+A template set is a directory with a ``template.toml`` (``version``, ``description`` and
+optionally ``extends = "<another set>"``) and one file per step:
+
+==============  ==============================================================================
+``system``      the system message
+``task``        what to write: a ``Net`` classifier, input and output shapes
+``spec``        the layers in order, with their sizes and shapes
+``constraints`` the rules (exact layers, allowed imports, no-argument constructor)
+``output``      the answer's form (one fenced python block)
+``examples``    an optional worked example (empty to leave it out)
+``repair``      the follow-up message after a rejection (``$feedback``)
+==============  ==============================================================================
+
+The user message is ``task``, ``spec``, ``constraints``, ``output`` and ``examples`` joined by
+blank lines. A variant overrides only the steps it has files for and inherits the rest. Steps are
+:class:`string.Template` text; the placeholders are listed in :func:`variables`.
+
+The stored version, e.g. ``default-v1+3fa2c1d0``, is the set's name and declared version plus a
+hash of the resolved step texts, so an edited file never passes for the original.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from neuromosaic_core.errors import ConfigError
+from neuromosaic_core.interfaces import CodeGenRequest
+from neuromosaic_core.layers import LayerInfo, analyse
+
+if TYPE_CHECKING:
+    from neuromosaic_core.llm import Message
+
+STEPS = ("system", "task", "spec", "constraints", "output", "examples", "repair")
+USER_STEPS = ("task", "spec", "constraints", "output", "examples")
+BUNDLED = ("default", "compact")
+
+
+def _bundled_dir(name: str) -> Path:
+    return Path(str(resources.files("neuromosaic_core.codegen") / "templates" / name))
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in shape)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + _dims(shape) + (",)" if len(shape) == 1 else ")")
+
+
+def _row(info: LayerInfo) -> str:
+    t, p = info.layer.type, info.layer.params
+    io = f"{_shape(info.in_shape)} -> {_shape(info.out_shape)}"
+    if t == "linear":
+        return f"Linear: {info.in_shape[0]} -> {int(p['out_features'])} features"
+    if t == "conv1d":
+        in_c = 1 if len(info.in_shape) == 1 else info.in_shape[0]
+        k = int(p["kernel_size"])
+        reshape = f" (the input arrives flat: reshape it to (batch, 1, {info.in_shape[0]}) first)" if len(info.in_shape) == 1 else ""
+        return (f"Conv1d: {in_c} -> {int(p['out_channels'])} channels, kernel_size={k}, stride={int(p['stride'])}, "
+                f"padding={k // 2}; {io}{reshape}")
+    if t == "batchnorm":
+        return f"BatchNorm1d({info.in_shape[0]})"
+    if t == "layernorm":
+        return f"LayerNorm({info.in_shape[-1]})"
+    if t == "activation":
+        return {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh"}.get(str(p["fn"]), str(p["fn"]))
+    if t == "dropout":
+        return f"Dropout(p={float(p['p'])!r})"
+    if t in ("maxpool1d", "avgpool1d"):
+        name = "MaxPool1d" if t == "maxpool1d" else "AvgPool1d"
+        return f"{name}(kernel_size={int(p['kernel_size'])}); {io}"
+    if t == "flatten":
+        return f"Flatten; {io}"
+    return f"{t}({', '.join(f'{k}={v}' for k, v in p.items())}); {io}"
+
+
+def variables(request: CodeGenRequest) -> dict[str, str]:
+    """The placeholders a step may use, computed from the request.
+
+    ``family``, ``input_shape`` (``(40,)``), ``input_dims`` (``40``), ``num_classes``,
+    ``layer_table`` (numbered layers with sizes and shapes, ending with the head), ``params``
+    (the expected parameter count), ``spec_summary`` (one line), ``feedback`` and
+    ``previous_code`` (on a repair, else empty).
+    """
+    analysis = analyse(request.spec, request.input_shape, request.num_classes)
+    rows = [_row(info) for info in analysis.layers]
+    body_out = analysis.layers[-1].out_shape if analysis.layers else tuple(request.input_shape)
+    if len(body_out) != 1:
+        rows.append(f"Flatten; {_shape(body_out)} -> ({analysis.head_in_features},)")
+    rows.append(f"Linear: {analysis.head_in_features} -> {request.num_classes} features (the classification head)")
+    return {
+        "family": request.spec.family,
+        "input_shape": _shape(tuple(request.input_shape)),
+        "input_dims": _dims(tuple(request.input_shape)),
+        "num_classes": str(request.num_classes),
+        "layer_table": "\n".join(f"{i}. {row}" for i, row in enumerate(rows, 1)),
+        "params": f"{analysis.params:,}",
+        "spec_summary": request.spec.describe(),
+        "feedback": request.feedback or "",
+        "previous_code": request.previous_code or "",
+    }
+
+
+@attrs.frozen
+class PromptTemplate:
+    """A resolved template set: its name, version string and one text per step."""
+
+    name: str
+    version: str
+    steps: dict[str, str]
+    description: str = ""
+
+    def render(self, step: str, request: CodeGenRequest) -> str:
+        return string.Template(self.steps[step]).substitute(variables(request)).strip()
+
+    def messages(self, request: CodeGenRequest) -> list[Message]:
+        """The chat for a request: system and user messages, plus the previous answer and the
+        repair step on a repair attempt."""
+        from neuromosaic_core.llm import Message
+
+        user = "\n\n".join(text for step in USER_STEPS if (text := self.render(step, request)))
+        chat = [Message("system", self.render("system", request)), Message("user", user)]
+        if request.feedback is not None:
+            previous = request.previous_code or ""
+            chat += [Message("assistant", f"```python\n{previous.strip()}\n```"), Message("user", self.render("repair", request))]
+        return chat
+
+
+def _read_set(directory: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, str], dict[str, Any]]:
+    manifest_path = directory / "template.toml"
+    if not manifest_path.is_file():
+        raise ConfigError(f"prompt template {directory} has no template.toml")
+    try:
+        manifest = tomllib.loads(manifest_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"prompt template {manifest_path}: {exc}") from None
+    steps: dict[str, str] = {}
+    parent = manifest.get("extends")
+    if parent:
+        if parent in seen:
+            raise ConfigError(f"prompt template {directory}: 'extends' loops through {parent!r}")
+        steps = _read_set(_resolve(str(parent), directory.parent), (*seen, str(parent)))[0]
+    unknown = sorted(p.stem for p in directory.glob("*.md") if p.stem not in STEPS)
+    if unknown:
+        raise ConfigError(f"prompt template {directory}: unknown step file(s) {', '.join(unknown)}; steps are {', '.join(STEPS)}")
+    for step in STEPS:
+        path = directory / f"{step}.md"
+        if path.is_file():
+            steps[step] = path.read_text()
+    return steps, manifest
+
+
+def _resolve(name: str, relative_to: Path | None = None) -> Path:
+    if name in BUNDLED:
+        return _bundled_dir(name)
+    for candidate in ([relative_to / name] if relative_to is not None else []) + [Path(name).expanduser()]:
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"prompt template {name!r} not found: use one of {', '.join(BUNDLED)} or the path of a template directory")
+
+
+def load_template(name_or_path: str = "default") -> PromptTemplate:
+    """Load a bundled set by name or a directory by path; every step must end up defined and
+    render (an unknown placeholder is a :class:`ConfigError` here, not in the middle of a search)."""
+    directory = _resolve(name_or_path)
+    steps, manifest = _read_set(directory)
+    missing = [s for s in STEPS if s not in steps]
+    if missing:
+        raise ConfigError(f"prompt template {name_or_path!r} lacks step(s) {', '.join(missing)} (add the files or 'extends')")
+    placeholders = {k: "" for k in ("family", "input_shape", "input_dims", "num_classes", "layer_table", "params",
+                                    "spec_summary", "feedback", "previous_code")}
+    for step, text in steps.items():
+        try:
+            string.Template(text).substitute(placeholders)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"prompt template {name_or_path!r}, step {step}: bad placeholder {exc}; "
+                              f"known: {', '.join('$' + k for k in placeholders)}") from None
+    digest = hashlib.sha256("\x00".join(f"{s}\x00{steps[s]}" for s in STEPS).encode()).hexdigest()[:8]
+    name = directory.name
+    return PromptTemplate(name, f"{name}-v{manifest.get('version', '0')}+{digest}", steps, str(manifest.get("description", "")))
