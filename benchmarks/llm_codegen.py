@@ -33,6 +33,7 @@ from pathlib import Path
 
 from neuromosaic_core.codegen import CodeGenFailed, generate_validated_code
 from neuromosaic_core.interfaces import CodeGenRequest
+from neuromosaic_core.layers import LayerError, analyse
 from neuromosaic_core.library import create_codegen, create_encoder
 
 
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     specs: dict[str, object] = {}
     while len(specs) < args.specs:
         spec = encoder.decode(space.sample(rng))
+        try:  # the search's constraint check drops specs whose shapes do not work out, before codegen
+            analyse(spec, (40,), 10)
+        except LayerError:
+            continue
         specs.setdefault(spec.canonical_hash(), spec)
     rows, cache = [], {}
     for i, spec in enumerate(specs.values(), 1):

@@ -120,7 +120,15 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
 
 
 def build_components(resolved: Any, system: PluginSystem) -> Any:
-    """Instantiate the selected components with their checked settings."""
+    """Instantiate the selected components with their checked settings.
+
+    The code generator is built first. A strategy registered with the metadata ``uses_llm=True``
+    also gets ``system=`` and, when the selected code generator is an
+    :class:`~neuromosaic_core.interfaces.LLMProvider` and the strategy's ``provider`` setting is
+    empty or names it, ``provider=`` that very instance: one model, with the user's
+    ``codegen.*`` settings, writes the code and proposes the architectures.
+    """
+    from neuromosaic_core.interfaces import LLMProvider
     from neuromosaic_core.orchestrator import Components
 
     def make(kind: str, **kwargs: Any) -> Any:
@@ -130,15 +138,22 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
     core = resolved.core
     encoder = make("encoder")
     codegen_name = resolved.component("codegen").name
+    codegen = make("codegen")
     fallback = None
     if codegen_name != "template" and "template" in system.names("codegen"):
         template = system.get("codegen", "template")
         fallback = template.factory(settings=template.default_settings())
+    strategy_kwargs: dict[str, Any] = {}
+    if resolved.component("strategy").metadata.get("uses_llm"):
+        strategy_kwargs["system"] = system
+        wanted = getattr(resolved.settings("strategy"), "provider", "") or ""
+        if wanted in ("", codegen_name) and isinstance(codegen, LLMProvider):
+            strategy_kwargs["provider"] = codegen
     return Components(
         strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric,
-                          maximize=core.search.direction == "maximize"),
+                      maximize=core.search.direction == "maximize", **strategy_kwargs),
         encoder=encoder,
-        codegen=make("codegen"),
+        codegen=codegen,
         codegen_name=codegen_name,
         fallback=fallback,
         runner=make("runner"),

@@ -16,7 +16,9 @@ under the entry-point group ``neuromosaic``::
 - ``settings``: an attrs class with defaults; its fields become the component's config node
   (``strategy.<field>``) and the composed node is structured into it with cattrs, so wrong keys
   and types fail before any work starts.
-- ``metadata``: kind-specific extras (storage: ``url_schemes``).
+- ``metadata``: kind-specific extras (storage: ``url_schemes``; codegen: ``llm=True`` for an LLM
+  generator; strategy: ``uses_llm=True`` to be given ``system`` and the selected LLM generator as
+  ``provider``).
 
 **Observer hooks** are called on every plugin, in no particular order; their return values are
 ignored. They must be quick and must not raise (an exception is logged and swallowed).

@@ -73,7 +73,7 @@ class Sampling:
 class LLMSettings:
     """Settings every LLM code generator shares (a provider's settings class subclasses this).
 
-    ``prompt``: a bundled template set (``default``, ``compact``) or the path of a directory of
+    ``prompt``: a bundled template set (``default``, ``example``) or the path of a directory of
     step files (see ``docs/generated-code.md``). ``retries``: extra tries of one call on a
     transient error, waiting ``backoff`` × 2^n seconds (plus jitter, at most ``backoff_max``).
     ``breaker_failures`` failed calls in a row open the circuit for ``breaker_reset`` seconds.

@@ -153,6 +153,7 @@ config_converter.register_structure_hook(int, _strict_int)
 config_converter.register_structure_hook(float, _strict_float)
 config_converter.register_structure_hook(bool, _strict_bool)
 config_converter.register_structure_hook(str, _strict_str)
+config_converter.register_structure_hook(Union[str, None], lambda v, _: None if v is None else _strict_str(v, str))
 for _union in (Workers, KeepWeights):
     config_converter.register_structure_hook(_union, _int_or_literal)
 

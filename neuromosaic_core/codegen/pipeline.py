@@ -15,7 +15,7 @@ import attrs
 
 from neuromosaic_core.codegen.probe import check_fidelity, probe_code
 from neuromosaic_core.codegen.validation import CodeRejected, validate_code
-from neuromosaic_core.interfaces import CodeGenProvider, CodeGenRequest, GenerationError
+from neuromosaic_core.interfaces import CodeGenProvider, CodeGenRequest, Generation, GenerationError
 from neuromosaic_core.model import CodeGenAttempt, CodeGenRecord, stable_hash
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
@@ -141,9 +141,14 @@ def generate_validated_code(
         rejections.append(error)  # type: ignore[arg-type]
         current = attrs.evolve(request, feedback=error, previous_code=code, attempt=attempt + 1)
     if fallback is not None:
-        gen = fallback.generate(request)
+        try:
+            gen = fallback.generate(request)
+        except Exception as exc:  # noqa: BLE001 - e.g. a spec the template cannot render
+            gen = Generation(f"{type(exc).__name__}: {exc}")
+            problem: tuple[str, str] | None = ("provider", f"{type(exc).__name__}: {exc}")
+        else:
+            problem = _check(fallback, request, extract_code(gen.text))
         code = extract_code(gen.text)
-        problem = _check(fallback, request, code)
         stage, error = problem if problem is not None else ("accepted", None)
         log.append(CodeGenAttempt(fallback_name, stage, gen.prompt, gen.text, error, gen.latency_s))
         if problem is None:

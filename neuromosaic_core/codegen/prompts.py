@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 STEPS = ("system", "task", "spec", "constraints", "output", "examples", "repair")
 USER_STEPS = ("task", "spec", "constraints", "output", "examples")
-BUNDLED = ("default", "compact")
+BUNDLED = ("default", "example")
 
 
 def _bundled_dir(name: str) -> Path:
@@ -56,31 +56,49 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + _dims(shape) + (",)" if len(shape) == 1 else ")")
 
 
-def _row(info: LayerInfo) -> str:
-    t, p = info.layer.type, info.layer.params
-    io = f"{_shape(info.in_shape)} -> {_shape(info.out_shape)}"
+_ACTIVATIONS = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "silu": "nn.SiLU()", "tanh": "nn.Tanh()"}
+
+
+def _module(info: LayerInfo) -> str:
+    """The PyTorch module for one analysed layer, as the prompt's layer table spells it."""
+    t, p, shape = info.layer.type, info.layer.params, info.in_shape
     if t == "linear":
-        return f"Linear: {info.in_shape[0]} -> {int(p['out_features'])} features"
+        return f"nn.Linear({shape[0]}, {int(p['out_features'])})"
     if t == "conv1d":
-        in_c = 1 if len(info.in_shape) == 1 else info.in_shape[0]
         k = int(p["kernel_size"])
-        reshape = f" (the input arrives flat: reshape it to (batch, 1, {info.in_shape[0]}) first)" if len(info.in_shape) == 1 else ""
-        return (f"Conv1d: {in_c} -> {int(p['out_channels'])} channels, kernel_size={k}, stride={int(p['stride'])}, "
-                f"padding={k // 2}; {io}{reshape}")
+        in_c = 1 if len(shape) == 1 else shape[0]
+        return f"nn.Conv1d({in_c}, {int(p['out_channels'])}, kernel_size={k}, stride={int(p['stride'])}, padding={k // 2})"
     if t == "batchnorm":
-        return f"BatchNorm1d({info.in_shape[0]})"
+        return f"nn.BatchNorm1d({shape[0]})"
     if t == "layernorm":
-        return f"LayerNorm({info.in_shape[-1]})"
+        return f"nn.LayerNorm({shape[-1]})"
     if t == "activation":
-        return {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh"}.get(str(p["fn"]), str(p["fn"]))
+        return _ACTIVATIONS.get(str(p["fn"]), f"{p['fn']}")
     if t == "dropout":
-        return f"Dropout(p={float(p['p'])!r})"
+        return f"nn.Dropout(p={float(p['p'])!r})"
     if t in ("maxpool1d", "avgpool1d"):
-        name = "MaxPool1d" if t == "maxpool1d" else "AvgPool1d"
-        return f"{name}(kernel_size={int(p['kernel_size'])}); {io}"
+        return f"nn.{'MaxPool1d' if t == 'maxpool1d' else 'AvgPool1d'}(kernel_size={int(p['kernel_size'])})"
     if t == "flatten":
-        return f"Flatten; {io}"
-    return f"{t}({', '.join(f'{k}={v}' for k, v in p.items())}); {io}"
+        return "nn.Flatten()"
+    return f"{t}({', '.join(f'{k}={v}' for k, v in p.items())})"
+
+
+def _rows(request: CodeGenRequest) -> list[tuple[str, str]]:
+    """``(module, shape change)`` for every step of the forward pass, head included."""
+    analysis = analyse(request.spec, request.input_shape, request.num_classes)
+    rows: list[tuple[str, str]] = []
+    for info in analysis.layers:
+        in_shape = info.in_shape
+        if info.layer.type == "conv1d" and len(in_shape) == 1:  # a vector enters a conv as one channel
+            rows.append((f"nn.Unflatten(1, (1, {in_shape[0]}))", f"{_shape(in_shape)} -> (1, {in_shape[0]})"))
+            in_shape = (1, in_shape[0])
+        rows.append((_module(info), f"{_shape(in_shape)} -> {_shape(info.out_shape)}"))
+    body_out = analysis.layers[-1].out_shape if analysis.layers else tuple(request.input_shape)
+    if len(body_out) != 1:
+        rows.append(("nn.Flatten()", f"{_shape(body_out)} -> ({analysis.head_in_features},)"))
+    rows.append((f"nn.Linear({analysis.head_in_features}, {request.num_classes})",
+                 f"({analysis.head_in_features},) -> ({request.num_classes},), the classification head"))
+    return rows
 
 
 def variables(request: CodeGenRequest) -> dict[str, str]:
@@ -92,17 +110,14 @@ def variables(request: CodeGenRequest) -> dict[str, str]:
     ``previous_code`` (on a repair, else empty).
     """
     analysis = analyse(request.spec, request.input_shape, request.num_classes)
-    rows = [_row(info) for info in analysis.layers]
-    body_out = analysis.layers[-1].out_shape if analysis.layers else tuple(request.input_shape)
-    if len(body_out) != 1:
-        rows.append(f"Flatten; {_shape(body_out)} -> ({analysis.head_in_features},)")
-    rows.append(f"Linear: {analysis.head_in_features} -> {request.num_classes} features (the classification head)")
+    rows = _rows(request)
+    width = max(len(module) for module, _ in rows)
     return {
         "family": request.spec.family,
         "input_shape": _shape(tuple(request.input_shape)),
         "input_dims": _dims(tuple(request.input_shape)),
         "num_classes": str(request.num_classes),
-        "layer_table": "\n".join(f"{i}. {row}" for i, row in enumerate(rows, 1)),
+        "layer_table": "\n".join(f"{i:>2}. {module:<{width}}  # {change}" for i, (module, change) in enumerate(rows, 1)),
         "params": f"{analysis.params:,}",
         "spec_summary": request.spec.describe(),
         "feedback": request.feedback or "",

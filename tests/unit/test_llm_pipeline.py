@@ -102,9 +102,14 @@ def test_default_prompt_lists_layers_with_shapes_and_the_head():
     chat = load_template("default").messages(CodeGenRequest(CONV, (40,), 10))
     assert [m.role for m in chat] == ["system", "user"]
     user = chat[1].content
-    assert "1. Conv1d: 1 -> 8 channels, kernel_size=5" in user and "reshape it to (batch, 1, 40)" in user
-    assert "Linear: 16 -> 10 features (the classification head)" in user
-    assert "```python" in user  # the output contract and the worked example
+    rows = [line for line in user.splitlines() if line[:3].strip().rstrip(".").isdigit()]
+    # every step of the forward pass as a module, the flat input's reshape first and the head last
+    assert rows[0].startswith(" 1. nn.Unflatten(1, (1, 40))") and "# (40,) -> (1, 40)" in rows[0]
+    assert rows[1].startswith(" 2. nn.Conv1d(1, 8, kernel_size=5, stride=1, padding=2)") and "# (1, 40) -> (8, 40)" in rows[1]
+    assert rows[-1].startswith("10. nn.Linear(16, 10)") and "the classification head" in rows[-1]
+    assert "```python" in user and "super().__init__()" in user  # the output contract
+    assert "```python" not in load_template("default").steps["examples"]  # small models copy examples
+    assert "```python" in load_template("example").messages(REQUEST)[1].content
 
 
 def test_repair_prompt_carries_the_previous_answer_and_the_rejection():
@@ -141,7 +146,7 @@ def test_broken_templates_are_refused_when_loaded(tmp_path: Path, files: dict, m
 
 
 def test_unknown_template_name_lists_the_bundled_ones():
-    with pytest.raises(ConfigError, match="default, compact"):
+    with pytest.raises(ConfigError, match="default, example"):
         load_template("nope")
 
 
@@ -253,7 +258,7 @@ def test_the_cache_answers_an_identical_request_without_a_call():
     store = {first.record.cache_key: first.code}
     again = generate_validated_code(codegen, REQUEST, provider_name="scripted", cache_lookup=store.get)
     assert again.record.cached and again.code == first.code and len(chat.sent) == 1
-    other_template = LLMCodeGen(ScriptedChat([FAITHFUL]), template=load_template("compact"))
+    other_template = LLMCodeGen(ScriptedChat([FAITHFUL]), template=load_template("example"))
     miss = generate_validated_code(other_template, REQUEST, provider_name="scripted", cache_lookup=store.get)
     assert not miss.record.cached and miss.record.cache_key != first.record.cache_key
 

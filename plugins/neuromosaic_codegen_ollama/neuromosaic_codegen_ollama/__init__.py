@@ -28,4 +28,5 @@ def register_codegen_providers(register: Any) -> None:
         _factory,
         settings=OllamaSettings,
         description="an LLM served by Ollama writes the code (codegen.model=qwen2.5-coder:7b, codegen.host)",
+        llm=True,  # an LLMProvider too: the llm strategy can use it
     )

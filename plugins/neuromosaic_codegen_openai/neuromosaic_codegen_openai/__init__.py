@@ -28,4 +28,5 @@ def register_codegen_providers(register: Any) -> None:
         _factory,
         settings=OpenAISettings,
         description="an LLM behind any OpenAI-compatible API writes the code (OpenAI, llama.cpp, vLLM; codegen.base_url)",
+        llm=True,  # an LLMProvider too: the llm strategy can use it
     )

@@ -1,8 +1,10 @@
 """Neuromosaic plugin: the ``llm`` search strategy (an LLM proposes architectures, GENIUS-style).
 
-Cheap to import: the strategy itself lives in :mod:`neuromosaic_strategy_llm.search`, and the LLM
-provider (any registered code generator that also implements
-:class:`~neuromosaic_core.interfaces.LLMProvider`) is only resolved when the strategy is built.
+Cheap to import: the strategy itself lives in :mod:`neuromosaic_strategy_llm.search`. It registers
+with ``uses_llm=True``, so the core passes it the selected code generator as ``provider`` when that
+is an LLM (``codegen=ollama``: one model, the user's ``codegen.*`` settings) and ``strategy.provider``
+is empty or names it; otherwise the provider named by ``strategy.provider`` is built with its
+default settings when the strategy is built.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ def _at_least(minimum: int) -> Any:
 
 @attrs.frozen
 class LLMStrategySettings:
-    """``provider``: the name of a registered code generator that implements ``LLMProvider`` (built
-    with its default settings); ``warmup``: random suggestions before the LLM is asked;
-    ``history_size``: how many of the best evaluated architectures the prompt shows;
-    ``temperature_hint``: an optional line of guidance added to the prompt (e.g. "explore boldly");
+    """``provider``: empty to use the selected code generator (``codegen=ollama``), or the name of
+    another registered LLM code generator (built with its default settings); ``warmup``: random
+    suggestions before the LLM is asked; ``history_size``: how many of the best evaluated
+    architectures the prompt shows; ``temperature_hint``: an optional line of guidance added to the
+    prompt (e.g. "explore boldly");
     ``max_retries``: attempts per replacement (mutation, then random sample) before a vector that
     was already evaluated, or on an exhausted space a pending one, is accepted."""
 
@@ -43,8 +46,9 @@ class LLMStrategySettings:
 def factory(
     space: Any, seed: int, settings: LLMStrategySettings | None, metric: str, maximize: bool, system: Any = None, provider: Any = None
 ) -> Any:
-    """Build :class:`~neuromosaic_strategy_llm.search.LLMGuidedSearch`. Without ``provider`` the
-    provider named by ``settings.provider`` is resolved through ``system`` (default:
+    """Build :class:`~neuromosaic_strategy_llm.search.LLMGuidedSearch`. The core passes ``system``
+    and, when the selected code generator is the LLM to use, that instance as ``provider``. Without
+    ``provider`` the one named by ``settings.provider`` is built through ``system`` (default:
     ``PluginSystem.load()``)."""
     from neuromosaic_strategy_llm.search import LLMGuidedSearch
 
@@ -66,4 +70,5 @@ def register_search_strategies(register: Any) -> None:
         factory,
         settings=LLMStrategySettings,
         description="LLM-guided search: an LLM provider proposes architectures from the space and the best results so far",
+        uses_llm=True,  # the core passes provider= (the selected LLM codegen) and system=
     )

@@ -319,8 +319,12 @@ class LLMGuidedSearch(SearchStrategy):
 
 def resolve_provider(name: str, system: Any = None) -> LLMProvider:
     """Build the registered code generator ``name`` with its default settings and check that it is
-    an :class:`LLMProvider`; raise :class:`ConfigError` (naming the installed LLM providers) if not.
+    an :class:`LLMProvider`; raise :class:`ConfigError` (one line, naming the installed LLM
+    providers) if not.
 
+    The fallback: the core hands the strategy the selected code generator itself (with the user's
+    ``codegen.*`` settings) when it is an LLM and ``strategy.provider`` is empty or names it, so
+    this runs only for another provider, or when no LLM is selected as the code generator.
     ``system`` is a :class:`~neuromosaic_core.plugins.PluginSystem` (default: ``PluginSystem.load()``).
     """
     if system is None:
@@ -329,8 +333,8 @@ def resolve_provider(name: str, system: Any = None) -> LLMProvider:
         system = PluginSystem.load()
     if not name:
         raise ConfigError(
-            "strategy=llm needs an LLM provider: install a plugin whose code generator implements "
-            "neuromosaic_core.interfaces.LLMProvider and name it with strategy.provider=<name>; "
+            "strategy=llm needs an LLM: select one as the code generator (codegen=ollama, codegen=openai, "
+            "codegen=llamacpp — it shares their codegen.* settings) or name one with strategy.provider=<name>; "
             f"installed LLM providers: {_listing(llm_provider_names(system))}"
         )
     if name not in system.names("codegen"):
@@ -339,13 +343,19 @@ def resolve_provider(name: str, system: Any = None) -> LLMProvider:
             f"{_listing(llm_provider_names(system))} (codegen providers: {_listing(system.names('codegen'))})"
         )
     component = system.get("codegen", name)
+    hint = f"; to use your codegen.* settings, select it as the code generator: codegen={name}"
     try:
         provider = component.factory(settings=component.default_settings())
+    except ConfigError as exc:
+        raise ConfigError(
+            f"strategy.provider={name!r} could not be built with its default settings: {_one_line(str(exc), 400)}{hint}"
+        ) from exc
     except NeuromosaicError:
         raise
     except Exception as exc:
         raise ConfigError(
-            f"strategy.provider={name!r} could not be built with its default settings: {type(exc).__name__}: {_one_line(str(exc))}"
+            f"strategy.provider={name!r} could not be built with its default settings: "
+            f"{type(exc).__name__}: {_one_line(str(exc))}{hint}"
         ) from exc
     if not isinstance(provider, LLMProvider):
         others = [n for n in llm_provider_names(system) if n != name]
@@ -354,18 +364,9 @@ def resolve_provider(name: str, system: Any = None) -> LLMProvider:
 
 
 def llm_provider_names(system: Any) -> list[str]:
-    """The registered code generators that, built with their default settings, are LLM providers
-    (one that cannot be built with its defaults is left out)."""
-    names = []
-    for name in system.names("codegen"):
-        component = system.get("codegen", name)
-        try:
-            built = component.factory(settings=component.default_settings())
-        except Exception:  # noqa: S112 - a provider that cannot be built is simply not listed
-            continue
-        if isinstance(built, LLMProvider):
-            names.append(name)
-    return names
+    """The registered code generators that declare themselves LLM providers (registered with the
+    metadata ``llm=True``). Nothing is built: building one may load a model or need settings."""
+    return [name for name in system.names("codegen") if system.get("codegen", name).metadata.get("llm")]
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -9,7 +9,14 @@ import pytest
 from loguru import logger
 from neuromosaic_strategy_llm import LLMStrategySettings, factory
 from neuromosaic_strategy_llm.parsing import Invalid, coerce, extract_proposals, to_vector
-from neuromosaic_strategy_llm.search import SYSTEM_PROMPT, LLMGuidedSearch, LLMStats, describe, resolve_provider
+from neuromosaic_strategy_llm.search import (
+    SYSTEM_PROMPT,
+    LLMGuidedSearch,
+    LLMStats,
+    describe,
+    llm_provider_names,
+    resolve_provider,
+)
 
 from neuromosaic_core import hookimpl
 from neuromosaic_core.errors import ConfigError
@@ -545,12 +552,20 @@ class PlainCodeGen(CodeGenProvider):
         return "class Net: ..."
 
 
+def raising(exc):
+    def factory(settings):
+        raise exc
+
+    return factory
+
+
 class FakeProvidersPlugin:
     @hookimpl
     def register_codegen_providers(self, register):
-        register("fakellm", lambda settings: FakeLLM(), description="scripted LLM")
+        register("fakellm", lambda settings: FakeLLM(), description="scripted LLM", llm=True)
         register("plaincode", lambda settings: PlainCodeGen(), description="not an LLM")
-        register("needskey", lambda settings: (_ for _ in ()).throw(RuntimeError("OPENAI_API_KEY is not set")))
+        register("needskey", raising(RuntimeError("OPENAI_API_KEY is not set")), llm=True)
+        register("needsfile", raising(ConfigError("codegen.model_path is not set: point it at a GGUF file")), llm=True)
 
 
 class PlainOnlyPlugin:
@@ -567,6 +582,7 @@ def test_registered_and_built_through_the_plugin_system():
     system = system_with(("fake", FakeProvidersPlugin()))
     component = system.get("strategy", "llm")
     assert component.settings is LLMStrategySettings and component.description
+    assert component.metadata == {"uses_llm": True}  # the core passes it the selected LLM codegen
     settings = structure_settings({"provider": "fakellm", "warmup": 0}, LLMStrategySettings, "strategy")
     strategy = component.factory(space=small_space(), seed=3, settings=settings, metric="loss", maximize=False, system=system)
     assert isinstance(strategy, LLMGuidedSearch) and isinstance(strategy.provider, FakeLLM)
@@ -582,20 +598,55 @@ def test_factory_defaults_to_loading_the_plugin_system(monkeypatch):
 
 
 def test_empty_provider_is_a_config_error():
-    with pytest.raises(
-        ConfigError, match=r"needs an LLM provider: install a plugin .* strategy.provider=<name>; installed LLM providers: fakellm$"
-    ):
+    with pytest.raises(ConfigError) as caught:
         factory(
             space=small_space(), seed=0, settings=None, metric="val_accuracy", maximize=True, system=system_with(("fake", FakeProvidersPlugin()))
         )
+    assert str(caught.value) == (
+        "strategy=llm needs an LLM: select one as the code generator (codegen=ollama, codegen=openai, codegen=llamacpp "
+        "— it shares their codegen.* settings) or name one with strategy.provider=<name>; "
+        "installed LLM providers: fakellm, needsfile, needskey"
+    )
     with pytest.raises(ConfigError, match="installed LLM providers: none$"):
         resolve_provider("", system_with(("plain", PlainOnlyPlugin())))
+
+
+class ListedOnlyPlugin:
+    """Codegen providers whose factories must never run while listing."""
+
+    @hookimpl
+    def register_codegen_providers(self, register):
+        register("heavy", raising(AssertionError("listing must not build a provider")), llm=True)
+        register("plain", raising(AssertionError("listing must not build a provider")))
+        register("unmarked", lambda settings: FakeLLM())  # an LLMProvider, but not declared one
+        register("declined", raising(AssertionError("listing must not build a provider")), llm=False)
+
+
+def test_llm_provider_names_lists_by_metadata_without_building_anything():
+    system = system_with(("listed", ListedOnlyPlugin()), ("fake", FakeProvidersPlugin()))
+    assert llm_provider_names(system) == ["fakellm", "heavy", "needsfile", "needskey"]
+    assert llm_provider_names(system_with(("plain", PlainOnlyPlugin()))) == []
+    # The error path lists them too, still without building one.
+    with pytest.raises(ConfigError, match="installed LLM providers: fakellm, heavy, needsfile, needskey$"):
+        resolve_provider("", system)
+
+
+def test_a_named_provider_is_built_once_with_its_defaults_even_if_not_declared_an_llm():
+    built = []
+
+    class CountingPlugin:
+        @hookimpl
+        def register_codegen_providers(self, register):
+            register("counted", lambda settings: built.append(settings) or FakeLLM())
+
+    assert isinstance(resolve_provider("counted", system_with(("counting", CountingPlugin()))), FakeLLM)
+    assert built == [None]
 
 
 def test_a_provider_that_is_not_an_llm_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^strategy.provider='template' is not an LLM provider; installed LLM providers: none$"):
         resolve_provider("template", system_with(("plain", PlainOnlyPlugin())))
-    with pytest.raises(ConfigError, match=r"^strategy.provider='plaincode' is not an LLM provider; installed LLM providers: fakellm$"):
+    with pytest.raises(ConfigError, match=r"^strategy.provider='plaincode' is not an LLM provider; installed LLM providers: fakellm, needsfile, needskey$"):
         resolve_provider("plaincode", system_with(("fake", FakeProvidersPlugin())))
 
 
@@ -603,11 +654,22 @@ def test_an_unknown_or_unbuildable_provider_is_a_config_error():
     system = system_with(("fake", FakeProvidersPlugin()))
     with pytest.raises(
         ConfigError,
-        match=r"'gpt' is not an installed codegen provider; installed LLM providers: fakellm \(codegen providers: fakellm, needskey, plaincode\)",
+        match=r"'gpt' is not an installed codegen provider; installed LLM providers: fakellm, needsfile, needskey "
+        r"\(codegen providers: fakellm, needsfile, needskey, plaincode\)",
     ):
         resolve_provider("gpt", system)
-    with pytest.raises(ConfigError, match="'needskey' could not be built with its default settings: RuntimeError: OPENAI_API_KEY is not set"):
+    hint = "; to use your codegen.* settings, select it as the code generator: codegen="
+    with pytest.raises(ConfigError) as caught:
         resolve_provider("needskey", system)
+    assert str(caught.value) == (
+        f"strategy.provider='needskey' could not be built with its default settings: RuntimeError: OPENAI_API_KEY is not set{hint}needskey"
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve_provider("needsfile", system)
+    assert str(caught.value) == (
+        "strategy.provider='needsfile' could not be built with its default settings: "
+        f"codegen.model_path is not set: point it at a GGUF file{hint}needsfile"
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"warmup": -1}, {"history_size": 0}, {"max_retries": 0}])
