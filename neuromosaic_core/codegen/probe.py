@@ -85,7 +85,7 @@ def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout:
             tail = Path(tmp, "stderr.txt").read_bytes()[-2000:].decode(errors="replace").strip().splitlines()[-1:]
             return ProbeReport(error=f"probe: the code crashed the process ({(tail or [f'exit status {proc.returncode}'])[0][:300]})")
     if data.get("error"):
-        return ProbeReport(error=str(data["error"]))
+        return ProbeReport(error=str(data["error"]), ops=tuple(tuple(op) for op in data.get("ops", [])))
     return ProbeReport(None, int(data["params"]), tuple(data["output_shape"]), tuple(tuple(op) for op in data["ops"]))
 
 
@@ -137,9 +137,13 @@ def describe_op(op: Op) -> str:
 
 def check_fidelity(report: ProbeReport, spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int,
                    tolerance: float = 0.05) -> str | None:
-    """None when the probed module matches the spec, else what differs (at most three places)."""
+    """None when the probed module matches the spec, else what differs (at most three places).
+
+    When the forward pass failed, the calls it made before failing are compared with the spec's
+    layers, so the complaint names the first layer that differs, not only the exception.
+    """
     if report.error:
-        return report.error
+        return report.error + _where_it_went_wrong(report.ops, spec, input_shape, num_classes)
     if tuple(report.output_shape) != (2, num_classes):
         batch = ", ".join(map(str, input_shape))
         return f"shape: forward on a (2, {batch}) batch returned {tuple(report.output_shape)}, expected (2, {num_classes})"
@@ -160,6 +164,22 @@ def check_fidelity(report: ProbeReport, spec: ArchitectureSpec, input_shape: Seq
     if params and abs(report.params - params) > tolerance * params:
         return f"fidelity: the module has {report.params:,} parameters, the spec {params:,} (tolerance {tolerance:.0%})"
     return None
+
+
+def _where_it_went_wrong(ops: Sequence[Op], spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int) -> str:
+    if not ops:
+        return ""
+    try:
+        want = expected_ops(spec, input_shape, num_classes)[0]
+    except ValueError:
+        return ""
+    for i, op in enumerate(ops):
+        if i >= len(want):
+            return f". The spec has {len(want)} layers; the code runs more: {describe_op(op)} is extra"
+        if tuple(op) != tuple(want[i]):
+            return (f". Layer {i + 1} is wrong: the spec has {describe_op(want[i])}, the code runs {describe_op(op)}. "
+                    f"The spec's layers in order: {', '.join(describe_op(w) for w in want)}")
+    return f". The first {len(ops)} layers match the spec; it fails at {describe_op(ops[-1])}"
 
 
 # -- the child process ----------------------------------------------------------------------------
@@ -231,7 +251,8 @@ def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the 
         with torch.no_grad(), Trace():
             out = model(torch.zeros(shape))
     except Exception as exc:  # noqa: BLE001
-        return {"error": f"shape: forward on a {shape} batch failed: {type(exc).__name__}: {exc}"}
+        # the calls made up to the failure, the failing one last: the fidelity check says where it went wrong
+        return {"error": f"shape: forward on a {shape} batch failed: {type(exc).__name__}: {exc}", "ops": ops}
     if not isinstance(out, torch.Tensor):
         return {"error": f"shape: forward returned {type(out).__name__}, expected a tensor"}
     params = sum(p.numel() for p in model.parameters())

@@ -282,3 +282,15 @@ def test_settings_are_checked():
         LLMSettings(fidelity_tolerance=2)
     with pytest.raises(ValueError, match="retries"):
         LLMSettings(retries=-1)
+
+
+def test_a_failing_forward_pass_names_the_first_layer_that_differs():
+    # the second convolution has 8 output channels where the spec asks for 16: the third one then fails
+    spec = ArchitectureSpec("conv1d", (Layer("conv1d", {"out_channels": 8, "kernel_size": 3, "stride": 1}),
+                                       Layer("conv1d", {"out_channels": 16, "kernel_size": 7, "stride": 2}),
+                                       Layer("conv1d", {"out_channels": 8, "kernel_size": 5, "stride": 2}), Layer("flatten", {})))
+    code = CONV_CODE.replace("self.conv = nn.Conv1d(1, 8, 5, padding=2)", "self.conv = nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), "
+                             "nn.Conv1d(8, 8, 7, stride=2, padding=3), nn.Conv1d(16, 8, 5, stride=2, padding=2))")
+    problem = check_fidelity(probe_code(code, (40,), 10), spec, (40,), 10)
+    assert problem.startswith("shape: forward on a (2, 40) batch failed: RuntimeError")
+    assert "Layer 2 is wrong: the spec has nn.Conv1d(8, 16, kernel_size=7, stride=2), the code runs nn.Conv1d(8, 8, kernel_size=7, stride=2)" in problem

@@ -55,11 +55,14 @@ def test_a_key_on_the_command_line_is_refused_as_an_unknown_setting(tmp_path: Pa
 
 
 @pytest.mark.e2e
-def test_a_search_completes_with_the_fallback_while_the_endpoint_is_down(tmp_path: Path) -> None:
-    with fault_server("refuse") as down:
-        proc = neuromosaic(tmp_path, "codegen=openai", f"codegen.base_url={down.url}/v1", "codegen.retries=0", *FAST,
+@pytest.mark.parametrize("mode", ["refuse", "hang", "error500", "garbage", "drop"])
+def test_a_search_completes_with_the_fallback_whatever_the_endpoint_does(tmp_path: Path, mode: str) -> None:
+    with fault_server(mode) as down:
+        proc = neuromosaic(tmp_path, "codegen=openai", f"codegen.base_url={down.url}/v1", "codegen.retries=0",
+                           "codegen.timeout=1", "codegen.backoff=0.01", *FAST,
                            f"storage.url=sqlite:///{tmp_path}/nm.db", f"hydra.run.dir={tmp_path}/run")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
     assert "is not reachable now" in proc.stderr  # the pre-flight warning
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["trials"]["completed"] == 2
     records = codegen_records(tmp_path / "nm.db")

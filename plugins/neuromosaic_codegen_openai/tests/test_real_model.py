@@ -93,7 +93,7 @@ def test_the_real_model_writes_validated_code_or_the_record_says_why_not(server:
     print(f"\nREAL openai {name}: {stages} -> {outcome.provider} "
           f"({', '.join(f'{a.latency_s:.1f}s/{a.prompt_tokens}+{a.completion_tokens} tok' for a in llm)})")
     for attempt in llm:  # what a user auditing the trial finds: the chat sent, the answer, its cost
-        assert "class Net" in attempt.prompt and "Linear: 40 -> " in attempt.prompt
+        assert "class Net" in attempt.prompt and "nn.Linear(40, " in attempt.prompt
         assert attempt.response.strip() and attempt.latency_s > 0
         assert attempt.prompt_tokens and attempt.prompt_tokens > 0 and attempt.completion_tokens
     validate_code(outcome.code)
