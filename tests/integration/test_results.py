@@ -18,6 +18,8 @@ from neuromosaic_core.errors import NeuromosaicError, StorageError
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
+    CodeGenAttempt,
+    CodeGenRecord,
     ErrorClass,
     Experiment,
     Layer,
@@ -56,6 +58,10 @@ def build_db(url: str) -> None:
         db.create_experiment(Experiment("gamma", "digits", {"search": {"metric": "val_loss", "direction": "minimize"}}))
         for n in range(1, 11):
             t = Trial(EXP, n, vector(n), spec=spec(16 * n), code=code(n))
+            if n == 3:  # written by an LLM after one repair round
+                t.codegen = CodeGenRecord("ollama", "qwen2.5-coder:7b", "default-v1+abcd1234", "key-3", attempts=(
+                    CodeGenAttempt("ollama", "fidelity", "system: ...", "```python\n...```", "fidelity: missing ReLU", 4.2, 300, 90),
+                    CodeGenAttempt("ollama", "accepted", "system: ...", "```python\n...```", None, 3.9, 420, 95)))
             if n in COMPLETED:
                 params, acc = COMPLETED[n]
                 metrics = {"params": float(params), "val_accuracy": acc, "test_accuracy": acc - 0.01}
@@ -329,6 +335,10 @@ def test_cli_show_prints_the_code(db_file: Path, tmp_path: Path) -> None:
     assert code(3) in proc.stdout  # verbatim, brackets included
     assert "completed" in proc.stdout and "fc48 gelu" in proc.stdout and "0.8500" in proc.stdout
     assert spec(48).canonical_hash() in proc.stdout
+    assert "code by" in proc.stdout and "ollama qwen2.5-coder:7b" in proc.stdout and "default-v1+abcd1234" in proc.stdout
+    assert "accepted after 2 attempt(s)" in " ".join(proc.stdout.split())
+    record = json.loads(cli("--url", url, "show", EXP, "3", "--json", cwd=tmp_path).stdout)["codegen"]
+    assert [a["stage"] for a in record["attempts"]] == ["fidelity", "accepted"] and record["attempts"][0]["error"] == "fidelity: missing ReLU"
     proc = cli("--url", url, "show", EXP, "5", cwd=tmp_path)
     assert "shape_mismatch: mat1 and mat2 shapes cannot be multiplied" in proc.stdout
     proc = cli("--url", url, "show", EXP, "6", "--json", cwd=tmp_path)
