@@ -102,6 +102,8 @@ def test_a_real_search_records_who_wrote_the_code_and_stores_no_key(tmp_path: Pa
         assert record["fallback"] == (first["stage"] != "accepted")
     print(f"\nE2E openai: {[(r['attempts'][0]['stage'], 'fallback' if r['fallback'] else 'llm') for r in records]}")
     # The key was in the environment only: not in the database, the log, the run directory or the output.
+    # a search whose models the real model wrote: the 0.5B model's code is accepted for ~93% of specs
+    assert any(not record["fallback"] for record in records), [r["attempts"][0]["error"] for r in records]
     assert SECRET not in proc.stdout + proc.stderr
     for path in [*tmp_path.glob("nm.db*"), *(tmp_path / "run").rglob("*")]:
         if path.is_file():
