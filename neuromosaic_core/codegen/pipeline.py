@@ -144,11 +144,11 @@ def generate_validated_code(
         try:
             gen = fallback.generate(request)
         except Exception as exc:  # noqa: BLE001 - e.g. a spec the template cannot render
-            gen = Generation(f"{type(exc).__name__}: {exc}")
-            problem: tuple[str, str] | None = ("provider", f"{type(exc).__name__}: {exc}")
+            gen, code = Generation(f"{type(exc).__name__}: {exc}"), ""
+            problem = ("provider", gen.text)
         else:
-            problem = _check(fallback, request, extract_code(gen.text))
-        code = extract_code(gen.text)
+            code = extract_code(gen.text)
+            problem = _check(fallback, request, code)
         stage, error = problem if problem is not None else ("accepted", None)
         log.append(CodeGenAttempt(fallback_name, stage, gen.prompt, gen.text, error, gen.latency_s))
         if problem is None:

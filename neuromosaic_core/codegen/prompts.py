@@ -34,7 +34,7 @@ import attrs
 
 from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.interfaces import CodeGenRequest
-from neuromosaic_core.layers import LayerInfo, analyse
+from neuromosaic_core.layers import Analysis, LayerInfo, analyse
 
 if TYPE_CHECKING:
     from neuromosaic_core.llm import Message
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 STEPS = ("system", "task", "spec", "constraints", "output", "examples", "repair")
 USER_STEPS = ("task", "spec", "constraints", "output", "examples")
 BUNDLED = ("default", "example")
+#: What :func:`variables` provides (a template using anything else is refused when loaded).
+PLACEHOLDERS = ("family", "input_shape", "input_dims", "num_classes", "layer_table", "params", "spec_summary",
+                "feedback", "previous_code")
 
 
 def _bundled_dir(name: str) -> Path:
@@ -83,9 +86,8 @@ def _module(info: LayerInfo) -> str:
     return f"{t}({', '.join(f'{k}={v}' for k, v in p.items())})"
 
 
-def _rows(request: CodeGenRequest) -> list[tuple[str, str]]:
+def _rows(request: CodeGenRequest, analysis: Analysis) -> list[tuple[str, str]]:
     """``(module, shape change)`` for every step of the forward pass, head included."""
-    analysis = analyse(request.spec, request.input_shape, request.num_classes)
     rows: list[tuple[str, str]] = []
     for info in analysis.layers:
         in_shape = info.in_shape
@@ -110,7 +112,7 @@ def variables(request: CodeGenRequest) -> dict[str, str]:
     ``previous_code`` (on a repair, else empty).
     """
     analysis = analyse(request.spec, request.input_shape, request.num_classes)
-    rows = _rows(request)
+    rows = _rows(request, analysis)
     width = max(len(module) for module, _ in rows)
     return {
         "family": request.spec.family,
@@ -134,19 +136,21 @@ class PromptTemplate:
     steps: dict[str, str]
     description: str = ""
 
-    def render(self, step: str, request: CodeGenRequest) -> str:
-        return string.Template(self.steps[step]).substitute(variables(request)).strip()
+    def render(self, step: str, request: CodeGenRequest, values: dict[str, str] | None = None) -> str:
+        """One step's text; ``values`` are :func:`variables` of the request (computed if not given)."""
+        return string.Template(self.steps[step]).substitute(values if values is not None else variables(request)).strip()
 
     def messages(self, request: CodeGenRequest) -> list[Message]:
         """The chat for a request: system and user messages, plus the previous answer and the
         repair step on a repair attempt."""
         from neuromosaic_core.llm import Message
 
-        user = "\n\n".join(text for step in USER_STEPS if (text := self.render(step, request)))
-        chat = [Message("system", self.render("system", request)), Message("user", user)]
+        values = variables(request)  # one analysis of the spec for every step
+        user = "\n\n".join(text for step in USER_STEPS if (text := self.render(step, request, values)))
+        chat = [Message("system", self.render("system", request, values)), Message("user", user)]
         if request.feedback is not None:
             previous = request.previous_code or ""
-            chat += [Message("assistant", f"```python\n{previous.strip()}\n```"), Message("user", self.render("repair", request))]
+            chat += [Message("assistant", f"```python\n{previous.strip()}\n```"), Message("user", self.render("repair", request, values))]
         return chat
 
 
@@ -191,8 +195,7 @@ def load_template(name_or_path: str = "default") -> PromptTemplate:
     missing = [s for s in STEPS if s not in steps]
     if missing:
         raise ConfigError(f"prompt template {name_or_path!r} lacks step(s) {', '.join(missing)} (add the files or 'extends')")
-    placeholders = {k: "" for k in ("family", "input_shape", "input_dims", "num_classes", "layer_table", "params",
-                                    "spec_summary", "feedback", "previous_code")}
+    placeholders = dict.fromkeys(PLACEHOLDERS, "")
     for step, text in steps.items():
         try:
             string.Template(text).substitute(placeholders)
