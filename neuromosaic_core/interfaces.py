@@ -219,6 +219,11 @@ class Runner(abc.ABC):
         """Release resources (processes, containers, clusters)."""
 
 
+def _number(value: object) -> bool:
+    """A metric value the queries can rank: an int or float that is not NaN (bools are not numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
 class ResultsDB(abc.ABC):
     """IResultsDB: the repository of experiments and trials, chosen by URL.
 
@@ -271,6 +276,40 @@ class ResultsDB(abc.ABC):
         """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""
         done = [t for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result and metric in t.result.metrics]
         return sorted(done, key=lambda t: t.result.metrics[metric], reverse=maximize)[:k]  # type: ignore[union-attr]
+
+    def metric_names(self, experiment: str) -> list[str]:
+        """The names of the numeric metrics the experiment's completed trials report, sorted."""
+        names = {name for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result
+                 for name, value in t.result.metrics.items() if _number(value)}
+        return sorted(names)
+
+    def metric_points(self, experiment: str, metrics: Sequence[str]) -> list[tuple[int, tuple[float, ...]]]:
+        """``(trial id, values)`` for every completed trial that reports each of ``metrics`` as a
+        number other than NaN, in creation order: what a Pareto front or a scatter plot needs,
+        without decoding whole trials. Backends should answer from their metric index."""
+        points = []
+        for t in self.list_trials(experiment, TrialStatus.COMPLETED):
+            values = [t.result.metrics.get(m) for m in metrics] if t.result else [None]
+            if t.id is not None and all(_number(v) for v in values):
+                points.append((t.id, tuple(float(v) for v in values)))  # type: ignore[arg-type]
+        return points
+
+    def get_trials(self, experiment: str, ids: Sequence[int]) -> list[Trial]:
+        """The trials of ``experiment`` with these ids, whole (spec, code, result), in creation order."""
+        wanted = set(ids)
+        return [t for t in self.list_trials(experiment) if t.id in wanted]
+
+    def find_trial(self, experiment: str, number: int) -> Trial | None:
+        """Trial ``number`` of ``experiment``, whole; the latest row when a number was stored twice."""
+        matches = [t for t in self.list_trials(experiment) if t.number == number]
+        return matches[-1] if matches else None
+
+    def count_trials(self, experiment: str) -> dict[TrialStatus, int]:
+        """How many trials of ``experiment`` are in each status (statuses with none are left out)."""
+        counts: dict[TrialStatus, int] = {}
+        for t in self.list_trials(experiment):
+            counts[TrialStatus(t.status)] = counts.get(TrialStatus(t.status), 0) + 1
+        return counts
 
     def mark_interrupted(self, experiment: str) -> list[Trial]:
         """Mark trials left pending/running by a crash as interrupted and return them (to re-run)."""

@@ -172,15 +172,12 @@ def _metric_names(trials: Iterable[Trial]) -> list[str]:
     return sorted(names)
 
 
-def _completed(db: ResultsDB, experiment: str) -> list[Trial]:
-    return [t for t in db.list_trials(experiment, TrialStatus.COMPLETED) if t.result is not None]
-
-
-def _check_metrics(experiment: str, completed: list[Trial], *metrics: str) -> None:
-    """Raise for a metric no completed trial reports (nothing to check with no completed trials)."""
-    if not completed:
+def _check_metrics(db: ResultsDB, experiment: str, *metrics: str) -> None:
+    """Raise for a metric no completed trial reports (nothing to check with no completed trials).
+    Asks the backend for the metric names (an index walk in the sql plugin), not every trial."""
+    known = db.metric_names(experiment)
+    if not known:
         return
-    known = _metric_names(completed)
     for metric in metrics:
         if metric not in known:
             raise UnknownMetricError(metric, experiment, known)
@@ -198,20 +195,20 @@ def list_experiments(db: ResultsDB) -> list[dict[str, Any]]:
     and ``best`` (that metric's best completed value, None when there is none)."""
     rows = []
     for exp in db.list_experiments():
-        trials = db.list_trials(exp.name)
+        counts = db.count_trials(exp.name)
         metric, maximize = _objective(exp)
-        values = [t.result.metrics[metric] for t in trials
-                  if t.status == TrialStatus.COMPLETED and t.result is not None and _finite(t.result.metrics.get(metric))]
+        top = db.get_best_architectures(exp.name, k=1, metric=metric, maximize=maximize)
+        best = top[0].result.metrics.get(metric) if top and top[0].result is not None else None
         rows.append({
             "name": exp.name,
             "task": exp.task,
-            "trials": len(trials),
-            "completed": sum(t.status == TrialStatus.COMPLETED for t in trials),
-            "failed": sum(t.status == TrialStatus.FAILED for t in trials),
-            "invalid": sum(t.status == TrialStatus.INVALID for t in trials),
+            "trials": sum(counts.values()),
+            "completed": counts.get(TrialStatus.COMPLETED, 0),
+            "failed": counts.get(TrialStatus.FAILED, 0),
+            "invalid": counts.get(TrialStatus.INVALID, 0),
             "metric": metric,
             "direction": "maximize" if maximize else "minimize",
-            "best": (max(values) if maximize else min(values)) if values else None,
+            "best": best if _finite(best) else None,
         })
     return rows
 
@@ -221,7 +218,7 @@ def best_trials(db: ResultsDB, experiment: str, k: int = 10, metric: str = "val_
     if k < 1:
         raise ResultsError(f"k must be at least 1, got {k}")
     _require_experiment(db, experiment)
-    _check_metrics(experiment, _completed(db, experiment), metric)
+    _check_metrics(db, experiment, metric)
     return db.get_best_architectures(experiment, k=k, metric=metric, maximize=maximize)
 
 
@@ -237,16 +234,13 @@ def pareto_front(db: ResultsDB, experiment: str, x: str = "params", y: str = "va
     trials with equal values are all kept. Trials missing either metric (or with a NaN) are left out.
     """
     _require_experiment(db, experiment)
-    completed = _completed(db, experiment)
-    _check_metrics(experiment, completed, x, y)
-    points = []  # (x, y) turned into two costs to minimise
-    for t in completed:
-        assert t.result is not None
-        vx, vy = t.result.metrics.get(x), t.result.metrics.get(y)
-        if _finite(vx) and _finite(vy):
-            points.append((vx if minimize_x else -vx, -vy if maximize_y else vy, t))  # type: ignore[operator]
+    _check_metrics(db, experiment, x, y)
+    points = []  # (x, y) turned into two costs to minimise, with the trial's id
+    for trial_id, (vx, vy) in db.metric_points(experiment, (x, y)):
+        if math.isfinite(vx) and math.isfinite(vy):
+            points.append((vx if minimize_x else -vx, -vy if maximize_y else vy, trial_id))
     points.sort(key=lambda p: (p[0], p[1]))
-    front: list[Trial] = []
+    front_ids: list[int] = []
     best_before = math.inf  # the lowest y-cost among trials with a strictly lower x-cost
     i = 0
     while i < len(points):
@@ -255,9 +249,10 @@ def pareto_front(db: ResultsDB, experiment: str, x: str = "params", y: str = "va
             j += 1
         group_best = points[i][1]  # the group is sorted by y-cost
         if group_best < best_before:
-            front.extend(p[2] for p in points[i:j] if p[1] == group_best)
+            front_ids.extend(p[2] for p in points[i:j] if p[1] == group_best)
         best_before = min(best_before, group_best)
         i = j
+    front = db.get_trials(experiment, front_ids)  # only the front's members are read whole
     return sorted(front, key=lambda t: (t.result.metrics[x], t.number))  # type: ignore[union-attr]
 
 
@@ -265,11 +260,10 @@ def trial(db: ResultsDB, experiment: str, number: int) -> Trial:
     """Trial ``number`` of ``experiment``, with its spec, code and result (the latest row when a
     number was stored twice)."""
     _require_experiment(db, experiment)
-    trials = db.list_trials(experiment)
-    matches = [t for t in trials if t.number == number]
-    if not matches:
-        raise UnknownTrialError(experiment, number, [t.number for t in trials])
-    return matches[-1]
+    found = db.find_trial(experiment, number)
+    if found is None:
+        raise UnknownTrialError(experiment, number, [t.number for t in db.list_history(experiment)])
+    return found
 
 
 # -- records and export ----------------------------------------------------------------------

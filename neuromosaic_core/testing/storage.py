@@ -14,6 +14,7 @@ and reopen; set ``persistent = False`` for a backend that keeps nothing (an in-m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -345,6 +346,41 @@ class StorageContract:
         lowest_loss = storage.get_best_architectures(exp, k=2, metric="test_loss", maximize=False)
         assert [t.result.metrics["test_loss"] for t in lowest_loss] == sorted(t.result.metrics["test_loss"] for t in lowest_loss)
         assert lowest_loss[0].number == 12
+
+    def _scored(self, storage: ResultsDB, exp: str) -> list[Trial]:
+        """Completed trials with params/val_accuracy, plus trials a query must leave out."""
+        saved = []
+        for n, (params, acc) in enumerate([(10, 0.5), (20, 0.7), (15, 0.6), (30, 0.65), (20, 0.7)]):
+            saved.append(storage.save_trial(make_trial(exp, n, status=TrialStatus.COMPLETED,
+                                                       result=completed({"params": params, "val_accuracy": acc}))))
+        storage.save_trial(make_trial(exp, 10, status=TrialStatus.COMPLETED, result=completed({"params": 5, "val_accuracy": math.nan})))
+        storage.save_trial(make_trial(exp, 11, status=TrialStatus.COMPLETED, result=completed({"params": 1})))
+        storage.save_trial(make_trial(exp, 12, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, "nan")))
+        storage.save_trial(make_trial(exp, 13, status=TrialStatus.RUNNING))
+        return saved
+
+    def test_metric_names_of_completed_trials(self, storage: ResultsDB, exp: str) -> None:
+        assert storage.metric_names(exp) == []
+        self._scored(storage, exp)
+        assert storage.metric_names(exp) == ["params", "val_accuracy"]
+        assert storage.metric_names("missing") == []
+
+    def test_metric_points_leave_out_missing_and_nan(self, storage: ResultsDB, exp: str) -> None:
+        saved = self._scored(storage, exp)
+        points = storage.metric_points(exp, ("params", "val_accuracy"))
+        assert points == [(t.id, (float(t.result.metrics["params"]), t.result.metrics["val_accuracy"])) for t in saved]
+        assert [p for _, (p,) in storage.metric_points(exp, ("params",))] == [10, 20, 15, 30, 20, 5, 1]
+        assert storage.metric_points(exp, ("params", "missing")) == []
+
+    def test_get_trials_find_trial_and_counts(self, storage: ResultsDB, exp: str) -> None:
+        saved = self._scored(storage, exp)
+        got = storage.get_trials(exp, [saved[3].id, saved[1].id, 10_000])
+        assert [(t.number, t.spec) for t in got] == [(1, saved[1].spec), (3, saved[3].spec)]
+        assert storage.get_trials("missing", [saved[0].id]) == []
+        storage.save_trial(make_trial(exp, 2, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.CRASH, "again")))
+        assert storage.find_trial(exp, 2).status is TrialStatus.FAILED  # the latest row of a number
+        assert storage.find_trial(exp, 99) is None
+        assert storage.count_trials(exp) == {TrialStatus.COMPLETED: 7, TrialStatus.FAILED: 2, TrialStatus.RUNNING: 1}
 
     # -- persistence -------------------------------------------------------------------------
 
