@@ -8,6 +8,8 @@ factory returns an instance of one of these classes. Contract test suites for ea
 from __future__ import annotations
 
 import abc
+import itertools
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -293,6 +295,26 @@ class ResultsDB(abc.ABC):
             if t.id is not None and all(_number(v) for v in values):
                 points.append((t.id, tuple(float(v) for v in values)))  # type: ignore[arg-type]
         return points
+
+    def pareto_ids(self, experiment: str, x: str, y: str, *, minimize_x: bool = True, maximize_y: bool = True) -> list[int]:
+        """The ids of the completed trials no other completed trial dominates on (``x``, ``y``)
+        (at least as good on both and better on one, so equal points are all kept); trials
+        lacking either metric as a finite number are left out. Ids ascending. This default sweeps
+        :meth:`metric_points` sorted by ``x``; a backend may compute the front itself."""
+        points = sorted(  # (x, y) as two costs to minimise
+            (vx if minimize_x else -vx, -vy if maximize_y else vy, trial_id)
+            for trial_id, (vx, vy) in self.metric_points(experiment, (x, y))
+            if math.isfinite(vx) and math.isfinite(vy)
+        )
+        front: list[int] = []
+        best_before = math.inf  # the lowest y-cost among points with a strictly lower x-cost
+        for _, group in itertools.groupby(points, key=lambda p: p[0]):
+            members = list(group)
+            group_best = members[0][1]  # sorted by y-cost within the group
+            if group_best < best_before:
+                front.extend(p[2] for p in members if p[1] == group_best)
+            best_before = min(best_before, group_best)
+        return sorted(front)
 
     def get_trials(self, experiment: str, ids: Sequence[int]) -> list[Trial]:
         """The trials of ``experiment`` with these ids, whole (spec, code, result), in creation order."""

@@ -235,23 +235,7 @@ def pareto_front(db: ResultsDB, experiment: str, x: str = "params", y: str = "va
     """
     _require_experiment(db, experiment)
     _check_metrics(db, experiment, x, y)
-    points = []  # (x, y) turned into two costs to minimise, with the trial's id
-    for trial_id, (vx, vy) in db.metric_points(experiment, (x, y)):
-        if math.isfinite(vx) and math.isfinite(vy):
-            points.append((vx if minimize_x else -vx, -vy if maximize_y else vy, trial_id))
-    points.sort(key=lambda p: (p[0], p[1]))
-    front_ids: list[int] = []
-    best_before = math.inf  # the lowest y-cost among trials with a strictly lower x-cost
-    i = 0
-    while i < len(points):
-        j = i
-        while j < len(points) and points[j][0] == points[i][0]:
-            j += 1
-        group_best = points[i][1]  # the group is sorted by y-cost
-        if group_best < best_before:
-            front_ids.extend(p[2] for p in points[i:j] if p[1] == group_best)
-        best_before = min(best_before, group_best)
-        i = j
+    front_ids = db.pareto_ids(experiment, x, y, minimize_x=minimize_x, maximize_y=maximize_y)
     front = db.get_trials(experiment, front_ids)  # only the front's members are read whole
     return sorted(front, key=lambda t: (t.result.metrics[x], t.number))  # type: ignore[union-attr]
 

@@ -14,11 +14,15 @@ and reopen; set ``persistent = False`` for a backend that keeps nothing (an in-m
 
 from __future__ import annotations
 
+import itertools
 import math
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neuromosaic_core.errors import StorageError
 from neuromosaic_core.interfaces import ResultsDB
@@ -371,6 +375,38 @@ class StorageContract:
         assert points == [(t.id, (float(t.result.metrics["params"]), t.result.metrics["val_accuracy"])) for t in saved]
         assert [p for _, (p,) in storage.metric_points(exp, ("params",))] == [10, 20, 15, 30, 20, 5, 1]
         assert storage.metric_points(exp, ("params", "missing")) == []
+
+    def test_pareto_ids(self, storage: ResultsDB, exp: str) -> None:
+        saved = self._scored(storage, exp)  # (params, acc): (10,.5) (20,.7) (15,.6) (30,.65) (20,.7)
+        storage.save_trial(make_trial(exp, 14, status=TrialStatus.COMPLETED,
+                                      result=completed({"params": math.inf, "val_accuracy": 0.99})))
+        ids = {t.number: t.id for t in saved}
+        # trial 11 lacks val_accuracy, 10 has NaN, 14 has infinite params: none can be on the front
+        assert storage.pareto_ids(exp, "params", "val_accuracy") == [ids[0], ids[1], ids[2], ids[4]]
+        # the most parameters and the highest accuracy: the ties (1, 4) and 3 (more params, lower acc)
+        assert storage.pareto_ids(exp, "params", "val_accuracy", minimize_x=False) == [ids[1], ids[3], ids[4]]
+        # fewest parameters and the lowest accuracy: only trial 0 (10, 0.5)
+        assert storage.pareto_ids(exp, "params", "val_accuracy", maximize_y=False) == [ids[0]]
+        assert storage.pareto_ids(exp, "params", "missing") == []
+        assert storage.pareto_ids("missing", "params", "val_accuracy") == []
+
+    @given(points=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=25))
+    # one store serves every example (hence function_scoped_fixture); each backend's subclass
+    # runs this same test (hence differing_executors)
+    @settings(max_examples=25, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.differing_executors])
+    def test_pareto_ids_match_brute_force(self, storage: ResultsDB, points: list[tuple[int, int]]) -> None:
+        name = f"p-{uuid.uuid4().hex[:8]}"  # one store for every example: a new experiment each
+        storage.create_experiment(Experiment(name, "spirals"))
+        saved = [storage.save_trial(make_trial(name, n, status=TrialStatus.COMPLETED,
+                                               result=completed({"x": float(a), "y": float(b)})))
+                 for n, (a, b) in enumerate(points)]
+        for minimize_x, maximize_y in itertools.product((True, False), repeat=2):
+            costs = {t.id: (t.result.metrics["x"] * (1 if minimize_x else -1), t.result.metrics["y"] * (-1 if maximize_y else 1))
+                     for t in saved}
+            expected = [i for i, (cx, cy) in costs.items()
+                        if not any(ox <= cx and oy <= cy and (ox, oy) != (cx, cy) for ox, oy in costs.values())]
+            assert storage.pareto_ids(name, "x", "y", minimize_x=minimize_x, maximize_y=maximize_y) == expected
 
     def test_get_trials_find_trial_and_counts(self, storage: ResultsDB, exp: str) -> None:
         saved = self._scored(storage, exp)

@@ -669,6 +669,30 @@ class SqlResultsDB(ResultsDB):
         )
         return [(row[0], tuple(row[1:])) for row in cursor]
 
+    def pareto_ids(self, experiment: str, x: str, y: str, *, minimize_x: bool = True, maximize_y: bool = True) -> list[int]:
+        """The front in one query: with both metrics as costs, a point is on it when its y-cost is
+        the lowest of its x-cost group and lower than every y-cost at a strictly lower x-cost (a
+        window over the x order that excludes the point's own group). Only the front's ids
+        leave the database. Needs SQLite 3.28 or PostgreSQL 11 (``EXCLUDE GROUP``)."""
+        try:
+            experiment_id = self._experiment_id(experiment)
+        except StorageError:
+            return []
+        table, p = self._quote(self._TrialMetric._meta.table_name), self.db.param
+        finite = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+        # Identifiers come from the model's metadata and every value is a bound parameter.
+        sql = (
+            "SELECT id FROM ("  # noqa: S608
+            " SELECT id, yc,"
+            "  MIN(yc) OVER (ORDER BY xc RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP) AS before,"
+            "  MIN(yc) OVER (PARTITION BY xc) AS group_best"
+            f" FROM (SELECT mx.trial_id AS id, {'' if minimize_x else '-'}mx.value AS xc, {'-' if maximize_y else ''}my.value AS yc"
+            f"  FROM {table} mx JOIN {table} my ON my.trial_id = mx.trial_id AND my.name = {p}"
+            f"  WHERE mx.experiment_id = {p} AND mx.name = {p} AND mx.value {finite} AND my.value {finite}) points"
+            ") ranked WHERE yc = group_best AND (before IS NULL OR yc < before) ORDER BY id"
+        )
+        return [row[0] for row in self.db.execute_sql(sql, [y, experiment_id, x])]
+
     def get_trials(self, experiment: str, ids: Sequence[int]) -> list[Trial]:
         T, E = self._TrialRow, self._ExperimentRow
         found: list[Trial] = []
