@@ -179,7 +179,8 @@ class TrialJob:
 
     Paths are absolute. ``max_params`` is checked on the instantiated model too (an LLM's code may not
     match the spec it was given). The harness writes its :class:`~neuromosaic_core.model.TrialResult` as JSON
-    to ``result_path``.
+    to ``result_path``. ``device`` is where the harness trains: ``cpu``, ``cuda:N``, or ``auto``
+    (the harness picks ``cuda:0`` when torch sees a GPU, else ``cpu``; the orchestrator never imports torch).
     """
 
     trial_id: int
@@ -194,6 +195,7 @@ class TrialJob:
     timeout_s: float = 600.0
     max_params: int | None = None
     spec: ArchitectureSpec | None = None
+    device: str = "cpu"
 
 
 class Runner(abc.ABC):

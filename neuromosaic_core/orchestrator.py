@@ -244,6 +244,7 @@ class Orchestrator:
             timeout_s=float(getattr(self._runner_settings, "timeout", 600.0)),
             max_params=self.s.constraints.max_params,
             spec=trial.spec,
+            device=str(getattr(self._runner_settings, "device", "cpu")),
         )
 
     def _code_path(self, number: int) -> Path:
@@ -328,6 +329,13 @@ class Orchestrator:
                         # In a thread: an LLM-guided strategy may take seconds, and trials in
                         # flight must not wait for it.
                         vectors = await asyncio.to_thread(self.c.strategy.suggest_architectures, slots - len(trials))
+                        if not vectors and not trials and not in_flight:
+                            # Nothing left to try and nothing running that could change the
+                            # strategy's mind: asking again would spin forever.
+                            self.stop_reason = "exhausted"
+                            self.log.warning(f"stopping: the strategy has no more architectures to suggest "
+                                             f"({self.counts.completed}/{target} trials completed)")
+                            break
                         for vector in vectors:
                             number += 1
                             trials.append(Trial(self.name, number, self.c.encoder.search_space().canonicalize(vector)))

@@ -8,6 +8,7 @@ value and what is valid.
 from __future__ import annotations
 
 import os
+import re
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
@@ -24,12 +25,21 @@ Workers = Union[int, Literal["auto"]]
 KeepWeights = Union[int, Literal["all"]]
 
 
+def _check_device(_instance: Any, _attribute: Any, value: str) -> None:
+    if value in ("auto", "cpu") or re.fullmatch(r"cuda:\d+", value):
+        return
+    raise ValueError(f"device must be auto, cpu or cuda:N (cuda:0 is the first GPU), got {value!r}")
+
+
 @attrs.frozen
 class RunnerSettings:
-    """Base of every runner's settings: how many trials at once, and the per-trial time limit."""
+    """Base of every runner's settings: how many trials at once, the per-trial time limit, and the
+    device trials train on: ``auto`` (a GPU when the trial's machine has one, else the CPU),
+    ``cpu`` or ``cuda:N``."""
 
     workers: Workers = "auto"
     timeout: float = 600.0
+    device: str = attrs.field(default="auto", validator=_check_device)
 
     def resolved_workers(self) -> int:
         if self.workers == "auto":

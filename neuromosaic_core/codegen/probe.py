@@ -4,9 +4,10 @@
 it re-validates it, builds ``Net()``, runs ``forward`` on a dummy batch in eval mode and records,
 in call order, the operations the forward pass runs (``F.linear``, ``F.conv1d``, norms,
 activations, dropout, pooling, and softmax/sigmoid, which the contract forbids at the end) through
-a ``TorchFunctionMode`` — so modules and functional calls count alike. The subprocess has its own
-session (killed as a group on timeout), a CPU-time and file-size limit, a fresh temporary working
-directory and a minimal environment.
+a ``TorchFunctionMode`` — so modules and functional calls count alike. The subprocess runs in the
+same sandbox as a trial (:mod:`neuromosaic_core.sandbox`: bubblewrap where installed, uid 65534,
+no network, read-only root, a fresh temporary directory the only writable place), with CPU-time,
+memory, file-size and output limits and a minimal environment, killed whole on timeout.
 
 :func:`check_fidelity` compares that trace with the spec's analytic layers (``layers.analyse``)
 and the parameter count with the spec's, and says what differs in words an LLM can act on.
@@ -17,8 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import signal
-import subprocess  # nosec B404
+import stat
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -31,8 +31,6 @@ from neuromosaic_core.layers import analyse
 from neuromosaic_core.model import ArchitectureSpec
 
 Op = tuple[Any, ...]
-# subprocess (bandit B404/B603): the probe exists to run untrusted code in a child process, never in
-# ours; it starts our own interpreter and module with a fixed argument list.
 
 
 @attrs.frozen
@@ -49,44 +47,40 @@ class ProbeReport:
         return self.error is None
 
 
-def _limits(cpu_seconds: int) -> None:  # pragma: no cover - runs in the child before exec
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def _read_plain(path: Path, limit: int = 1 << 20) -> str | None:
+    """A file the sandboxed code's process wrote: read only if it is a plain file (never through a
+    link it planted), at most ``limit`` bytes; None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read(limit).decode(errors="replace")
 
 
 def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout: float = 60.0) -> ProbeReport:
     """Build and run ``code``'s ``Net`` once in a sandboxed subprocess; never raises for bad code."""
+    from neuromosaic_core.sandbox import Limits, run_sandboxed_sync
+
     with tempfile.TemporaryDirectory(prefix="neuromosaic-probe-") as tmp:
         Path(tmp, "model.py").write_text(code)
         Path(tmp, "job.json").write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "HOME": tmp, "TMPDIR": tmp}
-        with open(Path(tmp, "stderr.txt"), "wb") as stderr:
-            # Our own interpreter and module, a fixed argument list; the untrusted code is a file it reads.
-            proc = subprocess.Popen(  # noqa: S603  # nosec B603
-                [sys.executable, "-m", "neuromosaic_core.codegen.probe", tmp],
-                cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                start_new_session=True, preexec_fn=lambda: _limits(int(timeout) + 1),  # noqa: PLW1509
-            )
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return ProbeReport(error=f"probe: building and running Net took longer than {timeout:g}s")
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the group: whatever the code started dies too
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1"}
+        limits = Limits(timeout_s=timeout, cpu_seconds=int(timeout) + 1, file_size_mb=16, output_mb=1)
+        outcome = run_sandboxed_sync([sys.executable, "-m", "neuromosaic_core.codegen.probe", tmp], Path(tmp),
+                                     limits, env, gpu=False)
+        if outcome.timed_out:
+            return ProbeReport(error=f"probe: building and running Net took longer than {timeout:g}s")
+        text = _read_plain(Path(tmp, "report.json"))
         try:
-            data = json.loads(Path(tmp, "report.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(text) if text is not None else None
+        except json.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            tail = Path(tmp, "stderr.txt").read_bytes()[-2000:].decode(errors="replace").strip().splitlines()[-1:]
-            return ProbeReport(error=f"probe: the code crashed the process ({(tail or [f'exit status {proc.returncode}'])[0][:300]})")
+            tail = outcome.output.strip().splitlines()[-1:]
+            return ProbeReport(error=f"probe: the code crashed the process ({(tail or [outcome.describe()])[0][:300]})")
     if data.get("error"):
         return ProbeReport(error=str(data["error"]), ops=tuple(tuple(op) for op in data.get("ops", [])))
     return ProbeReport(None, int(data["params"]), tuple(data["output_shape"]), tuple(tuple(op) for op in data["ops"]))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from neuromosaic_core.codegen.validation import CodeRejected, validate_code
+from neuromosaic_core.harness.device import DeviceUnavailable, resolve_device
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import ErrorClass, TrialResult
 
@@ -82,12 +83,27 @@ def run_job(job: TrialJob) -> TrialResult:
         return TrialResult.failure(exc.error_class, str(exc))
     except CodeRejected as exc:
         return TrialResult.failure(ErrorClass.INVALID_CODE, str(exc))
+    except DeviceUnavailable as exc:
+        return TrialResult.failure(ErrorClass.RUNTIME, str(exc))
+    except MemoryError as exc:
+        return TrialResult.failure(ErrorClass.RUNTIME, f"out of memory: MemoryError {exc}".strip())
     except Exception as exc:
+        if is_out_of_memory(exc):
+            return TrialResult.failure(ErrorClass.RUNTIME, f"out of memory: {type(exc).__name__}: {exc}")
         return TrialResult.failure(ErrorClass.RUNTIME, f"{type(exc).__name__}: {exc}")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch reports a failed allocation as a RuntimeError (CPU) or OutOfMemoryError (CUDA)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or \
+        "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _train_and_measure(job: TrialJob) -> dict[str, float]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if job.code_path:
+        validate_code(Path(job.code_path).read_text())  # before importing torch: rejected code costs no start-up
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -96,13 +112,17 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
     torch.set_num_threads(1)
     settings = job.training
     torch.manual_seed(settings.seed)
+    device = torch.device(resolve_device(job.device, torch))
+    print(f"neuromosaic harness: trial {job.trial_id} trains on {device}", flush=True)
 
     try:
         module = load_generated_module(job.code_path, f"neuromosaic_generated_{job.trial_id}")
         model = module.Net()
-    except CodeRejected:
+    except (CodeRejected, MemoryError):
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         raise TrialFailure(ErrorClass.IMPORT, f"loading Net failed: {type(exc).__name__}: {exc}") from None
 
     with np.load(job.data_path, allow_pickle=False) as data:
@@ -111,15 +131,21 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         x_test = torch.tensor(data["x_test"], dtype=torch.float32)
         y_test = torch.tensor(data["y_test"], dtype=torch.long)
     train_idx, val_idx = _split(len(x_all), settings.val_fraction, settings.seed)
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
+    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
+    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
+    x_test, y_test = x_test.to(device), y_test.to(device)
+    model = model.to(device)
 
     expected = (2, job.num_classes)
     model.eval()
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, *job.input_shape))
+            out = model(torch.zeros(2, *job.input_shape, device=device))
+    except MemoryError:
+        raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         raise TrialFailure(ErrorClass.SHAPE, f"forward on a dummy batch {(2, *job.input_shape)} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -138,7 +164,7 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
     start = time.perf_counter()
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(len(x_train), generator=generator)
+        order = torch.randperm(len(x_train), generator=generator).to(device)
         for i in range(0, len(order), settings.batch_size):
             idx = order[i : i + settings.batch_size]
             if len(idx) < 2:
@@ -168,12 +194,14 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         for i in range(min(50, len(x_test))):
             t0 = time.perf_counter()
             model(x_test[i : i + 1])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             timings.append(time.perf_counter() - t0)
     latency_ms = sorted(timings)[len(timings) // 2] * 1000
 
     if job.weights_path:
         Path(job.weights_path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), job.weights_path)
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, job.weights_path)
 
     return {
         "val_accuracy": val_acc,

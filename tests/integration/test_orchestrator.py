@@ -297,3 +297,10 @@ def test_each_trial_stores_how_its_code_was_written_and_the_cache_spares_repeat_
     assert first[10].provider == "toy" and first[10].model == "toy-model" and first[10].template_version == "toy-template-v1"
     assert [a.stage for a in first[10].attempts] == ["accepted"] and not first[10].cached
     assert second[20].cached and second[20].cache_key == first[20].cache_key and not second[30].cached
+
+
+def test_a_strategy_with_nothing_left_to_suggest_ends_the_search(tmp_path):
+    # two architectures, five trials asked for: the search stops instead of asking forever
+    summary, runner, *_ = search(tmp_path, [10, 20], trials=5)
+    assert summary["stopped"] == "exhausted"
+    assert summary["trials"]["completed"] == 2 and len(runner.jobs) == 2

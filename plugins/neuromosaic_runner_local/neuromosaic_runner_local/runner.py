@@ -1,27 +1,82 @@
-"""The local runner: each trial runs the trial harness in a separate Python process.
+"""The local runner: each trial runs the trial harness sandboxed on this machine.
 
-The child starts a new session (its own process group), so on timeout or cancellation the whole
-group is killed, including anything the trial spawned. One intra-op thread per trial
+Isolation comes from :mod:`neuromosaic_core.sandbox` (bubblewrap: read-only root, the trial
+directory the only writable place, no network, uid 65534, rlimits; a process group plus rlimits
+where bubblewrap is missing). Two modes:
+
+- ``fresh``: a new sandboxed ``python -m neuromosaic_core.harness job.json`` per trial;
+- ``pool``: warm sandboxed workers (:mod:`neuromosaic_runner_local.pool`) that import torch once
+  and fork a fresh child per trial.
+
+The trial's weights are written inside its directory and moved to ``job.weights_path`` by the
+runner, so the trial never needs to write anywhere else. One intra-op thread per trial
 (``OMP_NUM_THREADS=1``): with several trials on few cores, more threads make everything slower.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
+import shutil
+import stat
 import sys
 from pathlib import Path
 
+import attrs
+from loguru import logger
+
 from neuromosaic_core.interfaces import Runner, TrialJob
-from neuromosaic_core.model import ErrorClass, TrialResult, converter
+from neuromosaic_core.model import ErrorClass, ExperimentError, TrialResult, converter
+from neuromosaic_core.sandbox import Limits, Outcome, resolve_isolation, run_sandboxed
 from neuromosaic_runner_local import LocalRunnerSettings
 
 OUTPUT_TAIL = 2000
 #: What a trial inherits from the orchestrator's environment: enough to find Python and its
 #: packages, never credentials (API keys of LLM providers live in the same environment).
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "COVERAGE_PROCESS_START")
+#: The name of the weights file inside the trial directory, moved to ``job.weights_path`` afterwards.
+WEIGHTS_IN_TRIAL = "weights.pt"
+OOM_HINTS = ("MemoryError", "can't allocate memory", "out of memory", "Cannot allocate memory")
+
+
+#: The most of ``result.json`` the runner reads (a real one is a few KB).
+RESULT_LIMIT = 16 << 20
+
+
+# The trial directory was writable by the trial: anything in it may be a symlink to a file outside
+# (the runner runs as root in CI), a directory where a file is expected, or huge. The runner never
+# follows a link there, and replaces what it writes.
+
+
+def write_trial_file(path: Path, text: str) -> None:
+    """Write ``path`` afresh: whatever the trial left under that name (a link, a directory) goes first."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def is_regular_file(path: Path) -> bool:
+    """A plain file, not a link (to follow) or anything else."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def read_trial_file(path: Path, limit: int = RESULT_LIMIT) -> str:
+    """Read a plain file the trial wrote, never through a link; raises ``OSError`` otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a plain file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{path.name} is larger than {limit >> 20} MB")
+    return data.decode()
 
 
 def trial_environment() -> dict[str, str]:
@@ -30,45 +85,116 @@ def trial_environment() -> dict[str, str]:
     return env
 
 
+def usage_metrics(outcome: Outcome) -> dict[str, float]:
+    """The trial's resources measured from outside (psutil over its process tree), for every result."""
+    return {"peak_memory_mb": float(outcome.peak_memory_mb), "cpu_seconds": float(outcome.cpu_seconds),
+            "wall_seconds": float(outcome.wall_seconds)}
+
+
+def failure_from_outcome(outcome: Outcome, timeout_s: float, output_mb: int | None) -> TrialResult:
+    """A failed TrialResult, in words, for a trial process that did not leave a usable result."""
+    metrics = usage_metrics(outcome)
+    tail = outcome.output[-OUTPUT_TAIL:].strip()
+    if outcome.timed_out:
+        error = ExperimentError(ErrorClass.TIMEOUT, f"trial exceeded its {timeout_s:g} s limit; its processes were killed")
+    elif outcome.output_exceeded:
+        error = ExperimentError(ErrorClass.CRASH, f"too much output: more than {output_mb} MB on stdout/stderr; its processes were killed")
+    else:
+        cause = outcome.describe()
+        if outcome.returncode == 0:
+            cause = "exit code 0 without writing its result"
+        if any(hint in outcome.output for hint in OOM_HINTS):
+            cause = f"out of memory, {cause}"
+        message = f"trial process died ({cause}): {tail}" if tail else f"trial process died ({cause})"
+        error = ExperimentError(ErrorClass.CRASH, message)
+    return TrialResult(metrics=metrics, error=error)
+
+
 class LocalRunner(Runner):
     def __init__(self, settings: LocalRunnerSettings | None = None) -> None:
         self.settings = settings or LocalRunnerSettings()
         self.workers = self.settings.resolved_workers()
         self.python = self.settings.python or sys.executable
+        self.isolation = resolve_isolation(self.settings.isolation)
+        self._pool = None
+        if self.settings.mode == "pool":
+            from neuromosaic_runner_local.pool import WorkerPool
+
+            self._pool = WorkerPool(self)
+        logger.debug(f"local runner: mode={self.settings.mode}, isolation={self.isolation}, workers={self.workers}")
+
+    def limits(self, timeout_s: float) -> Limits:
+        s = self.settings
+        return Limits(timeout_s=timeout_s, memory_mb=s.memory_mb, cpu_seconds=s.cpu_seconds, processes=s.processes,
+                      file_size_mb=s.file_size_mb, output_mb=s.output_mb)
+
+    def prepare(self, job: TrialJob) -> tuple[Path, TrialJob]:
+        """The trial directory and the job as the sandbox sees it (weights written inside the directory)."""
+        trial_dir = Path(job.result_path).resolve().parent
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("result.json", "result.json.tmp", WEIGHTS_IN_TRIAL):
+            path = trial_dir / stale
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.exists():
+                shutil.rmtree(path)
+        inner = attrs.evolve(job, result_path=str(trial_dir / "result.json"),
+                             weights_path=str(trial_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None)
+        write_trial_file(trial_dir / "job.json", json.dumps(converter.unstructure(inner)))
+        return trial_dir, inner
 
     async def run_trial(self, job: TrialJob) -> TrialResult:
-        result_path = Path(job.result_path)
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        job_path = result_path.with_name("job.json")
-        job_path.write_text(json.dumps(converter.unstructure(job)))
-        env = {**trial_environment(), "NEUROMOSAIC_PARENT_PID": str(os.getpid())}  # the harness exits with us
-        proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "neuromosaic_core.harness", str(job_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, env=env, cwd=str(result_path.parent),
-        )
-        try:
-            output, _ = await asyncio.wait_for(proc.communicate(), timeout=job.timeout_s)
-        except TimeoutError:
-            await self._kill(proc)
-            return TrialResult.failure(ErrorClass.TIMEOUT, f"trial exceeded its {job.timeout_s:g} s limit; its processes were killed")
-        except asyncio.CancelledError:
-            await self._kill(proc)
-            raise
-        text = output.decode(errors="replace")
-        result_path.with_name("output.log").write_text(text)
-        if result_path.exists():
-            return converter.structure(json.loads(result_path.read_text()), TrialResult)
-        code = proc.returncode
-        cause = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        if code in (-signal.SIGKILL, 137):
-            cause += " (out of memory?)"
-        return TrialResult.failure(ErrorClass.CRASH, f"trial process died ({cause}): {text[-OUTPUT_TAIL:].strip()}")
+        trial_dir, inner = self.prepare(job)
+        if self._pool is not None:
+            outcome = await self._pool.run(inner, trial_dir, self.limits(job.timeout_s))
+        else:
+            argv = [self.python, "-m", "neuromosaic_core.harness", str(trial_dir / "job.json")]
+            outcome = await run_sandboxed(argv, trial_dir, self.limits(job.timeout_s), trial_environment(),
+                                          readable=[job.code_path, job.data_path], isolation=self.isolation,
+                                          gpu=job.device != "cpu")
+        return self.collect(job, trial_dir, outcome)
 
-    @staticmethod
-    async def _kill(proc: asyncio.subprocess.Process) -> None:
+    def collect(self, job: TrialJob, trial_dir: Path, outcome: Outcome) -> TrialResult:
+        """Turn what the sandbox saw and what the harness wrote into the trial's result."""
+        write_trial_file(trial_dir / "output.log", outcome.output)
+        result_path = trial_dir / "result.json"
+        weights = trial_dir / WEIGHTS_IN_TRIAL
+        finished = outcome.returncode == 0 and not outcome.timed_out and not outcome.output_exceeded
+        if not (finished and (result_path.is_symlink() or result_path.exists())):
+            if is_regular_file(weights) or weights.is_symlink():
+                weights.unlink()
+            return failure_from_outcome(outcome, job.timeout_s, self.settings.output_mb)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        await proc.wait()
+            result = converter.structure(json.loads(read_trial_file(result_path)), TrialResult)
+        except Exception as exc:  # noqa: BLE001 - the file is written by untrusted code's process
+            if not is_regular_file(result_path):
+                result_path.unlink(missing_ok=True) if result_path.is_symlink() else shutil.rmtree(result_path, True)
+            return TrialResult(metrics=usage_metrics(outcome),
+                               error=ExperimentError(ErrorClass.CRASH, f"the trial wrote an unreadable result: {type(exc).__name__}: {exc}"))
+        weights_path = None
+        if result.ok and job.weights_path and is_regular_file(weights):
+            Path(job.weights_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(job.weights_path).unlink(missing_ok=True)
+            shutil.move(str(weights), job.weights_path)
+            weights_path = job.weights_path
+        elif is_regular_file(weights) or weights.is_symlink():
+            weights.unlink()
+        metrics = {k: float(v) for k, v in result.metrics.items()}
+        metrics.update(usage_metrics(outcome))
+        return TrialResult(metrics=metrics, error=result.error, weights_path=weights_path)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def run_one(job: TrialJob, settings: LocalRunnerSettings | None = None) -> TrialResult:
+    """Run one job with a fresh runner (scripts and tests)."""
+    runner = LocalRunner(settings)
+    try:
+        return await runner.run_trial(job)
+    finally:
+        await runner.close()
+
+
+__all__ = ["LocalRunner", "failure_from_outcome", "run_one", "trial_environment", "usage_metrics"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import time
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from neuromosaic_runner_local import LocalRunnerSettings
@@ -142,8 +145,6 @@ def test_trials_do_not_inherit_credentials(monkeypatch):
 
 def test_a_model_over_the_parameter_budget_is_refused_before_training(tmp_path, data):
     over = job(tmp_path, data, NET)
-    import attrs
-
     result = run(LocalRunner().run_trial(attrs.evolve(over, max_params=10)))
     assert result.error.error_class is ErrorClass.CONSTRAINT
     assert "max_params" in result.error.message
@@ -178,3 +179,202 @@ def test_a_trial_does_not_outlive_a_killed_orchestrator(tmp_path, data):
     while time.monotonic() < deadline and any(_is_harness(p, tmp_path) for p in pids):
         time.sleep(0.5)
     assert not any(_is_harness(p, tmp_path) for p in pids), "the orphaned trial kept running"
+
+
+# -- resources, device, settings ---------------------------------------------------------------
+
+
+def test_resources_measured_from_outside_come_with_every_result(tmp_path, data):
+    good = run(LocalRunner().run_trial(job(tmp_path, data, NET)))
+    slow = run(LocalRunner().run_trial(job(tmp_path, data, SLOW, timeout=3, trial=2)))
+    for result in (good, slow):
+        m = result.metrics
+        assert m["peak_memory_mb"] > 50  # a Python with torch imported, at least
+        assert m["cpu_seconds"] > 0 and m["wall_seconds"] > 0
+    assert slow.error.error_class is ErrorClass.TIMEOUT
+    assert slow.metrics["wall_seconds"] >= 3
+
+
+def test_the_weights_are_written_inside_the_trial_directory_and_moved_where_the_job_wants_them(tmp_path, data):
+    result = run(LocalRunner().run_trial(job(tmp_path, data, NET)))
+    assert result.weights_path == str(tmp_path / "w1.pt") and Path(result.weights_path).stat().st_size > 0
+    assert not (tmp_path / "t1" / "weights.pt").exists()
+    sandboxed = json.loads((tmp_path / "t1" / "job.json").read_text())
+    assert sandboxed["weights_path"] == str((tmp_path / "t1" / "weights.pt").resolve())
+
+
+def test_the_device_setting_reaches_the_harness(tmp_path, data):
+    import torch
+
+    auto = run(LocalRunner(LocalRunnerSettings(device="auto")).run_trial(attrs.evolve(job(tmp_path, data, NET), device="auto")))
+    assert auto.ok, auto.error
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert f"trains on {expected}" in (tmp_path / "t1" / "output.log").read_text()
+    missing = torch.cuda.device_count() + 3
+    result = run(LocalRunner().run_trial(attrs.evolve(job(tmp_path, data, NET, trial=2), device=f"cuda:{missing}")))
+    assert result.error.error_class is ErrorClass.RUNTIME
+    assert f"device cuda:{missing} requested" in result.error.message
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        ({"mode": "warm"}, "runner.mode: expected one of fresh, pool, got 'warm'"),
+        ({"memory_mb": 0}, "memory_mb must be a positive integer or null (no limit), got 0"),
+        ({"device": "gpu"}, "device must be auto, cpu or cuda:N"),
+        ({"isolation": "chroot"}, "runner.isolation: expected one of auto, bubblewrap, process-group"),
+        ({"processes": "many"}, "runner.processes: expected an integer, got 'many'"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(node, expected):
+    from neuromosaic_core.errors import ConfigError
+    from neuromosaic_core.settings import structure_settings
+
+    with pytest.raises(ConfigError) as info:
+        structure_settings(node, LocalRunnerSettings, "runner")
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_requiring_bubblewrap_where_it_is_missing_is_a_config_error(monkeypatch):
+    import neuromosaic_core.sandbox as sandbox
+    from neuromosaic_core.errors import ConfigError
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="needs bwrap"):
+        LocalRunner(LocalRunnerSettings(isolation="bubblewrap"))
+    assert LocalRunner(LocalRunnerSettings(isolation="auto")).isolation == "process-group"
+
+
+def test_the_process_group_fallback_still_runs_trials_and_kills_timeouts(tmp_path, data):
+    runner = LocalRunner(LocalRunnerSettings(isolation="process-group"))
+    assert run(runner.run_trial(job(tmp_path, data, NET))).ok
+    slow = run(runner.run_trial(job(tmp_path, data, SLOW, timeout=3, trial=2)))
+    assert slow.error.error_class is ErrorClass.TIMEOUT
+
+
+# -- the warm pool ---------------------------------------------------------------------------------
+
+
+def test_the_pool_trains_like_a_fresh_process_and_reuses_its_worker(tmp_path, data):
+    async def scenario():
+        fresh = await LocalRunner().run_trial(job(tmp_path, data, NET, trial=1))
+        runner = LocalRunner(LocalRunnerSettings(mode="pool", workers=1))
+        try:
+            pooled = [await runner.run_trial(job(tmp_path, data, NET, trial=n)) for n in (2, 3)]
+            return fresh, pooled, runner._pool.started
+        finally:
+            await runner.close()
+
+    fresh, pooled, started = run(scenario())
+    for result in pooled:
+        assert result.ok, result.error
+        assert result.metrics["test_accuracy"] == pytest.approx(fresh.metrics["test_accuracy"])  # same seed, same harness
+        assert result.metrics["params"] == fresh.metrics["params"]
+        assert Path(result.weights_path).is_file() and result.metrics["peak_memory_mb"] > 0
+    assert started == 1
+    assert (tmp_path / "t3" / "output.log").read_text().count("trains on") == 1
+
+
+def test_a_pool_worker_that_dies_is_replaced(tmp_path, data):
+    import psutil
+
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(mode="pool", workers=1))
+        try:
+            first = await runner.run_trial(job(tmp_path, data, NET, trial=1))
+            worker = runner._pool.idle[0]
+            for proc in worker.tree():
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            await asyncio.sleep(0.5)
+            second = await runner.run_trial(job(tmp_path, data, NET, trial=2))
+            third = await runner.run_trial(job(tmp_path, data, NET, trial=3))
+            assert runner._pool.replaced == 1 and runner._pool.started == 2
+            return first, second, third
+        finally:
+            await runner.close()
+
+    first, second, third = run(scenario())
+    assert first.ok and second.ok and third.ok, (first.error, second.error, third.error)
+
+
+def test_cancelling_a_pooled_trial_kills_its_worker(tmp_path, data):
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(mode="pool", workers=1))
+        task = asyncio.create_task(runner.run_trial(job(tmp_path, data, SLOW, timeout=300)))
+        for _ in range(600):
+            await asyncio.sleep(0.1)
+            if runner._pool.busy:
+                break
+        await asyncio.sleep(2)
+        pids = [p.pid for w in runner._pool.busy for p in w.tree()]
+        assert pids
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await runner.close()
+        return pids
+
+    pids = run(scenario())
+
+    def alive() -> list[int]:
+        return [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text().split()[2]]
+
+    deadline = time.monotonic() + 30  # a killed process with torch mapped takes a moment to go
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive() == []
+
+
+@pytest.mark.parametrize("isolation", ["auto", "process-group"])
+def test_pool_workers_and_their_trials_do_not_outlive_a_killed_orchestrator(tmp_path, data, isolation):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from neuromosaic_core.model import converter
+
+    slow = job(tmp_path, data, SLOW, timeout=300)
+    script = (
+        "import asyncio, json, sys\n"
+        "from neuromosaic_core.interfaces import TrialJob\n"
+        "from neuromosaic_core.model import converter\n"
+        "from neuromosaic_runner_local import LocalRunnerSettings\n"
+        "from neuromosaic_runner_local.runner import LocalRunner\n"
+        "job = converter.structure(json.loads(sys.argv[1]), TrialJob)\n"
+        f"asyncio.run(LocalRunner(LocalRunnerSettings(mode='pool', isolation={isolation!r})).run_trial(job))\n"
+    )
+    scratch = tmp_path / "scratch"  # the pool's directories: a killed orchestrator cannot remove them
+    scratch.mkdir()
+    orchestrator = subprocess.Popen([sys.executable, "-c", script, json.dumps(converter.unstructure(slow))],
+                                    env={**os.environ, "TMPDIR": str(scratch)})
+    parent = psutil.Process(orchestrator.pid)
+    deadline = time.monotonic() + 120
+    tree: list = []
+    while time.monotonic() < deadline:  # the worker, and under it the trial's child, have started
+        tree = parent.children(recursive=True)
+        with contextlib.suppress(psutil.Error):
+            if any("neuromosaic_runner_local.worker" in " ".join(p.cmdline()) and p.children() for p in tree):
+                break
+        time.sleep(0.5)
+    assert tree, "the pool worker should have started"
+    time.sleep(1)
+    tree = parent.children(recursive=True)
+    orchestrator.send_signal(signal.SIGKILL)
+    orchestrator.wait()
+
+    def alive() -> list:
+        found = []
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        return found
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive() == [], "processes of the pool outlived the orchestrator"

@@ -1,0 +1,486 @@
+"""Run an untrusted command in a sandbox: the shared isolation layer of the ``local`` and ``ray`` runners.
+
+:func:`run_sandboxed` (async) and :func:`run_sandboxed_sync` run ``argv`` with ``workdir`` as its
+working directory and return an :class:`Outcome`; they never raise for the command's own failure.
+
+With bubblewrap (``bwrap``, Debian package ``bubblewrap``) the command runs in new mount, PID,
+network, IPC and UTS namespaces:
+
+- the root file system is mounted read-only; ``workdir`` is the only writable place on disk, plus a
+  private ``/tmp`` (a tmpfs of ``Limits.tmp_mb``);
+- home directories (``/root``, ``/home``, ``$HOME``), ``/run`` and ``/tmp`` are replaced by empty
+  directories, so the orchestrator's files, sockets and credentials there are out of reach; what the
+  command needs from them (the Python install, ``readable`` files such as the trial's code and
+  data) is mounted back read-only;
+- the network is loopback only; the process IDs are private (``kill -1`` reaches only the sandbox);
+- ``/dev`` is minimal, plus the NVIDIA device nodes when ``gpu`` (CUDA trials);
+- the command runs as an unprivileged user (uid/gid 65534, ``nobody``) with no capabilities and
+  ``no_new_privs``, even when the caller is root: as root the sandbox is entered as root and the
+  user is switched with ``setpriv`` (so process limits and file permissions bind), ``workdir`` is
+  handed to that uid for the run and back to the caller afterwards; a non-root caller uses a user
+  namespace;
+- when the caller dies, bwrap and everything in the sandbox die with it (``--die-with-parent``).
+
+Without bubblewrap it falls back to a new session (its own process group) plus the same rlimits,
+logs a warning once and says so in ``Outcome.isolation`` (``"process-group"``).
+
+In both modes the rlimits of :class:`Limits` apply to every process of the command (address
+space, CPU time, processes, file size; no core dumps); the wall-clock ``timeout_s``, a flood of
+output beyond ``Limits.output_mb``, or cancelling the coroutine kill the whole process tree. psutil
+samples the tree for the peak resident memory (summed) and CPU seconds; the kernel's accounting of
+reaped children (``wait4``) backs the CPU figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess  # nosec B404 - running a command in a sandbox is this module's purpose
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from neuromosaic_core.errors import ConfigError
+
+SANDBOX_UID = 65534
+#: Directories replaced by empty ones inside the sandbox (what is needed is mounted back read-only).
+HIDDEN = ("/root", "/home", "/run", "/var/tmp")  # noqa: S108  # nosec B108 - paths hidden from the trial, never used
+#: The sandbox's private tmpfs (empty, sized by ``Limits.tmp_mb``), also its HOME and TMPDIR.
+PRIVATE_TMP = "/tmp"  # noqa: S108  # nosec B108 - a fresh tmpfs inside the sandbox, not the host's /tmp
+#: Bytes of output kept (the tail): a flood of output must not exhaust the caller's memory.
+OUTPUT_KEPT = 64 * 1024
+SAMPLE_INTERVAL_S = 0.05
+
+_warned = False
+
+
+@attrs.frozen
+class Limits:
+    """Per-run limits. ``None`` means unlimited.
+
+    ``memory_mb`` is the address-space limit (RLIMIT_AS) of each process: torch maps ~650 MB of
+    virtual memory on import, so leave room. ``processes`` (RLIMIT_NPROC) counts every process and
+    thread of the sandbox uid. ``output_mb``: more stdout+stderr than this kills the command.
+    ``tmp_mb``: size of the private ``/tmp``.
+    """
+
+    timeout_s: float
+    memory_mb: int | None = 4096
+    cpu_seconds: int | None = None
+    processes: int | None = 64
+    file_size_mb: int | None = 512
+    output_mb: int | None = 16
+    tmp_mb: int = 64
+
+
+@attrs.frozen
+class Outcome:
+    """How the command ended. ``returncode`` is negative for a signal (``-9``: killed), None when
+    unknown. ``output`` is the tail of stdout+stderr (at most :data:`OUTPUT_KEPT` bytes, decoded)."""
+
+    returncode: int | None
+    output: str
+    timed_out: bool
+    peak_memory_mb: float
+    cpu_seconds: float
+    wall_seconds: float
+    isolation: str
+    output_exceeded: bool = False
+    output_bytes: int = 0
+
+    def describe(self) -> str:
+        """A short cause in words: ``timeout``, ``too much output``, ``killed by signal 11 (SIGSEGV)``, ..."""
+        if self.timed_out:
+            return "timeout"
+        if self.output_exceeded:
+            return f"too much output ({self.output_bytes / (1 << 20):.0f} MB before it was stopped)"
+        code = self.returncode
+        if code is None:
+            return "unknown exit status"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown signal"
+            cause = f"killed by signal {-code} ({name})"
+            if -code == signal.SIGKILL:
+                cause += ", out of memory?"
+            elif -code == signal.SIGXCPU:
+                cause += ", CPU time limit"
+            elif -code == signal.SIGXFSZ:
+                cause += ", file size limit"
+            return cause
+        return f"exit code {code}"
+
+
+def bubblewrap_available() -> bool:
+    """bwrap is installed and can create the namespaces here (and setpriv too when we are root)."""
+    return _bwrap_path() is not None
+
+
+def _bwrap_path() -> str | None:
+    path = shutil.which("bwrap")
+    if path is None or (os.geteuid() == 0 and shutil.which("setpriv") is None):
+        return None
+    return path
+
+
+def python_paths(executable: str | None = None) -> list[str]:
+    """What a Python needs to read: its prefixes, its executable and its import path."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    if executable:
+        paths.add(os.path.realpath(executable))
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+def _under(path: str, roots: Iterable[str]) -> str | None:
+    for root in roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
+
+
+def gpu_devices() -> list[str]:
+    """The NVIDIA device nodes of this machine (``/dev/nvidia0``, ``/dev/nvidiactl``, ``/dev/nvidia-uvm``, ...)."""
+    return sorted(glob.glob("/dev/nvidia*"))
+
+
+def bwrap_argv(argv: Sequence[str], workdir: Path, limits: Limits, readable: Iterable[str] = (),
+               gpu: bool = True) -> list[str]:
+    """The full command line that runs ``argv`` inside bubblewrap (see the module docstring).
+    ``gpu``: pass the NVIDIA device nodes through (bubblewrap's ``/dev`` has none otherwise)."""
+    bwrap = _bwrap_path() or "bwrap"
+    workdir_s = str(workdir)
+    home = os.environ.get("HOME", "")
+    hidden = [h for h in dict.fromkeys((*HIDDEN, home, PRIVATE_TMP)) if h and h != "/" and os.path.isdir(h)]
+    cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    if gpu:
+        for device in gpu_devices():
+            cmd += ["--dev-bind", device, device]
+    for h in hidden:
+        if h == PRIVATE_TMP:
+            cmd += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", PRIVATE_TMP]
+        elif not any(_under(h, [o]) for o in hidden if o != h):
+            cmd += ["--perms", "0755", "--tmpfs", h]
+    made: set[str] = set()
+
+    def parents(path: str) -> list[str]:
+        root = _under(path, hidden)
+        if root is None:
+            return []
+        out, p = [], os.path.dirname(path)
+        while p != root and p not in made and _under(p, [root]):
+            out.append(p)
+            p = os.path.dirname(p)
+        made.update(out)
+        return [a for d in reversed(out) for a in ("--perms", "0755", "--dir", d)]
+
+    exposed = sorted({os.path.abspath(p) for p in (*python_paths(argv[0] if argv and os.path.isabs(argv[0]) else None), *readable)})
+    for path in exposed:
+        if _under(path, hidden) and path not in hidden and os.path.exists(path) and path != workdir_s and not _under(path, [workdir_s]):
+            cmd += [*parents(path), "--ro-bind", path, path]
+    if argv and os.path.isabs(argv[0]) and os.path.islink(argv[0]):  # e.g. a venv's python -> the base install
+        target = os.path.realpath(argv[0])
+        if _under(target, hidden):
+            cmd += [*parents(target), "--ro-bind", target, target]
+    cmd += [*parents(workdir_s), "--bind", workdir_s, workdir_s]
+    cmd += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
+            "--die-with-parent", "--new-session", "--chdir", workdir_s]
+    if os.geteuid() == 0:
+        cmd += ["--", "setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--", *argv]
+    else:
+        # The process limit is set inside the new user namespace, where it counts the sandbox's own
+        # processes; set on bwrap it would count every process of the calling user.
+        nproc = ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"] if limits.processes and shutil.which("prlimit") else []
+        cmd += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", "--", *nproc, *argv]
+    return cmd
+
+
+def _set_limits(limits: Limits) -> None:  # pragma: no cover - runs in the child before exec
+    def cap(kind: int, value: int | None) -> None:
+        if value is not None:
+            resource.setrlimit(kind, (value, value))
+
+    cap(resource.RLIMIT_AS, None if limits.memory_mb is None else limits.memory_mb << 20)
+    if limits.cpu_seconds is not None:
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    if os.geteuid() == 0:  # binds the sandbox uid after setpriv; a normal user's limit is set inside (bwrap_argv)
+        cap(resource.RLIMIT_NPROC, limits.processes)
+    cap(resource.RLIMIT_FSIZE, None if limits.file_size_mb is None else limits.file_size_mb << 20)
+    cap(resource.RLIMIT_CORE, 0)
+
+
+def _warn_fallback_once() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        try:
+            from loguru import logger
+
+            logger.warning("bubblewrap (bwrap) not found: trials run in a process group with rlimits only, "
+                           "without file-system, network or user isolation (install the 'bubblewrap' package)")
+        except ImportError:  # pragma: no cover
+            print("warning: bubblewrap not found; trials are not isolated", file=sys.stderr)
+
+
+class _Monitor:
+    """psutil samples of a process tree: the peak of the summed RSS and the CPU seconds seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss = 0
+        self.cpu: dict[tuple[int, float], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"sandbox-monitor-{pid}", daemon=True)
+        self.thread.start()
+
+    def tree(self) -> list:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def sample(self) -> None:
+        import psutil
+
+        rss = 0
+        for proc in self.tree():
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    t = proc.cpu_times()
+                    self.cpu[(proc.pid, proc.create_time())] = t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                continue
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            self.stop.wait(SAMPLE_INTERVAL_S)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class _OutputTail:
+    """Reads a pipe to its end keeping only the tail; counts the bytes; stops when told."""
+
+    def __init__(self, fd: int, limit_bytes: int | None, on_exceeded: Callable[[], None]) -> None:
+        self.fd = fd
+        self.limit = limit_bytes
+        self.on_exceeded = on_exceeded
+        self.exceeded = False
+        self.buf = bytearray()
+        self.total = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sandbox-output", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if not ready:
+                if self.stop.is_set():
+                    return
+                continue
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return
+            self.total += len(chunk)
+            self.buf += chunk
+            if len(self.buf) > 2 * OUTPUT_KEPT:
+                del self.buf[: len(self.buf) - OUTPUT_KEPT]
+            if self.limit is not None and self.total > self.limit and not self.exceeded:
+                self.exceeded = True
+                self.on_exceeded()
+
+    def finish(self, grace_s: float = 1.0) -> str:
+        self.thread.join(grace_s)
+        self.stop.set()
+        self.thread.join()
+        os.close(self.fd)
+        return bytes(self.buf[-OUTPUT_KEPT:]).decode(errors="replace")
+
+
+def _kill_tree(pid: int, monitor: _Monitor) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    import psutil
+
+    for proc in monitor.tree():
+        with contextlib.suppress(psutil.Error):
+            proc.kill()  # gone already is fine
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                os.lchown(os.path.join(root, name), uid, gid)
+            except OSError:
+                pass
+
+
+class SandboxUnavailable(ConfigError):
+    """``isolation="bubblewrap"`` was asked for where bubblewrap cannot run."""
+
+
+def resolve_isolation(isolation: str = "auto") -> str:
+    """``auto``, ``bubblewrap`` or ``process-group`` to what will be used; raises
+    :class:`SandboxUnavailable` when ``bubblewrap`` is required and missing."""
+    if isolation not in ("auto", "bubblewrap", "process-group"):
+        raise ValueError(f"isolation must be auto, bubblewrap or process-group, got {isolation!r}")
+    if isolation == "process-group":
+        return isolation
+    if _bwrap_path():
+        return "bubblewrap"
+    if isolation == "bubblewrap":
+        need = "bwrap and setpriv" if os.geteuid() == 0 else "bwrap"
+        raise SandboxUnavailable(f"runner.isolation=bubblewrap needs {need} on PATH "
+                                 "(Debian: apt-get install bubblewrap), or choose runner.isolation=auto")
+    return "process-group"
+
+
+async def run_sandboxed(argv: list[str], workdir: Path, limits: Limits, env: Mapping[str, str],
+                        readable: Iterable[str] = (), stdin: int | None = None, isolation: str = "auto",
+                        gpu: bool = True) -> Outcome:
+    """Run ``argv`` sandboxed in ``workdir`` (created if missing) under ``limits``; see the module
+    docstring. ``readable``: files or directories the command must read that may lie in a hidden
+    directory (its code and data). ``isolation``: ``auto`` (bubblewrap where available),
+    ``bubblewrap`` (required: :class:`SandboxUnavailable` otherwise) or ``process-group``.
+    ``gpu``: let the command use this machine's NVIDIA GPUs (their device nodes).
+    Cancelling the coroutine kills everything and re-raises."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(env)
+    bwrap = resolve_isolation(isolation) == "bubblewrap"
+    if bwrap:
+        isolation = "bubblewrap"
+        full = bwrap_argv(argv, workdir, limits, readable, gpu=gpu)
+        env.pop("NEUROMOSAIC_PARENT_PID", None)  # the PID namespace dies with us; inside, the parent is bwrap
+        env.update(HOME=PRIVATE_TMP, TMPDIR=PRIVATE_TMP)
+        if os.geteuid() == 0:
+            _chown_tree(workdir, SANDBOX_UID, SANDBOX_UID)
+    else:
+        if isolation == "auto":
+            _warn_fallback_once()
+        isolation = "process-group"
+        full = list(argv)
+        env["NEUROMOSAIC_PARENT_PID"] = str(os.getpid())  # the harness's watchdog: exit when we die
+    start = time.monotonic()
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(  # noqa: S603  # nosec B603 - a fixed argv; the untrusted part is sandboxed
+            full, stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+            cwd=str(workdir), env=env, start_new_session=True, close_fds=True,
+            preexec_fn=lambda: _set_limits(limits),  # noqa: PLW1509
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        if bwrap and os.geteuid() == 0:
+            _chown_tree(workdir, os.getuid(), os.getgid())
+        return Outcome(127, f"cannot start {full[0]}: {exc}", False, 0.0, 0.0, 0.0, isolation)
+    os.close(write_fd)
+    loop = asyncio.get_running_loop()
+    exceeded: asyncio.Future[None] = loop.create_future()
+
+    def on_exceeded() -> None:
+        loop.call_soon_threadsafe(lambda: exceeded.done() or exceeded.set_result(None))
+
+    monitor = _Monitor(proc.pid)
+    tail = _OutputTail(read_fd, None if limits.output_mb is None else limits.output_mb << 20, on_exceeded)
+    waited = in_thread(os.wait4, proc.pid, 0)
+    timed_out = False
+
+    def release() -> None:
+        monitor.finish()
+        if not exceeded.done():
+            exceeded.cancel()
+        if bwrap and os.geteuid() == 0:
+            _chown_tree(workdir, os.getuid(), os.getgid())
+
+    try:
+        done, _ = await asyncio.wait({waited, exceeded}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if waited not in done:
+            timed_out = exceeded not in done
+            monitor.sample()
+            _kill_tree(proc.pid, monitor)
+        _, status, usage = await asyncio.shield(waited)
+    except asyncio.CancelledError:
+        _kill_tree(proc.pid, monitor)
+        await asyncio.wait({waited})
+        proc.returncode = -signal.SIGKILL
+        tail.finish(0)
+        release()
+        raise
+    wall = time.monotonic() - start
+    returncode = os.waitstatus_to_exitcode(status)
+    if bwrap and 128 < returncode < 128 + 65:
+        returncode = 128 - returncode  # bwrap reports a command killed by signal N as exit code 128+N
+    proc.returncode = returncode
+    monitor.sample()
+    _kill_tree(proc.pid, monitor)  # stragglers of the process group (in the fallback mode)
+    output = tail.finish()
+    release()
+    cpu = max(usage.ru_utime + usage.ru_stime, sum(monitor.cpu.values()))
+    peak = max(monitor.peak_rss, usage.ru_maxrss * 1024) / (1 << 20)
+    return Outcome(returncode, output, timed_out, round(peak, 1), round(cpu, 3), round(wall, 3), isolation,
+                   output_exceeded=tail.exceeded and not timed_out, output_bytes=tail.total)
+
+
+def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    """``fn(*args, **kwargs)`` in a thread of its own, as a future of the running loop. For calls
+    that block as long as a trial runs (waiting for its exit, following its output): in the
+    default executor (``asyncio.to_thread``, a few threads) a handful of trials would hold every
+    thread and the short calls of the other trials would queue behind them."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value, error = fn(*args, **kwargs), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+            value, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, value, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name=f"in-thread-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return future
+
+
+def run_sandboxed_sync(argv: list[str], workdir: Path, limits: Limits, env: Mapping[str, str],
+                       readable: Iterable[str] = (), isolation: str = "auto", gpu: bool = True) -> Outcome:
+    """:func:`run_sandboxed` for synchronous callers (Ray tasks, scripts)."""
+    return asyncio.run(run_sandboxed(argv, workdir, limits, env, readable, isolation=isolation, gpu=gpu))

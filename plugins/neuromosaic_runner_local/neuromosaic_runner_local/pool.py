@@ -1,0 +1,251 @@
+"""``mode=pool``: warm sandboxed fork-server workers (see :mod:`neuromosaic_runner_local.worker`).
+
+Each worker is one sandbox (the same bubblewrap sandbox and rlimits as a fresh trial) around a
+Python that imported torch once. Its only writable directory is a private pool directory; per
+trial the runner copies the code into a new job directory there, the worker forks a child that
+runs the harness in it, and the runner moves the result and the weights into the trial's directory
+and deletes the job directory. A worker that dies, does not answer within the trial's timeout
+(plus a grace period), had a trial leave processes behind, or needs another data file is killed
+and replaced (without bubblewrap also after a trial's timeout or flood of output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from loguru import logger
+
+from neuromosaic_core.interfaces import TrialJob
+from neuromosaic_core.model import converter
+from neuromosaic_core.sandbox import SANDBOX_UID, Limits, Outcome, _chown_tree, _set_limits, bwrap_argv
+
+if TYPE_CHECKING:
+    from neuromosaic_runner_local.runner import LocalRunner
+
+#: Seconds a worker may take beyond a trial's timeout to answer before it is killed.
+GRACE_S = 10.0
+#: Seconds a new worker may take to import torch and say it is ready.
+START_TIMEOUT_S = 120.0
+_ids = itertools.count(1)
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class _Worker:
+    def __init__(self, runner: LocalRunner, data_path: str) -> None:
+        self.runner = runner
+        self.data_path = data_path
+        self.dir = Path(tempfile.mkdtemp(prefix="neuromosaic-pool-")).resolve()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.dirty = False
+        self.jobs = 0
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.runner.isolation == "bubblewrap"
+
+    async def start(self) -> None:
+        from neuromosaic_runner_local.runner import trial_environment
+
+        limits = attrs.evolve(self.runner.limits(START_TIMEOUT_S), cpu_seconds=None)
+        argv = [self.runner.python, "-m", "neuromosaic_runner_local.worker"]
+        env = trial_environment()
+        if self.sandboxed:
+            argv = bwrap_argv(argv, self.dir, limits, readable=[self.data_path], gpu=self.runner.settings.device != "cpu")
+            env.update(HOME="/tmp", TMPDIR="/tmp", NEUROMOSAIC_POOL_NAMESPACE="1")  # noqa: S108 - the sandbox's own tmpfs
+            if os.geteuid() == 0:
+                os.chown(self.dir, SANDBOX_UID, SANDBOX_UID)
+        else:
+            env["NEUROMOSAIC_POOL_PARENT"] = str(os.getpid())  # no namespace dies with us: the worker watches
+        self.stderr = open(self.dir.with_name(self.dir.name + ".log"), "wb")  # noqa: SIM115 - lives with the worker
+        self.proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=self.stderr,
+            cwd=str(self.dir), env=env, start_new_session=True, limit=1 << 20,
+            preexec_fn=lambda: _set_limits(limits),  # noqa: PLW1509
+        )
+        line = await self._read(START_TIMEOUT_S)
+        if not line.get("ready"):
+            raise WorkerDied(f"the pool worker did not start: {line}")
+
+    async def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise WorkerDied(f"the pool worker did not answer within {timeout:g} s") from None
+        if not raw:
+            self.stderr.flush()
+            log = Path(self.stderr.name).read_text(errors="replace")[-1000:]
+            raise WorkerDied(f"the pool worker died (exit status {await self._exit_status()}){': ' + log if log else ''}")
+        return json.loads(raw)
+
+    async def _exit_status(self) -> int | None:
+        assert self.proc is not None
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(self.proc.wait(), 2)
+        return None
+
+    def tree(self) -> list[Any]:
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)  # type: ignore[union-attr]
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    async def run(self, job: TrialJob, trial_dir: Path, limits: Limits) -> Outcome:
+        import psutil
+
+        from neuromosaic_runner_local.runner import is_regular_file
+
+        job_dir = self.dir / f"job-{next(_ids)}-{uuid.uuid4().hex[:8]}"
+        job_dir.mkdir()
+        code = job_dir / "code.py"
+        shutil.copyfile(job.code_path, code) if job.code_path else code.write_text("")
+        inner = attrs.evolve(job, code_path=str(code) if job.code_path else "", result_path=str(job_dir / "result.json"),
+                             weights_path=str(job_dir / "weights.pt") if job.weights_path else None)
+        (job_dir / "job.json").write_text(json.dumps(converter.unstructure(inner)))
+        if self.sandboxed and os.geteuid() == 0:
+            _chown_tree(job_dir, SANDBOX_UID, SANDBOX_UID)
+        baseline = {p.pid for p in self.tree()}
+        peak = 0
+        start = time.monotonic()
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                rss = 0
+                for proc in self.tree():
+                    if proc.pid not in baseline:
+                        with contextlib.suppress(psutil.Error):
+                            rss += proc.memory_info().rss
+                peak = max(peak, rss)
+                await asyncio.sleep(0.05)
+
+        request = {"job": str(job_dir / "job.json"), "timeout": limits.timeout_s, "cpu_seconds": limits.cpu_seconds,
+                   "output_limit": None if limits.output_mb is None else limits.output_mb << 20}
+        sampler = asyncio.create_task(sample())
+        self.jobs += 1
+        try:
+            assert self.proc is not None and self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            await self.proc.stdin.drain()
+            reply = await self._read(limits.timeout_s + GRACE_S)
+        except (WorkerDied, ConnectionError, BrokenPipeError) as exc:
+            self.dirty = True
+            status = self.proc.returncode if self.proc is not None else None
+            if status is not None and self.sandboxed and 128 < status < 128 + 65:
+                status = 128 - status  # bwrap reports a command killed by signal N as 128+N
+            return Outcome(status if status else None, str(exc), False, round(peak / (1 << 20), 1), 0.0,
+                           round(time.monotonic() - start, 3), self.runner.isolation)
+        finally:
+            sampler.cancel()
+            for name in ("result.json", "weights.pt"):
+                if is_regular_file(job_dir / name):  # never a link the trial planted
+                    shutil.move(str(job_dir / name), str(trial_dir / name))
+                    with contextlib.suppress(OSError):
+                        os.chown(trial_dir / name, os.getuid(), os.getgid())
+            shutil.rmtree(job_dir, ignore_errors=True)
+        if "error" in reply:
+            self.dirty = True
+            return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.runner.isolation)
+        if reply.get("strays"):
+            logger.warning(f"trial {job.trial_id} left {reply['strays']} process(es) behind; replacing its pool worker")
+            self.dirty = True
+        if (reply.get("timed_out") or reply.get("output_exceeded")) and not self.sandboxed:
+            self.dirty = True  # without a PID namespace the worker cannot tell whether all of the trial is gone
+        peak_mb = max(peak / (1 << 20), float(reply.get("max_rss_mb", 0.0)))
+        return Outcome(reply["returncode"], reply["output"], bool(reply["timed_out"]), round(peak_mb, 1),
+                       round(float(reply["cpu_seconds"]), 3), round(float(reply["wall_seconds"]), 3), self.runner.isolation,
+                       output_exceeded=bool(reply["output_exceeded"]), output_bytes=int(reply["output_bytes"]))
+
+    async def stop(self) -> None:
+        import psutil
+
+        if self.proc is not None:
+            tree = self.tree()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            for proc in tree:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            await self.proc.wait()
+            # Until they are gone they count against the sandbox uid's process limit, which the
+            # next worker needs: wait for the namespace to be torn down.
+            await asyncio.to_thread(psutil.wait_procs, tree, 10)
+        with contextlib.suppress(Exception):
+            self.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.with_name(self.dir.name + ".log").unlink(missing_ok=True)
+
+
+class WorkerPool:
+    """Up to ``runner.workers`` warm workers, started on demand and replaced when they misbehave."""
+
+    def __init__(self, runner: LocalRunner) -> None:
+        self.runner = runner
+        self.idle: list[_Worker] = []
+        self.busy: set[_Worker] = set()
+        self.started = 0
+        self.replaced = 0
+
+    async def _acquire(self, data_path: str) -> _Worker:
+        for worker in [w for w in self.idle if w.proc is None or w.proc.returncode is not None]:
+            self.idle.remove(worker)  # died while idle
+            self.replaced += 1
+            await worker.stop()
+        for worker in self.idle:
+            if worker.data_path == data_path:
+                self.idle.remove(worker)
+                return worker
+        if self.idle:  # a worker for another data file: replace the oldest
+            await self.idle.pop(0).stop()
+        worker = _Worker(self.runner, data_path)
+        try:
+            await worker.start()
+        except BaseException:
+            await worker.stop()
+            raise
+        self.started += 1
+        return worker
+
+    async def run(self, job: TrialJob, trial_dir: Path, limits: Limits) -> Outcome:
+        try:
+            worker = await self._acquire(job.data_path)
+        except WorkerDied as exc:
+            return Outcome(None, str(exc), False, 0.0, 0.0, 0.0, self.runner.isolation)
+        self.busy.add(worker)
+        try:
+            outcome = await worker.run(job, trial_dir, limits)
+        except BaseException:
+            self.busy.discard(worker)
+            await worker.stop()
+            raise
+        self.busy.discard(worker)
+        if worker.dirty or (worker.proc is not None and worker.proc.returncode is not None):
+            self.replaced += 1
+            await worker.stop()
+        else:
+            self.idle.append(worker)
+        return outcome
+
+    async def close(self) -> None:
+        for worker in [*self.idle, *self.busy]:
+            await worker.stop()
+        self.idle.clear()
+        self.busy.clear()

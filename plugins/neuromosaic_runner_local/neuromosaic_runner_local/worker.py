@@ -1,0 +1,213 @@
+"""A warm pool worker, run inside the sandbox: ``python -m neuromosaic_runner_local.worker``.
+
+It imports torch and the harness once, then serves jobs read from stdin, one JSON line each
+(``{"job": PATH, "timeout": S, "cpu_seconds": N|null, "output_limit": BYTES|null}``), and
+answers each with one JSON line on stdout. Per job it forks a fresh child, so one trial's code
+cannot poison the next: the child starts a session of its own, gets the job's directory as its
+working directory, its output on a pipe (never the control channel: every other descriptor is
+closed), its own CPU-time limit, and runs the harness. The worker enforces the timeout and the
+output cap (the child's session is killed), reaps the child (``wait4``: its CPU time), and inside
+a PID namespace kills any process the trial left behind (reported as ``strays``: the runner then
+replaces the worker). The worker makes itself non-dumpable so a child of the same uid cannot
+ptrace it or write its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+OUTPUT_KEPT = 64 * 1024
+
+
+def _prctl(option: int, value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except Exception:  # noqa: BLE001,S110 - best effort: the sandbox still contains the trial
+        pass
+
+
+def _undumpable() -> None:
+    _prctl(4, 0)  # PR_SET_DUMPABLE: no ptrace, no /proc/<pid>/mem for processes of the same uid
+
+
+def _die_with_parent(parent: int) -> None:
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: without a PID namespace, nothing else would stop us
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child(job_path: str, out_fd: int, cpu_seconds: int | None) -> None:  # pragma: no cover - forked child
+    code = 1
+    try:
+        parent = os.getppid()
+        os.setsid()
+        _die_with_parent(parent)  # the worker killed (or the orchestrator, in turn): so is the trial
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(out_fd, 2)
+        os.closerange(3, 1 << 16)
+        if cpu_seconds is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        os.chdir(os.path.dirname(job_path))
+        from neuromosaic_core.harness.__main__ import main
+
+        code = main([job_path])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported through the exit code and the output
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _others() -> list[int]:
+    me = os.getpid()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+
+
+def _strays() -> int:
+    """Kill every other process in this PID namespace but its init, wait until they are gone (they
+    count against the process limit), and return how many there were."""
+    others = _others()
+    deadline = time.monotonic() + 10
+    while _others() and time.monotonic() < deadline:
+        try:
+            os.kill(-1, signal.SIGKILL)  # in our PID namespace, as an unprivileged uid: only our own
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(-1, os.WNOHANG)  # our own children; bwrap's init reaps the rest
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+    return len(others)
+
+
+def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        _child(request["job"], write_fd, request.get("cpu_seconds"))
+    os.close(write_fd)
+    timeout = float(request["timeout"])
+    limit = request.get("output_limit")
+    buf, total, timed_out, exceeded = bytearray(), 0, False, False
+    deadline = start + timeout
+    reaped: tuple[int, Any] | None = None  # (status, rusage) once the child has exited
+    eof = False
+    drain_until = 0.0
+    while True:
+        if reaped is None:
+            wpid, status, usage = os.wait4(pid, os.WNOHANG)
+            if wpid == pid:
+                reaped = (status, usage)
+                drain_until = time.monotonic() + 0.5
+            elif eof:
+                time.sleep(0.01)
+        # Once the child is gone, only what is already in the pipe is read: processes it left
+        # behind may hold the pipe open for ever.
+        wait = 0.0 if reaped is not None else min(max(deadline - time.monotonic(), 0.0), 0.1)
+        ready, _, _ = select.select([read_fd], [], [], wait) if not eof else ([], [], [])
+        if ready:
+            chunk = os.read(read_fd, 1 << 16)
+            eof = not chunk
+            total += len(chunk)
+            buf += chunk
+            if len(buf) > 2 * OUTPUT_KEPT:
+                del buf[: len(buf) - OUTPUT_KEPT]
+            if limit is not None and total > limit:
+                exceeded = True
+                break
+            if reaped is None or time.monotonic() < drain_until:
+                continue
+        if reaped is not None:
+            break
+        if time.monotonic() >= deadline:
+            timed_out = True
+            break
+    if reaped is None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _, status, usage = os.wait4(pid, 0)
+    else:
+        status, usage = reaped
+    try:
+        os.killpg(pid, signal.SIGKILL)  # whatever the trial started in its session
+    except (ProcessLookupError, PermissionError):
+        pass
+    os.close(read_fd)
+    strays = _strays() if in_namespace else 0
+    return {
+        "returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "output_exceeded": exceeded,
+        "output": bytes(buf[-OUTPUT_KEPT:]).decode(errors="replace"), "output_bytes": total,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024,
+        "wall_seconds": time.monotonic() - start, "strays": strays,
+    }
+
+
+def _warm_up(torch: Any, flop_counter: Any) -> None:
+    """Pay the first-use costs every trial would pay (the FLOP counter's set-up: ~1 s) once, here."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with flop_counter(display=False), torch.no_grad():
+        model(torch.zeros(1, 4))
+    optimizer = torch.optim.AdamW(model.parameters())
+    loss = torch.nn.functional.cross_entropy(model(torch.zeros(2, 4)), torch.zeros(2, dtype=torch.long))
+    loss.backward()
+    optimizer.step()
+
+
+def main() -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import numpy  # noqa: F401 - warm imports: what every trial needs
+    import torch
+    import torch.nn.functional  # noqa: F401
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
+
+    import neuromosaic_core.harness.__main__  # noqa: F401
+    import neuromosaic_core.harness.training  # noqa: F401
+
+    torch.set_num_threads(1)
+    parent = int(os.environ.get("NEUROMOSAIC_POOL_PARENT", "0"))
+    if parent:
+        _die_with_parent(parent)
+    _warm_up(torch, FlopCounterMode)
+    _undumpable()
+    in_namespace = os.environ.get("NEUROMOSAIC_POOL_NAMESPACE") == "1" and os.getpid() != 1
+    control = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints of the worker itself must not garble the control channel
+    control.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            reply = serve_one(json.loads(line), in_namespace)
+        except Exception as exc:  # noqa: BLE001 - the runner replaces a worker that says so
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        control.write(json.dumps(reply) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
