@@ -72,6 +72,7 @@ class PodmanService:
         self.proc = subprocess.Popen(
             [executable, "system", "service", "--time", "0", f"unix://{self.socket}"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.directory,  # conmon writes an `oom` file into its working directory after an OOM kill
             env=podman_env(self.containers_conf or None), start_new_session=True, preexec_fn=_die_with_parent,
         )
         log.close()
