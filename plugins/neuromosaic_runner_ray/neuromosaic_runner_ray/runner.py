@@ -236,7 +236,8 @@ class RayRunner(Runner):
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
         self._owns_ray = False
-        self._forget_token()
+        # The token stays in the environment: Ray read the auth mode when this process imported it,
+        # and the next local cluster of this process (a Hydra multirun's next job) needs the same.
 
     def _forget_token(self) -> None:
         for key in self._env_set:

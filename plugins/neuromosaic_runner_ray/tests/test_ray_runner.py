@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -192,8 +194,6 @@ def test_bad_settings_are_refused_with_the_key(settings, message):
 
 
 def test_an_empty_address_starts_a_private_local_cluster_and_close_stops_it(make_job, codes):
-    import shutil
-    import tempfile
 
     import ray
     from neuromosaic_runner_ray.local_cluster import pids_naming
@@ -210,6 +210,32 @@ def test_an_empty_address_starts_a_private_local_cluster_and_close_stops_it(make
         assert not ray.is_initialized()
         assert wait_for(lambda: not pids_naming(temp_dir), 60, "the local cluster to stop")
     finally:
+        for pid in pids_naming(temp_dir):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_process_can_start_a_second_local_cluster_after_closing_the_first(tmp_path):
+    # A Hydra multirun builds one runner per job in the same process; the private cluster's auth
+    # token must outlive the first runner (Ray read the mode on import), or the second one hangs.
+    temp_dir = tempfile.mkdtemp(prefix="nm-ray-twice-")
+    code = (
+        "import asyncio, ray\n"
+        "from neuromosaic_runner_ray import RayRunnerSettings\n"
+        "from neuromosaic_runner_ray.runner import RayRunner\n"
+        "for _ in range(2):\n"
+        f"    r = RayRunner(RayRunnerSettings(temp_dir={temp_dir!r}))\n"
+        "    assert ray.is_initialized() and ray.cluster_resources().get('CPU')\n"
+        "    asyncio.run(r.close())\n"
+        "print('two clusters')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+        assert proc.returncode == 0 and "two clusters" in proc.stdout, proc.stderr[-2000:]
+    finally:
+        from neuromosaic_runner_ray.local_cluster import pids_naming
+
         for pid in pids_naming(temp_dir):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
