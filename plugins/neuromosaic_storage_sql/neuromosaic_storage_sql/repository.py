@@ -670,10 +670,11 @@ class SqlResultsDB(ResultsDB):
         return [(row[0], tuple(row[1:])) for row in cursor]
 
     def pareto_ids(self, experiment: str, x: str, y: str, *, minimize_x: bool = True, maximize_y: bool = True) -> list[int]:
-        """The front in one query: with both metrics as costs, a point is on it when its y-cost is
-        the lowest of its x-cost group and lower than every y-cost at a strictly lower x-cost (a
-        window over the x order that excludes the point's own group). Only the front's ids
-        leave the database. Needs SQLite 3.28 or PostgreSQL 11 (``EXCLUDE GROUP``)."""
+        """The front in one query: with both metrics as costs, each x-cost group's lowest y-cost is
+        compared with the running minimum over the groups of strictly lower x-cost (a window that
+        only grows, so the database keeps it in one pass; a frame that excludes the current group
+        made SQLite quadratic), and the points at their group's minimum of the groups that beat
+        it are the front. Only the front's ids leave the database."""
         try:
             experiment_id = self._experiment_id(experiment)
         except StorageError:
@@ -682,14 +683,15 @@ class SqlResultsDB(ResultsDB):
         finite = "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
         # Identifiers come from the model's metadata and every value is a bound parameter.
         sql = (
-            "SELECT id FROM ("  # noqa: S608
-            " SELECT id, yc,"
-            "  MIN(yc) OVER (ORDER BY xc RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW EXCLUDE GROUP) AS before,"
-            "  MIN(yc) OVER (PARTITION BY xc) AS group_best"
-            f" FROM (SELECT mx.trial_id AS id, {'' if minimize_x else '-'}mx.value AS xc, {'-' if maximize_y else ''}my.value AS yc"
-            f"  FROM {table} mx JOIN {table} my ON my.trial_id = mx.trial_id AND my.name = {p}"
-            f"  WHERE mx.experiment_id = {p} AND mx.name = {p} AND mx.value {finite} AND my.value {finite}) points"
-            ") ranked WHERE yc = group_best AND (before IS NULL OR yc < before) ORDER BY id"
+            "WITH points AS ("  # noqa: S608
+            f" SELECT mx.trial_id AS id, {'' if minimize_x else '-'}mx.value AS xc, {'-' if maximize_y else ''}my.value AS yc"
+            f" FROM {table} mx JOIN {table} my ON my.trial_id = mx.trial_id AND my.name = {p}"
+            f" WHERE mx.experiment_id = {p} AND mx.name = {p} AND mx.value {finite} AND my.value {finite}),"
+            " groups AS (SELECT xc, MIN(yc) AS best FROM points GROUP BY xc),"
+            " ranked AS (SELECT xc, best, MIN(best) OVER (ORDER BY xc ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+            " AS before FROM groups)"
+            " SELECT points.id FROM points JOIN ranked ON points.xc = ranked.xc AND points.yc = ranked.best"
+            " WHERE ranked.before IS NULL OR ranked.best < ranked.before ORDER BY points.id"
         )
         return [row[0] for row in self.db.execute_sql(sql, [y, experiment_id, x])]
 
