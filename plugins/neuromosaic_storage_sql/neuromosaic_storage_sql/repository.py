@@ -562,19 +562,25 @@ class SqlResultsDB(ResultsDB):
         ).fetchall()
         if not rows:
             return []
-        agg = "string_agg({}, ',')" if _is_postgres(self.db) else "group_concat({}, ',')"
+        # In id order: PostgreSQL's ORDER BY inside the aggregate; SQLite aggregates an ordered
+        # subquery in its order. Checked below, with a lookup by id as the fallback.
+        agg = "string_agg({}, ',' ORDER BY id)" if _is_postgres(self.db) else "group_concat({}, ',')"
         columns = ", ".join(agg.format(c) for c in ("CAST(id AS TEXT)", "vector", "COALESCE(metrics, 'null')"))
         ids, vectors, metrics = self.db.execute_sql(
-            f"SELECT {columns} FROM {table} WHERE experiment_id = {p} AND id <= {p}",  # noqa: S608
+            f"SELECT {columns} FROM (SELECT id, vector, metrics FROM {table} "  # noqa: S608
+            f"WHERE experiment_id = {p} AND id <= {p} ORDER BY id) ordered",
             [experiment_id, rows[-1][0]],
         ).fetchone()
         with _gc_paused():
             # Every aggregate of one query walks the rows in the same order, so the lists line up.
-            parsed = zip(json.loads(f"[{vectors}]"), json.loads(f"[{metrics}]"), strict=True)
-            json_by_id = dict(zip(json.loads(f"[{ids}]"), parsed, strict=True))
+            parsed = list(zip(json.loads(f"[{vectors}]"), json.loads(f"[{metrics}]"), strict=True))
+            order = json.loads(f"[{ids}]")
+            if order != [row[0] for row in rows]:
+                by_id = dict(zip(order, parsed, strict=True))
+                parsed = [by_id[row[0]] for row in rows]
             history = []
-            for id_, number, status, error_class, error_message, weights_path, reused_from, key in rows:
-                vector, metrics_ = json_by_id[id_]
+            for row, (vector, metrics_) in zip(rows, parsed, strict=True):
+                id_, number, status, error_class, error_message, weights_path, reused_from, key = row
                 result = None
                 if metrics_ is not None:
                     error = ExperimentError(ErrorClass(error_class), error_message or "") if error_class is not None else None
