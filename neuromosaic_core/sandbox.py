@@ -137,9 +137,17 @@ def _bwrap_path() -> str | None:
 
 
 def python_paths(executable: str | None = None) -> list[str]:
-    """What a Python needs to read: its prefixes, its executable and its import path."""
+    """What a Python needs to read: its prefixes, its executable, its import path, and the
+    directories of the ``neuromosaic*`` packages imported here. An editable install (``pip
+    install -e``) is found through a finder in site-packages that points at the source tree,
+    which is on no import path: a checkout under a hidden directory (``/tmp``, ``/root``, as CI's
+    clone is) would otherwise not be importable inside the sandbox."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(p for p in sys.path if p and os.path.isabs(p))
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if "." not in name and name.startswith("neuromosaic") and file:
+            paths.add(os.path.dirname(os.path.realpath(file)))
     if executable:
         paths.add(os.path.realpath(executable))
     return sorted(p for p in paths if os.path.exists(p))

@@ -199,3 +199,12 @@ def test_gpu_device_nodes_are_passed_through_only_when_asked(tmp_path, monkeypat
     without = sandbox.bwrap_argv(["python"], tmp_path, Limits(timeout_s=1), gpu=False)
     assert " --dev-bind /dev/nvidia0 /dev/nvidia0" in " ".join(with_gpu)
     assert "--dev-bind" not in without
+
+
+def test_the_sandbox_exposes_the_source_of_editable_installs():
+    # CI's clone lives under /tmp, which the sandbox hides; an editable install of the core is
+    # found through a finder pointing at that source tree, so its directory must be mounted back.
+    import neuromosaic_core
+    from neuromosaic_core.sandbox import python_paths
+
+    assert os.path.dirname(os.path.realpath(neuromosaic_core.__file__)) in python_paths()
