@@ -17,20 +17,9 @@ from neuromosaic_runner_local.runner import LocalRunner
 
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import ErrorClass, TrainingSettings
+from neuromosaic_core.testing.hostile import model_code
 
-NET = '''
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-'''
+NET = model_code()  # the corpus's working 8 -> 16 -> 3 model
 
 WRONG_SHAPE = NET.replace("nn.Linear(16, 3)", "nn.Linear(16, 4)")
 NAN = NET.replace("return self.body(x)", "return self.body(x) * float('nan')")

@@ -24,6 +24,7 @@ import pytest
 
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import TrainingSettings
+from neuromosaic_core.testing.hostile import model_code
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # The test cluster uses token authentication (see LocalCluster). Ray reads the mode when it is
@@ -35,19 +36,7 @@ CLI_NEEDS = {"random": "strategy", "mlp_conv1d": "encoder", "sql": "storage", "d
 _installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
 collect_ignore = [] if all(name in _installed for name in CLI_NEEDS) else ["test_cli.py"]
 
-NET = '''
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-'''
+NET = model_code()  # the corpus's working 8 -> 16 -> 3 model
 WRONG_SHAPE = NET.replace("nn.Linear(16, 3)", "nn.Linear(16, 4)")
 #: Never finishes: for timeouts, cancellation and killing workers mid-trial.
 SLOW = NET.replace("return self.body(x)", "return self.body(x) + sum(range(10**12)) * 0")
