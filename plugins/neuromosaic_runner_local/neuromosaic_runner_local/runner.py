@@ -33,7 +33,8 @@ from neuromosaic_runner_local import LocalRunnerSettings
 OUTPUT_TAIL = 2000
 #: What a trial inherits from the orchestrator's environment: enough to find Python and its
 #: packages, never credentials (API keys of LLM providers live in the same environment).
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "COVERAGE_PROCESS_START")
+#: Not coverage's variables either: its data file lies in the read-only source tree.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 #: The name of the weights file inside the trial directory, moved to ``job.weights_path`` afterwards.
 WEIGHTS_IN_TRIAL = "weights.pt"
 OOM_HINTS = ("MemoryError", "can't allocate memory", "out of memory", "Cannot allocate memory")
@@ -80,7 +81,7 @@ def read_trial_file(path: Path, limit: int = RESULT_LIMIT) -> str:
 
 
 def trial_environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("COVERAGE_")}
+    env = {k: v for k, v in os.environ.items() if k in INHERITED}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
