@@ -17,9 +17,11 @@ Measured:
 * ``neuromosaic_core.results.pareto_front(params, val_accuracy)`` (median of 5: the two metrics of
   every completed trial from ``trial_metrics`` in one query, the sweep in Python, then only the
   front's trials read whole);
-* resume start-up as ``Orchestrator._open_experiment`` does it, with 4 trials left running by a
-  "crash": open the database, ``get_experiment``, ``mark_interrupted``, ``list_history``
-  (median of 3, each on a fresh connection).
+* resume start-up: open the database and ``Orchestrator._open_experiment`` with the default
+  random strategy, 4 trials left running by a "crash" (median of 3, each on a fresh
+  connection), two ways: ``replay`` (no snapshot: the whole history read and told to the
+  strategy, as the first resume of an experiment from before snapshots) and ``snapshot`` (the
+  strategy restored from its stored snapshot, only later trials read).
 
     python benchmarks/storage.py                          # both backends, 100,000 trials
     python benchmarks/storage.py --backend sqlite --trials 20000
@@ -30,6 +32,7 @@ Not run by CI.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -43,10 +46,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
+from loguru import logger
 from neuromosaic_storage_sql.repository import SqlResultsDB
+from neuromosaic_strategy_random.search import RandomSearch
 
-from neuromosaic_core.model import ErrorClass, Experiment, TrialResult, TrialStatus
+from neuromosaic_core.interfaces import Task
+from neuromosaic_core.model import (
+    CategoricalDimension,
+    ErrorClass,
+    Experiment,
+    IntDimension,
+    RealDimension,
+    SearchSpace,
+    StrategySnapshot,
+    TrialResult,
+    TrialStatus,
+)
+from neuromosaic_core.orchestrator import Components, Orchestrator
 from neuromosaic_core.results import best_trials, pareto_front
+from neuromosaic_core.settings import CoreSettings, ExperimentSettings, SearchSettings
 from neuromosaic_core.testing.storage import make_trial
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -140,28 +159,60 @@ def bench(name: str, url: str, n: int, loop_trials: int) -> dict[str, Any]:
     out["pareto_size"] = len(pareto[0][1])
     db.close()
 
-    resumes = []
-    for _ in range(3):
-        fix = SqlResultsDB(url)  # a "crash" left four trials running
-        for t in running:
-            t.status = TrialStatus.RUNNING
-            fix.save_trial(t)
-        fix.close()
-        t0 = time.perf_counter()
-        db = SqlResultsDB(url)
-        t_open = time.perf_counter()
-        exp = db.get_experiment(EXP)
-        t_get = time.perf_counter()
-        stale = db.mark_interrupted(EXP)
-        t_mark = time.perf_counter()
-        history = db.list_history(EXP)
-        t_list = time.perf_counter()
-        db.close()
-        assert exp is not None and len(stale) == 4 and len(history) == n + 4
-        resumes.append((t_open - t0, t_get - t_open, t_mark - t_get, t_list - t_mark, t_list - t0))
-    med = [statistics.median(r[i] for r in resumes) for i in range(5)]
-    out.update(open_s=med[0], get_experiment_s=med[1], mark_interrupted_s=med[2], list_history_s=med[3], resume_s=med[4])
+    # Resume start-up as `neuromosaic` does it for the default random strategy: the first
+    # resume has no snapshot and replays the whole history into the strategy; a run then leaves
+    # a snapshot, from which every later resume restores the strategy instead.
+    for label, snapshot in (("replay", False), ("snapshot", True)):
+        if snapshot:
+            db = SqlResultsDB(url)
+            orch, strategy = resume_orchestrator(db, n)
+            strategy.update_with_results([(t.vector, t.result) for t in db.list_history(EXP) if t.result is not None])
+            through = max(t.id for t in db.list_history(EXP) if t.result is not None)
+            db.save_snapshot(EXP, StrategySnapshot(orch._strategy_identity(), through, (), strategy.state_dict()))
+            out["snapshot_mb"] = len(json.dumps(strategy.state_dict())) / 1e6
+            db.close()
+        times = []
+        for _ in range(3):
+            fix = SqlResultsDB(url)  # a "crash" left four trials running
+            for t in running:
+                t.status = TrialStatus.RUNNING
+                fix.save_trial(t)
+            fix.close()
+            start = time.perf_counter()
+            db = SqlResultsDB(url)
+            orch, strategy = resume_orchestrator(db, n)
+            orch.s = attrs.evolve(orch.s, search=attrs.evolve(orch.s.search, snapshot_every=100 if snapshot else 0))
+            _, _, requeue = orch._open_experiment()
+            times.append(time.perf_counter() - start)
+            assert len(requeue) == 4 and orch.counts.completed + orch.counts.failed == n
+            assert strategy.evaluated == n  # every make_trial vector differs (depth is its number)
+            db.close()
+        out[f"resume_{label}_s"] = statistics.median(times)
     return out
+
+
+class BenchTask(Task):
+    """Only what the orchestrator's resume reads of a task (it prepares no data here)."""
+
+    name, input_shape, num_classes = "digits", (64,), 10
+
+    def prepare_data(self, directory: Path) -> Path:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+#: The space of ``make_trial``'s vectors, so the random strategy takes them as its own.
+BENCH_SPACE = SearchSpace([
+    IntDimension("depth", low=0, high=10**6), IntDimension("width", low=1, high=128),
+    RealDimension("lr", low=0.0, high=10**4), RealDimension("ratio", low=0.0, high=1.0),
+    CategoricalDimension("act", choices=("gélu",)), IntDimension("big", low=0, high=2**54),
+])
+
+
+def resume_orchestrator(db: SqlResultsDB, n: int) -> tuple[Orchestrator, RandomSearch]:
+    strategy = RandomSearch(BENCH_SPACE, seed=0)
+    settings = CoreSettings(ExperimentSettings(EXP), SearchSettings(trials=n + 100))
+    components = Components(strategy, None, None, None, db, BenchTask())  # type: ignore[arg-type]
+    return Orchestrator(settings, components, Path(tempfile.gettempdir()), show_progress=False), strategy
 
 
 def main() -> None:
@@ -170,6 +221,7 @@ def main() -> None:
     parser.add_argument("--loop-trials", type=int, default=2_000, help="trials stored through save_trial x2 (default 2,000)")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     args = parser.parse_args()
+    logger.remove()  # the orchestrator's resume messages, four per measurement
     print(f"# {platform.node()} {platform.processor() or platform.machine()} cpus={os.cpu_count()} "
           f"load={os.getloadavg()[0]:.2f} python={platform.python_version()} trials={args.trials}")
     rows = []
@@ -182,7 +234,7 @@ def main() -> None:
             rows.append(bench("postgresql", url, args.trials, args.loop_trials))
     keys = ["loop_ms_per_trial", "loop_trials_per_s", "bulk_rows_per_s", "best10_ms", "best10_min_params_ms",
             "results_best10_ms", "pareto_ms",
-            "pareto_size", "open_s", "get_experiment_s", "mark_interrupted_s", "list_history_s", "resume_s"]
+            "pareto_size", "resume_replay_s", "resume_snapshot_s", "snapshot_mb"]
     print("| measure | " + " | ".join(r["backend"] for r in rows) + " |")
     print("|---|" + "---|" * len(rows))
     for k in keys:

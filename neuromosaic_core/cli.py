@@ -149,6 +149,11 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         wanted = getattr(resolved.settings("strategy"), "provider", "") or ""
         if wanted in ("", codegen_name) and isinstance(codegen, LLMProvider):
             strategy_kwargs["provider"] = codegen
+    meta = None
+    if resolved.meta is not None:
+        meta_component, meta_settings = resolved.meta
+        meta = meta_component.factory(space=encoder.search_space(), seed=core.experiment.seed, settings=meta_settings,
+                                      metric=core.search.metric, maximize=core.search.direction == "maximize")
     return Components(
         strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric,
                       maximize=core.search.direction == "maximize", **strategy_kwargs),
@@ -161,6 +166,8 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         task=make("task"),
         task_settings=resolved.settings("task"),
         visualizers=[(c.name, c.factory(settings=s)) for c, s in resolved.visualizers],
+        meta=meta,
+        meta_settings=resolved.meta[1] if resolved.meta is not None else None,
     )
 
 

@@ -31,6 +31,9 @@ CONFIG_NAME = "config"
 #: Config groups filled by plugins. Visualizers are different: ``visualizers`` is a list of names
 #: (several may run), and each one's settings live under ``visualizer.<name>``.
 GROUPS = ("strategy", "encoder", "codegen", "runner", "storage", "task")
+#: Optional groups: none selected by default (``meta: null`` in conf/config.yaml); selecting one
+#: (``meta=surrogate``) adds its node.
+OPTIONAL_GROUPS = ("meta",)
 
 #: Documented environment variables and the setting each one sets.
 ENV_OVERRIDES = {
@@ -53,7 +56,7 @@ def register_config_nodes(system: PluginSystem) -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    for group in GROUPS:
+    for group in GROUPS + OPTIONAL_GROUPS:
         for name in system.names(group):
             component = system.get(group, name)
             settings = component.default_settings()
@@ -104,6 +107,8 @@ class ResolvedConfig:
     components: dict[str, tuple[Component, Any]]
     visualizers: list[tuple[Component, Any]]
     raw: dict[str, Any]
+    #: The selected meta-learner and its settings, or None (the default: no surrogate).
+    meta: tuple[Component, Any] | None = None
 
     def settings(self, kind: str) -> Any:
         return self.components[kind][1]
@@ -131,7 +136,17 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         component = system.get(group, str(name))
         settings = structure_settings(node, component.settings, group) if component.settings else None
         components[group] = (component, settings)
-    core = structure_settings({k: v for k, v in raw.items() if k not in GROUPS and k != "visualizer"}, CoreSettings, "")
+    meta = None
+    meta_node = dict(raw.get("meta") or {})
+    if meta_node:
+        component = system.get("meta", str(meta_node.pop("name", None)))
+        meta = (component, structure_settings(meta_node, component.settings, "meta") if component.settings else None)
+    skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer"}
+    core = structure_settings({k: v for k, v in raw.items() if k not in skip}, CoreSettings, "")
+    if core.search.prescreen > 1 and meta is None:
+        choices = ", ".join(system.names("meta")) or "none installed"
+        raise ConfigError(f"search.prescreen={core.search.prescreen} needs a meta-learner to rank the candidates: "
+                          f"add meta=<name> (installed: {choices})")
     visualizers = []
     visualizer_nodes = raw.get("visualizer") or {}
     for name in core.visualizers:
@@ -146,7 +161,7 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         scheme = urlparse(url).scheme.split("+")[0]
         if scheme not in schemes:
             raise ConfigError(f"storage.url={url!r}: storage {storage_component.name!r} serves {', '.join(schemes)} URLs")
-    return ResolvedConfig(core, components, visualizers, raw)
+    return ResolvedConfig(core, components, visualizers, raw, meta)
 
 
 # -- pre-flight ----------------------------------------------------------------------------
@@ -165,7 +180,7 @@ def _compose(overrides: list[str]) -> Any:
 def _hydra_error(exc: Exception, system: PluginSystem, base: Any) -> ConfigError:
     text = str(exc)
     missing = _MISSING.search(text)
-    if missing and missing.group(1) in GROUPS:
+    if missing and missing.group(1) in GROUPS + OPTIONAL_GROUPS:
         group, name = missing.groups()
         return UnknownComponentError(group, name, system.names(group))
     bad_key = _NOT_IN_STRUCT.search(text)
@@ -175,6 +190,10 @@ def _hydra_error(exc: Exception, system: PluginSystem, base: Any) -> ConfigError
         parent = base
         for part in parent_path.split(".") if parent_path else []:
             parent = parent.get(part) if parent is not None and hasattr(parent, "get") else None
+        group = key.split(".")[0]
+        if group in OPTIONAL_GROUPS and parent is None:
+            return ConfigError(f"unknown key {key!r}: no {group} is selected; choose one first "
+                               f"({group}=<name>, installed: {', '.join(system.names(group)) or 'none'})")
         valid = ", ".join(sorted(parent.keys())) if parent is not None and hasattr(parent, "keys") else "none"
         return ConfigError(f"unknown key {key!r} (valid keys under {parent_path or 'the top level'!r}: {valid})")
     return ConfigError(text.strip().splitlines()[0])
@@ -214,13 +233,13 @@ def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
     for run in runs:
         for arg in run:
             key, _, value = arg.partition("=")
-            if key in GROUPS:
+            if key in GROUPS + OPTIONAL_GROUPS:
                 system.get(key, value)  # unknown component: UnknownComponentError with the choices
         try:
             cfg = _compose(run)
         except HydraException as exc:
             # Only now compose the groups alone: they tell which keys an unknown key could have been.
-            groups_only = [a for a in run if a.partition("=")[0] in GROUPS]
+            groups_only = [a for a in run if a.partition("=")[0] in GROUPS + OPTIONAL_GROUPS]
             try:
                 base = _compose(groups_only)
             except HydraException as base_exc:

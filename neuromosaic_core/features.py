@@ -48,13 +48,15 @@ def feature_dimensions(space: SearchSpace) -> list[str]:
 
 
 def _scaled(value: Any, low: float, high: float, log: bool) -> float:
+    # The range check runs on the values as given: an int bound above 2**53 turned float first
+    # would round below the int values it bounds.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         return math.nan
     if high == low:
         return 0.0
     if log:
         return (math.log(value) - math.log(low)) / (math.log(high) - math.log(low))
-    return (value - low) / (high - low)
+    return float(value - low) / float(high - low)
 
 
 def vectors_to_matrix(space: SearchSpace, vectors: Sequence[ArchitectureVector]) -> tuple[np.ndarray, list[str]]:
@@ -74,6 +76,6 @@ def vectors_to_matrix(space: SearchSpace, vectors: Sequence[ArchitectureVector])
                     matrix[row, column:column + width] = np.nan
                 column += width
             else:
-                matrix[row, column] = _scaled(value, float(dim.low), float(dim.high), dim.log)
+                matrix[row, column] = _scaled(value, dim.low, dim.high, dim.log)
                 column += 1
     return matrix, names

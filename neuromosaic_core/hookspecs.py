@@ -87,6 +87,15 @@ def register_tasks(register: Register) -> None:
 
 
 @hookspec
+def register_meta_learners(register: Register) -> None:
+    """Register meta-learners (surrogate models of the search). Factory:
+    ``factory(space, seed, settings, metric, maximize)`` returning a
+    :class:`~neuromosaic_core.interfaces.MetaLearner`; the settings class subclasses
+    :class:`neuromosaic_core.settings.MetaSettings` (the warm-start and recommendation settings the
+    orchestrator reads)."""
+
+
+@hookspec
 def experiment_started(experiment: Any, config: Any, run_dir: Any) -> None:
     """An experiment (:class:`~neuromosaic_core.model.Experiment`) starts or resumes, with its
     composed configuration (a plain dict) and ``run_dir``, the run directory, a pathlib.Path."""
@@ -115,4 +124,5 @@ REGISTRATION_HOOKS = {
     "storage": "register_storage_backends",
     "visualizer": "register_visualizers",
     "task": "register_tasks",
+    "meta": "register_meta_learners",
 }

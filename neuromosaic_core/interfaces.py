@@ -10,22 +10,31 @@ from __future__ import annotations
 import abc
 import itertools
 import math
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
+    CategoricalDimension,
+    ErrorClass,
     Experiment,
     SearchSpace,
+    StrategySnapshot,
     TrainingSettings,
     Trial,
     TrialResult,
     TrialStatus,
 )
+
+#: The message of the failed result a withdrawn suggestion is told as (see
+#: :meth:`SearchStrategy.withdraw_suggestions`).
+SCREENED_OUT = "not trained: screened out by the surrogate model (pre-screening trained better-ranked candidates)"
 
 
 class SearchStrategy(abc.ABC):
@@ -57,6 +66,33 @@ class SearchStrategy(abc.ABC):
     @abc.abstractmethod
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         """Learn from finished trials."""
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Everything the strategy has learnt and its random state, JSON-able, or None (the
+        default) when it cannot take a snapshot. The orchestrator stores one every
+        ``search.snapshot_every`` trials; a resume restores it with :meth:`load_state_dict` and
+        tells the strategy only the trials finished after it, instead of its whole history.
+
+        Contract: a strategy restored from ``state_dict()`` suggests what the original would
+        have suggested next."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (by this class, with the same settings)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
+    def withdraw_suggestions(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Suggestions that will not be evaluated (pre-screening trained others instead): they
+        must stop being pending, or a strategy that waits for its suggestions (a generation, an
+        optimiser's open trials) would stall.
+
+        The default tells each as a failed result (``constraint_violation``, "not trained:
+        screened out"), which the contract above obliges every strategy to accept without
+        stalling; the strategy then treats it as a candidate not worth trying, which is what the
+        surrogate judged. A strategy may override this to forget them some other way.
+        """
+        failure = TrialResult.failure(ErrorClass.CONSTRAINT, SCREENED_OUT)
+        self.update_with_results([(vector, failure) for vector in vectors])
 
 
 class ArchitectureEncoder(abc.ABC):
@@ -270,11 +306,24 @@ class ResultsDB(abc.ABC):
                     return trial.code
         return None
 
-    def list_history(self, experiment: str) -> list[Trial]:
-        """Every trial of an experiment for a resume: number, status, vector and result; a backend
-        may leave ``spec`` and ``code`` unset (the orchestrator decodes again what it re-runs), so
-        a large experiment resumes without reading every spec and code."""
-        return self.list_trials(experiment)
+    def list_history(self, experiment: str, after: int = 0) -> list[Trial]:
+        """The trials of an experiment with an id above ``after`` (all of them by default), for a
+        resume: number, status, vector and result; a backend may leave ``spec`` and ``code``
+        unset (the orchestrator decodes again what it re-runs), so a large experiment resumes
+        without reading every spec and code."""
+        return [t for t in self.list_trials(experiment) if t.id is not None and t.id > after]
+
+    def max_trial_number(self, experiment: str) -> int:
+        """The highest trial number of the experiment, 0 when it has none."""
+        return max((t.number for t in self.list_trials(experiment)), default=0)
+
+    def save_snapshot(self, experiment: str, snapshot: StrategySnapshot) -> None:
+        """Keep ``snapshot`` as the experiment's latest strategy snapshot (replacing the one
+        before). The default keeps nothing: a backend without snapshots resumes by replaying."""
+
+    def load_snapshot(self, experiment: str) -> StrategySnapshot | None:
+        """The experiment's latest strategy snapshot, or None."""
+        return None
 
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy", maximize: bool = True) -> list[Trial]:
         """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""
@@ -357,10 +406,24 @@ class ResultsDB(abc.ABC):
 
 
 class Visualizer(abc.ABC):
-    """IVisualizer: renders trials of one experiment to files in ``out_dir`` and returns their paths."""
+    """IVisualizer: renders trials of one experiment to files in ``out_dir`` and returns their paths.
+
+    The orchestrator (at the end of a run) and the report call :meth:`render`, which also passes
+    what a visualizer cannot tell from the trials alone: the search space (to turn vectors into
+    numbers, see :mod:`neuromosaic_core.features`) and whether the metric is maximised. A
+    visualizer that needs neither implements only :meth:`plot_performance_landscape`, as in 0.1.
+    Files a report can embed are PNG, SVG or self-contained HTML (no network resources).
+    """
 
     @abc.abstractmethod
     def plot_performance_landscape(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy") -> list[Path]: ...
+
+    def render(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy", *,
+               space: SearchSpace | None = None, maximize: bool | None = None) -> list[Path]:
+        """Like :meth:`plot_performance_landscape`, with the search ``space`` (None: unknown) and the
+        direction (None: the visualizer's own setting). Override it to use them; by default they are
+        ignored, so visualizers written against 0.1 keep working unchanged."""
+        return self.plot_performance_landscape(trials, out_dir, metric)
 
 
 class Task(abc.ABC):
@@ -378,3 +441,121 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def prepare_data(self, directory: Path) -> Path: ...
+
+
+class MetaLearner(abc.ABC):
+    """IMetaLearner: a surrogate model of the search, fitted on stored results, that predicts a
+    candidate's metric from its vector with an uncertainty.
+
+    What the orchestrator uses it for (``docs/meta-learning.md``): pre-screening (train only the
+    candidates it ranks best, :meth:`prescreen`), warm start (fitted on earlier experiments), and
+    the recommendations at the end of a run (:meth:`generate_recommendations`).
+
+    Contract:
+    - ``observe(results)`` accepts any mix of completed and failed results, in any order, for any
+      vectors (a resume replays history this way); it refits as results arrive (every result, or
+      every k).
+    - ``predict(vectors)`` returns ``(means, stds)``, two lists as long as ``vectors``, in the
+      metric's own units, every std >= 0; it may raise ``RuntimeError`` before :attr:`ready`.
+    - ``ready`` is true once the model has seen enough results for its ranking to beat the
+      strategy's own order; until then :meth:`screen` keeps that order.
+    - The metric is ``self.metric``, maximised when ``self.maximize``.
+
+    Implementations provide :meth:`observe`, :meth:`predict` and :attr:`ready`; ranking,
+    screening and recommendations are built on them here, and may be refined (the ``surrogate``
+    plugin ranks by expected improvement through :meth:`acquisition`).
+    """
+
+    def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True) -> None:
+        self.space = space
+        self.seed = seed
+        self.metric = metric
+        self.maximize = maximize
+
+    @abc.abstractmethod
+    def observe(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
+        """Add finished trials to what the model is fitted on."""
+
+    @abc.abstractmethod
+    def predict(self, vectors: Sequence[ArchitectureVector]) -> tuple[list[float], list[float]]:
+        """The predicted metric of each vector, and its uncertainty (a standard deviation)."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """Whether the model has seen enough results to rank candidates."""
+
+    def update_strategies_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
+        """The seed design's name for :meth:`observe`: the insights reach the search strategy
+        through pre-screening, not by changing the strategy itself."""
+        self.observe(results)
+
+    def acquisition(self, vectors: Sequence[ArchitectureVector]) -> list[float]:
+        """How much each candidate is worth training, higher first. The default is an optimistic
+        estimate, the predicted value one standard deviation towards better (an upper confidence
+        bound), so an uncertain candidate is not ranked below a surely mediocre one."""
+        means, stds = self.predict(vectors)
+        sign = 1.0 if self.maximize else -1.0
+        return [sign * m + s for m, s in zip(means, stds, strict=True)]
+
+    def screen(self, vectors: Sequence[ArchitectureVector], n: int) -> tuple[list[ArchitectureVector], list[ArchitectureVector]]:
+        """``(kept, rejected)``: the ``n`` candidates worth training first, best first (before
+        :attr:`ready`, the first ``n`` in the order given), and the others."""
+        if not self.ready or len(vectors) <= n:
+            return list(vectors[:n]), list(vectors[n:])
+        scores = self.acquisition(vectors)
+        order = sorted(range(len(vectors)), key=lambda i: -scores[i])  # stable: ties keep the given order
+        return [vectors[i] for i in order[:n]], [vectors[i] for i in order[n:]]
+
+    def prescreen(self, strategy: SearchStrategy, n: int, factor: int) -> list[ArchitectureVector]:
+        """``n`` suggestions of ``strategy``, pre-screened: once :attr:`ready`, ask it for
+        ``factor`` x ``n`` candidates, keep the ``n`` best by :meth:`screen` and withdraw the
+        others (:meth:`SearchStrategy.withdraw_suggestions`). Before that, or with ``factor`` 1,
+        plain ``strategy.suggest_architectures(n)``: asking for more only to take the first would
+        spend a strategy's random start (evolution's first population) on untrained candidates."""
+        if factor <= 1 or not self.ready:
+            return strategy.suggest_architectures(n)
+        kept, rejected = self.screen(strategy.suggest_architectures(n * factor), n)
+        if rejected:
+            strategy.withdraw_suggestions(rejected)
+        return kept
+
+    def generate_recommendations(self, n: int = 5, tried: Sequence[ArchitectureVector] = (),
+                                 candidates: int = 2000) -> dict[str, Any] | None:
+        """Regions of the space worth exploring next, from ``candidates`` random vectors of the
+        space (seeded) and their predictions, as a JSON-ready dict, or None before :attr:`ready`:
+
+        - ``dimensions``: per dimension, for a categorical one its choices ranked by the mean
+          prediction over the candidates having that choice (a partial-dependence estimate), for a
+          numeric one the range of its values among the best-predicted tenth of the candidates;
+        - ``vectors``: the ``n`` best-predicted candidates not in ``tried``, each with its
+          predicted mean and std.
+        """
+        if not self.ready:
+            return None
+        rng = random.Random(self.seed)  # noqa: S311  # nosec B311 - reproducible sampling, not cryptography
+        done = {self.space.canonicalize(v).key() for v in tried}
+        unique: dict[str, ArchitectureVector] = {}
+        for _ in range(candidates):
+            vector = self.space.sample(rng)
+            unique.setdefault(vector.key(), vector)
+        pool = list(unique.values())
+        means, stds = self.predict(pool)
+        better = 1.0 if self.maximize else -1.0
+        order = sorted(range(len(pool)), key=lambda i: -better * means[i])
+        top = [pool[i] for i in order[: max(1, len(pool) // 10)]]
+        dimensions: dict[str, Any] = {}
+        for dim in self.space:
+            if isinstance(dim, CategoricalDimension):
+                by_choice: dict[Any, list[float]] = {}
+                for vector, mean in zip(pool, means, strict=True):
+                    by_choice.setdefault(vector.values.get(dim.name), []).append(mean)
+                averages = {c: sum(v) / len(v) for c, v in by_choice.items()}
+                ranked = sorted(averages, key=lambda c: -better * averages[c])
+                dimensions[dim.name] = {"choices": [{"value": c, "predicted": round(averages[c], 6)} for c in ranked]}
+            else:
+                values = [v.values[dim.name] for v in top if dim.name in v.values]
+                dimensions[dim.name] = {"range": [min(values), max(values)]} if values else {}
+        vectors = [{"vector": dict(pool[i].values), "predicted": round(means[i], 6), "std": round(stds[i], 6)}
+                   for i in order if pool[i].key() not in done][:n]
+        return {"metric": self.metric, "maximize": self.maximize, "dimensions": dimensions, "vectors": vectors}

@@ -7,6 +7,10 @@
     vectors = strategy.suggest_architectures(4)
     strategy.update_with_results([(v, TrialResult({"val_accuracy": score(v)})) for v in vectors])
 
+    surrogate = create_meta_learner("surrogate", space, seed=0)     # pre-screening, docs/meta-learning.md
+    surrogate.observe(results)
+    vectors = surrogate.prescreen(strategy, n=1, factor=10)         # 10 candidates asked, the best kept
+
     codegen = create_codegen("ollama", model="qwen2.5-coder:7b")
     outcome = generate_validated_code(codegen, CodeGenRequest(spec, (40,), 10), provider_name="ollama")
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, SearchStrategy
+from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, MetaLearner, SearchStrategy
 from neuromosaic_core.model import SearchSpace
 from neuromosaic_core.plugins import PluginSystem
 from neuromosaic_core.settings import structure_settings
@@ -46,3 +50,10 @@ def create_codegen(name: str, system: PluginSystem | None = None, **settings: An
     """A registered code generator by name (``template``, ``ollama``, ``openai``, ``llamacpp``, ...)."""
     component, checked = _settings("codegen", name, settings, system)
     return component.factory(settings=checked)
+
+
+def create_meta_learner(name: str, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True,
+                        system: PluginSystem | None = None, **settings: Any) -> MetaLearner:
+    """A registered meta-learner (surrogate model) by name, e.g. ``surrogate``."""
+    component, checked = _settings("meta", name, settings, system)
+    return component.factory(space=space, seed=seed, settings=checked, metric=metric, maximize=maximize)

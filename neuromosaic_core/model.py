@@ -448,3 +448,40 @@ def reuse_key(spec: ArchitectureSpec, task: str, training: TrainingSettings) -> 
     """The identity under which a finished result may be reused: architecture, task, training."""
     return stable_hash([spec.canonical_hash(), task, training.settings_hash()])
 
+
+
+@attrs.frozen
+class StrategySnapshot:
+    """A search strategy's learnt state at one moment of an experiment, so a resume restores it
+    and tells the strategy only the trials finished after it instead of replaying the whole
+    history (at 100,000 trials the replay, not the search, was the resume's start-up time).
+
+    ``strategy`` identifies the strategy and everything that shapes it (class, settings, seed,
+    metric, direction): a resume with other ones ignores the snapshot and replays. Every trial
+    of the experiment with an id up to ``told_through`` had been told to the strategy; ``told``
+    holds the ids above it that had been told too (trials that finished while an older one was
+    still running), as sorted inclusive ``(first, last)`` ranges. ``state`` is the strategy's own
+    :meth:`~neuromosaic_core.interfaces.SearchStrategy.state_dict`, JSON-able.
+    """
+
+    strategy: str
+    told_through: int
+    told: tuple[tuple[int, int], ...]
+    state: Mapping[str, Any]
+
+
+def id_ranges(ids: Iterator[int] | set[int] | list[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted inclusive ``(first, last)`` ranges covering exactly ``ids``: 100,000 ids of one
+    experiment are a handful of ranges, since trials are told roughly in id order."""
+    ranges: list[list[int]] = []
+    for i in sorted(ids):
+        if ranges and i <= ranges[-1][1] + 1:
+            ranges[-1][1] = max(ranges[-1][1], i)
+        else:
+            ranges.append([i, i])
+    return tuple((a, b) for a, b in ranges)
+
+
+def expand_ranges(ranges: tuple[tuple[int, int], ...] | list[list[int]]) -> set[int]:
+    """The ids :func:`id_ranges` compressed."""
+    return {i for first, last in ranges for i in range(first, last + 1)}

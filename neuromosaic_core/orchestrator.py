@@ -28,6 +28,7 @@ from neuromosaic_core.interfaces import (
     ArchitectureEncoder,
     CodeGenProvider,
     CodeGenRequest,
+    MetaLearner,
     ResultsDB,
     Runner,
     SearchStrategy,
@@ -36,16 +37,20 @@ from neuromosaic_core.interfaces import (
     Visualizer,
 )
 from neuromosaic_core.model import (
+    ArchitectureVector,
     ErrorClass,
     Experiment,
+    StrategySnapshot,
     Trial,
     TrialResult,
     TrialStatus,
     converter,
+    expand_ranges,
+    id_ranges,
     reuse_key,
     stable_hash,
 )
-from neuromosaic_core.settings import CoreSettings
+from neuromosaic_core.settings import CoreSettings, MetaSettings
 
 
 @attrs.frozen
@@ -80,6 +85,10 @@ class Components:
     fallback: CodeGenProvider | None = None
     visualizers: list[tuple[str, Visualizer]] = attrs.field(factory=list)
     task_settings: Any = None
+    #: The surrogate model (``meta=<name>``) and its settings, or None (no pre-screening, no warm
+    #: start, no recommendations).
+    meta: MetaLearner | None = None
+    meta_settings: MetaSettings | None = None
 
 
 @attrs.define
@@ -112,6 +121,14 @@ class Orchestrator:
         self.progress: SearchProgress | None = None
         self._running: dict[str, tuple[Trial, asyncio.Task[TrialResult]]] = {}
         self.stop_reason = "completed"
+        #: Keys of the architectures proposed by warm start: their results may be reused from any
+        #: experiment (they come from earlier experiments), whatever ``search.reuse`` scopes.
+        self._warm_keys: set[str] = set()
+        self._meta_fed = False  # whether the meta-learner has been told this experiment's history
+        self._screening = False  # whether pre-screening has started (logged once)
+        self._told: set[int] = set()  # ids of stored trials the strategy has been told (see _snapshot)
+        self._open: set[int] = set()  # ids of stored trials not told yet: running or queued to re-run
+        self._since_snapshot = 0  # trials told since the last strategy snapshot
 
     # -- observers ---------------------------------------------------------------------------
 
@@ -140,34 +157,121 @@ class Orchestrator:
                 "choose another experiment.name"
             )
         storage.mark_interrupted(self.name)
-        history = storage.list_history(self.name)
-        # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
-        # crash during a resume cannot lose it. Rows of the same architecture all come back: the
-        # first trains, the others share its result.
-        interrupted = [t for t in history if t.status == TrialStatus.INTERRUPTED]
-        completed = sum(1 for t in history if t.status == TrialStatus.COMPLETED)
+        counts = storage.count_trials(self.name)
+        completed = counts.get(TrialStatus.COMPLETED, 0)
         if completed >= self.s.search.trials:
             raise ExperimentAlreadyDone(
                 f"experiment {self.name!r}: {completed}/{self.s.search.trials} trials done; "
                 "raise search.trials or choose another experiment.name"
             )
+        self.counts.completed = completed
+        self.counts.failed = counts.get(TrialStatus.FAILED, 0)
+        self.counts.invalid = counts.get(TrialStatus.INVALID, 0)
+        for best in storage.get_best_architectures(self.name, k=1, metric=self.s.search.metric, maximize=self.maximize):
+            self._track_best(best.result)  # type: ignore[arg-type]
+        # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
+        # crash during a resume cannot lose it. Rows of the same architecture all come back: the
+        # first trains, the others share its result.
+        interrupted = storage.list_trials(self.name, TrialStatus.INTERRUPTED)
         if interrupted:
             self.log.warning(f"{len(interrupted)} trial(s) cut off by an earlier crash will be re-run")
         self.log.info(f"resuming: {completed}/{self.s.search.trials} trials already done")
+        history = self._replay()
         return experiment, history, interrupted
 
-    def _replay(self, history: Sequence[Trial]) -> None:
-        told = [(t.vector, t.result) for t in history if t.result is not None and t.status != TrialStatus.INTERRUPTED]
-        if told:
-            self.c.strategy.update_with_results(told)  # type: ignore[arg-type]
-        for t in history:
-            if t.status == TrialStatus.COMPLETED and t.result is not None:
-                self.counts.completed += 1
-                self._track_best(t.result)
-            elif t.status == TrialStatus.FAILED:
-                self.counts.failed += 1
-            elif t.status == TrialStatus.INVALID:
-                self.counts.invalid += 1
+    def _strategy_identity(self) -> str:
+        """What a snapshot must match to be restored: the strategy's class, its and the encoder's
+        settings, the seed, the metric and its direction (a resume with any other replays)."""
+        cls = type(self.c.strategy)
+        return f"{cls.__module__}.{cls.__qualname__}:" + stable_hash({
+            "strategy": self.config.get("strategy"), "encoder": self.config.get("encoder"),
+            "seed": self.s.experiment.seed, "metric": self.s.search.metric, "direction": self.s.search.direction})
+
+    def _replay(self) -> list[Trial]:
+        """Bring the strategy (and the meta-learner) up to date with the stored history; return
+        the trials read.
+
+        The strategy's latest snapshot, when there is one of this strategy, is restored and only
+        the trials it had not been told are read and told, so a large experiment resumes in a
+        fraction of a second. A meta-learner refits on everything, so with one the whole history
+        is read."""
+        storage, strategy = self.c.storage, self.c.strategy
+        snapshot = storage.load_snapshot(self.name) if self.s.search.snapshot_every else None
+        if snapshot is not None and snapshot.strategy != self._strategy_identity():
+            self.log.info("the stored strategy snapshot is of another strategy or settings: replaying the history")
+            snapshot = None
+        through = 0
+        if snapshot is not None:
+            strategy.load_state_dict(dict(snapshot.state))
+            through, self._told = snapshot.told_through, expand_ranges(snapshot.told)
+        history = storage.list_history(self.name, after=0 if self.c.meta is not None else through)
+        finished = [t for t in history if t.result is not None and t.status != TrialStatus.INTERRUPTED]
+        untold = [t for t in finished if t.id is not None and t.id > through and t.id not in self._told]
+        if untold:
+            strategy.update_with_results([(t.vector, t.result) for t in untold])  # type: ignore[misc]
+            self._told.update(t.id for t in untold if t.id is not None)
+        if snapshot is not None:
+            self.log.info(f"strategy restored from its snapshot; {len(untold)} later trial(s) replayed")
+        if self.c.meta is not None:
+            self.c.meta.observe([(t.vector, t.result) for t in finished])  # type: ignore[misc]
+            self._meta_fed = True
+        return history
+
+    def _snapshot(self) -> None:
+        """Store the strategy's state with what it has been told (see :meth:`_replay`): every
+        trial up to the oldest one still open (stored, not yet told), and the ids told above it."""
+        state = self.c.strategy.state_dict()
+        if state is None:
+            return
+        through = min(self._open) - 1 if self._open else max(self._told, default=0)
+        self._told = {i for i in self._told if i > through}  # what is below is covered by `through`
+        try:
+            self.c.storage.save_snapshot(self.name, StrategySnapshot(
+                self._strategy_identity(), through, id_ranges(self._told), state))
+        except Exception as exc:  # a snapshot only speeds up a resume: never stop the search for one
+            self.log.warning(f"strategy snapshot not stored: {type(exc).__name__}: {exc}")
+        self._since_snapshot = 0
+
+    def _warm_start(self, history: Sequence[Trial]) -> list[ArchitectureVector]:
+        """With ``meta.warm_start``: fit the meta-learner on every trial of the earlier experiments
+        of this database run on the same task (or those in ``meta.warm_start_experiments``) and
+        return their best ``meta.warm_start_top`` architectures not yet in this experiment, best
+        first, to be proposed before the strategy's. Their results are reused from storage (any
+        experiment, same reuse key) unless ``search.reuse=none``, so nothing is trained twice."""
+        meta, settings = self.c.meta, self.c.meta_settings
+        if meta is None or settings is None or not settings.warm_starts:
+            return []
+        storage, task = self.c.storage, self.c.task.name
+        candidates = {e.name: e for e in storage.list_experiments() if e.name != self.name and e.task == task}
+        wanted = settings.warm_start_experiments or sorted(candidates)
+        unknown = [name for name in wanted if name not in candidates]
+        if unknown:
+            raise NeuromosaicError(
+                f"meta.warm_start_experiments: no experiment {', '.join(map(repr, unknown))} on task {task!r} in "
+                f"this database (there are: {', '.join(sorted(candidates)) or 'none'})"
+            )
+        metric, space = self.s.search.metric, self.c.encoder.search_space()
+        earlier, best = [], []
+        for name in wanted:
+            earlier += [(t.vector, t.result) for t in storage.list_history(name) if t.result is not None]
+            best += storage.get_best_architectures(name, k=settings.warm_start_top, metric=metric, maximize=self.maximize)
+        if earlier:
+            meta.observe(earlier)
+        best.sort(key=lambda t: t.result.metrics[metric], reverse=self.maximize)  # type: ignore[union-attr]
+        seen = {t.vector.key() for t in history}
+        proposals: list[ArchitectureVector] = []
+        for trial in best:
+            vector = space.member(trial.vector)
+            if vector is None or vector.key() in seen:
+                continue  # another space's vector, or already tried here (a resume)
+            seen.add(vector.key())
+            proposals.append(vector)
+            if len(proposals) == settings.warm_start_top:
+                break
+        self._warm_keys = {v.key() for v in proposals}
+        self.log.info(f"warm start: surrogate fitted on {len(earlier)} trial(s) of {len(wanted)} earlier experiment(s); "
+                      f"proposing their best {len(proposals)} first")
+        return proposals
 
     def _track_best(self, result: TrialResult) -> None:
         value = result.metrics.get(self.s.search.metric)
@@ -193,7 +297,8 @@ class Orchestrator:
                 return TrialResult.failure(ErrorClass.CONSTRAINT, check.message())
         trial.reuse_key = reuse_key(trial.spec, self.task_key, self.s.training)
         reuse = self.s.search.reuse
-        twin = None if reuse == "none" else self.c.storage.find_reusable(trial.reuse_key, None if reuse == "all" else self.name)
+        anywhere = reuse == "all" or trial.vector.key() in self._warm_keys
+        twin = None if reuse == "none" else self.c.storage.find_reusable(trial.reuse_key, None if anywhere else self.name)
         if twin is not None and twin.result is not None:
             log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
             trial.code, trial.reused_from = twin.code, twin.id
@@ -279,11 +384,31 @@ class Orchestrator:
             self.counts.consecutive_failures += 1
         self.c.storage.save_trial(trial)
         self.c.strategy.update_with_results([(trial.vector, result)])
+        if trial.id is not None:
+            self._told.add(trial.id)
+            self._open.discard(trial.id)
+        self._since_snapshot += 1
+        if self.s.search.snapshot_every and self._since_snapshot >= self.s.search.snapshot_every:
+            self._snapshot()
+        if self.c.meta is not None:
+            self.c.meta.observe([(trial.vector, result)])
         self._notify("trial_finished", trial=trial)
         if self.progress:
             self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
 
     # -- the loop ----------------------------------------------------------------------------
+
+    def _suggest(self, n: int) -> list[ArchitectureVector]:
+        """``n`` suggestions of the strategy; with a meta-learner and ``search.prescreen`` k > 1,
+        the best ``n`` of k x ``n`` by the surrogate, the others withdrawn from the strategy (see
+        :meth:`MetaLearner.prescreen`)."""
+        meta, factor = self.c.meta, self.s.search.prescreen
+        if meta is None:
+            return self.c.strategy.suggest_architectures(n)
+        if factor > 1 and meta.ready and not self._screening:
+            self._screening = True
+            self.log.info(f"pre-screening on: the surrogate ranks {factor} candidates per free slot; the best are trained")
+        return meta.prescreen(self.c.strategy, n, factor)
 
     async def run(self, runner_settings: Any = None) -> dict[str, Any]:
         """Search until ``search.trials`` trials completed or the failure limit; return the summary."""
@@ -296,8 +421,11 @@ class Orchestrator:
             for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal or ssh session too
                 asyncio.get_running_loop().add_signal_handler(sig, current.cancel)
         experiment, history, requeue = self._open_experiment()
-        self._replay(history)
-        number = max((t.number for t in history), default=0)
+        self._open = {t.id for t in requeue if t.id is not None}
+        number = self.c.storage.max_trial_number(self.name)
+        for vector in self._warm_start(history):
+            number += 1
+            requeue.append(Trial(self.name, number, vector))
         self._notify("experiment_started", experiment=experiment, config=self.config, run_dir=self.run_dir)
         self.log.info(f"preparing task {self.c.task.name!r}")
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
@@ -328,7 +456,7 @@ class Orchestrator:
                     if len(trials) < slots:
                         # In a thread: an LLM-guided strategy may take seconds, and trials in
                         # flight must not wait for it.
-                        vectors = await asyncio.to_thread(self.c.strategy.suggest_architectures, slots - len(trials))
+                        vectors = await asyncio.to_thread(self._suggest, slots - len(trials))
                         if not vectors and not trials and not in_flight:
                             # Nothing left to try and nothing running that could change the
                             # strategy's mind: asking again would spin forever.
@@ -348,6 +476,7 @@ class Orchestrator:
                             continue
                         trial.status = TrialStatus.RUNNING
                         self.c.storage.save_trial(trial)  # stored before it runs: a crash leaves a trace
+                        self._open.add(trial.id)  # type: ignore[arg-type]
                         self._notify("trial_started", trial=trial)
                         if isinstance(prepared, _Twin):
                             # The same architecture is already training: share its result.
@@ -371,6 +500,8 @@ class Orchestrator:
                 await asyncio.gather(*in_flight, return_exceptions=True)
             if self.progress:
                 self.progress.__exit__(None, None, None)
+            if self.s.search.snapshot_every and self._since_snapshot:
+                self._snapshot()  # the next resume (more trials, or after Ctrl-C) starts from here
             await self.c.runner.close()
         summary = self.finalize(time.perf_counter() - started)
         self._notify("experiment_finished", experiment=experiment, summary=summary)
@@ -403,6 +534,38 @@ class Orchestrator:
                 shutil.copyfile(source, target)
             weights = str(target.relative_to(self.run_dir))
         return {"code": str(code_path.relative_to(self.run_dir)) if trial.code else None, "weights": weights}
+
+    def _recommendations(self, trials: Sequence[Trial]) -> dict[str, Any] | None:
+        """The meta-learner's regions worth exploring next (see
+        :meth:`MetaLearner.generate_recommendations`), logged; None without a meta-learner, with
+        ``meta.recommendations=0``, or before it has enough results."""
+        meta, settings = self.c.meta, self.c.meta_settings
+        count = settings.recommendations if settings is not None else 5
+        if meta is None or count == 0:
+            return None
+        if not self._meta_fed:  # finalize of an experiment already done: nothing was replayed
+            meta.observe([(t.vector, t.result) for t in trials if t.result is not None])
+            self._meta_fed = True
+        try:
+            recommendations = meta.generate_recommendations(count, tried=[t.vector for t in trials])
+        except Exception as exc:  # a broken surrogate must not lose a finished search
+            self.log.warning(f"meta-learner recommendations failed: {type(exc).__name__}: {exc}")
+            return None
+        if recommendations is None:
+            self.log.info("no recommendations: the surrogate has too few results")
+            return None
+        lines = []
+        for name, info in recommendations["dimensions"].items():
+            if "choices" in info:
+                lines.append(f"  {name}: " + " > ".join(f"{c['value']} ({c['predicted']:.4f})" for c in info["choices"]))
+            elif "range" in info:
+                lines.append(f"  {name}: {info['range'][0]}..{info['range'][1]}")
+        for entry in recommendations["vectors"]:
+            values = " ".join(f"{k}={v}" for k, v in entry["vector"].items())
+            lines.append(f"  try: {values}  predicted {self.s.search.metric}={entry['predicted']:.4f} ± {entry['std']:.4f}")
+        self.log.info("recommendations (surrogate: predicted best value per dimension, then untried architectures):\n"
+                      + "\n".join(lines))
+        return recommendations
 
     def finalize(self, elapsed: float | None = None) -> dict[str, Any]:
         """Prune weights, write summary.json and the plots; return the summary."""
@@ -437,15 +600,29 @@ class Orchestrator:
                 entry.update(self._materialise(trial))
                 summary["best"] = entry
             summary["top"].append(entry)
+        recommendations = self._recommendations(trials)
+        if recommendations is not None:
+            summary["recommendations"] = recommendations
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         plots = self.run_dir / "plots"
         plots.mkdir(exist_ok=True)
+        rendered: list[Path] = []
+        space = self.c.encoder.search_space()
         for name, visualizer in self.c.visualizers:
             try:
-                paths = visualizer.plot_performance_landscape(trials, plots, metric)
+                paths = visualizer.render(trials, plots, metric, space=space, maximize=self.maximize)
+                rendered.extend(paths)
                 self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
             except Exception as exc:  # a broken plot must not lose a finished search
                 self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")
+        try:  # the report embeds the plots just written; `neuromosaic-report` rebuilds it any time
+            from neuromosaic_core.report import build_report
+
+            build_report(self.c.storage, [self.name], self.run_dir / "report.html", top_k=self.s.search.top_k,
+                         plot_files={self.name: rendered}, elapsed_seconds={self.name: elapsed} if elapsed is not None else None)
+            self.log.info("wrote report.html")
+        except Exception as exc:  # nor a broken report
+            self.log.warning(f"report failed: {type(exc).__name__}: {exc}")
         self.top = top
         return summary

@@ -55,6 +55,32 @@ class StorageSettings:
 
 
 @attrs.frozen
+class MetaSettings:
+    """Base of every meta-learner's settings: what the orchestrator does with it besides
+    pre-screening (``search.prescreen``).
+
+    ``warm_start``: fit the surrogate on the earlier experiments of the database run on the same
+    task and propose their best ``warm_start_top`` architectures first; ``warm_start_experiments``
+    restricts that to the experiments named (and turns warm start on). ``recommendations``: how
+    many untried architectures the end-of-run recommendations list (0: none)."""
+
+    warm_start: bool = False
+    warm_start_experiments: list[str] = attrs.field(factory=list)
+    warm_start_top: int = 5
+    recommendations: int = 5
+
+    def __attrs_post_init__(self) -> None:
+        if self.warm_start_top < 1:
+            raise ValueError(f"warm_start_top must be at least 1, got {self.warm_start_top}")
+        if self.recommendations < 0:
+            raise ValueError(f"recommendations must be at least 0, got {self.recommendations}")
+
+    @property
+    def warm_starts(self) -> bool:
+        return self.warm_start or bool(self.warm_start_experiments)
+
+
+@attrs.frozen
 class ExperimentSettings:
     name: str
     seed: int = 0
@@ -74,11 +100,21 @@ class SearchSettings:
     #: Reuse a finished twin's result (same architecture, task and training settings) found in
     #: this experiment (``experiment``), in any experiment of the database (``all``), or never.
     reuse: Literal["experiment", "all", "none"] = "experiment"
+    #: Pre-screening factor k: with a meta-learner selected (``meta=surrogate``) and k > 1, the
+    #: strategy is asked for k candidates per free slot and only the ones the surrogate ranks best
+    #: are trained. 1 (the default) trains every suggestion.
+    prescreen: int = 1
+    #: Store the strategy's state every this many finished trials (and at the end), so a resume
+    #: restores it and replays only the trials after it; 0 never does (a resume replays all).
+    #: Only strategies that implement ``state_dict`` take snapshots.
+    snapshot_every: int = 100
 
     def __attrs_post_init__(self) -> None:
-        for name in ("trials", "max_failures", "top_k", "codegen_attempts"):
+        for name in ("trials", "max_failures", "top_k", "codegen_attempts", "prescreen"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be 0 (never) or more, got {self.snapshot_every}")
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ import copy
 
 from neuromosaic_core.errors import StorageError
 from neuromosaic_core.interfaces import ResultsDB
-from neuromosaic_core.model import Experiment, Trial, TrialStatus
+from neuromosaic_core.model import Experiment, StrategySnapshot, Trial, TrialStatus
 
 
 class InMemoryResultsDB(ResultsDB):
@@ -17,6 +17,7 @@ class InMemoryResultsDB(ResultsDB):
     def __init__(self) -> None:
         self.experiments: dict[str, Experiment] = {}
         self.trials: dict[int, Trial] = {}
+        self.snapshots: dict[str, StrategySnapshot] = {}
 
     def get_experiment(self, name: str) -> Experiment | None:
         return copy.deepcopy(self.experiments.get(name))
@@ -55,3 +56,11 @@ class InMemoryResultsDB(ResultsDB):
             if cg is not None and cg.cache_key == cache_key and not cg.fallback and t.code:
                 return t.code
         return None
+
+    def save_snapshot(self, experiment: str, snapshot: StrategySnapshot) -> None:
+        if experiment not in self.experiments:
+            raise StorageError(f"no experiment {experiment!r}")
+        self.snapshots[experiment] = copy.deepcopy(snapshot)
+
+    def load_snapshot(self, experiment: str) -> StrategySnapshot | None:
+        return copy.deepcopy(self.snapshots.get(experiment))

@@ -32,6 +32,7 @@ from neuromosaic_core.model import (
     ErrorClass,
     Experiment,
     Layer,
+    StrategySnapshot,
     Trial,
     TrialResult,
     TrialStatus,
@@ -318,6 +319,29 @@ class StorageContract:
         key = lambda t: (t.id, t.number, t.status, t.vector, t.result, t.reused_from, t.reuse_key)  # noqa: E731
         assert [key(t) for t in light] == [key(t) for t in full]
         assert storage.list_history("missing") == []
+        # after an id: only the later trials (what a resume from a snapshot reads)
+        assert [key(t) for t in storage.list_history(exp, after=full[0].id)] == [key(t) for t in full[1:]]
+        assert storage.list_history(exp, after=full[-1].id) == []
+
+    def test_max_trial_number(self, storage: ResultsDB, exp: str) -> None:
+        assert storage.max_trial_number(exp) == 0
+        for n in (3, 9, 4):
+            storage.save_trial(make_trial(exp, n))
+        assert storage.max_trial_number(exp) == 9
+
+    def test_strategy_snapshot_is_replaced_and_kept_per_experiment(self, storage: ResultsDB, exp: str) -> None:
+        """A backend either keeps snapshots (the latest one per experiment) or none at all."""
+        storage.create_experiment(Experiment("other", "spirals"))
+        first = StrategySnapshot("random:1", 4, ((6, 8),), {"evaluated": ["a", "b"], "rng": [3, [1, 2], None]})
+        storage.save_snapshot(exp, first)
+        if storage.load_snapshot(exp) is None:  # the interface's default: resume replays instead
+            assert type(storage).load_snapshot is ResultsDB.load_snapshot
+            return
+        assert storage.load_snapshot(exp) == first
+        latest = StrategySnapshot("random:1", 7, ((9, 9), (11, 12)), {"evaluated": ["a", "b", "c"], "text": "gélu ✓"})
+        storage.save_snapshot(exp, latest)
+        assert storage.load_snapshot(exp) == latest
+        assert storage.load_snapshot("other") is None and storage.load_snapshot("missing") is None
 
     def test_mark_interrupted(self, storage: ResultsDB, exp: str) -> None:
         storage.create_experiment(Experiment("other", "spirals"))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from neuromosaic_strategy_random.search import RandomSearch
 
 from neuromosaic_core import hookimpl
 from neuromosaic_core.constraints import Constraints
@@ -304,3 +305,103 @@ def test_a_strategy_with_nothing_left_to_suggest_ends_the_search(tmp_path):
     summary, runner, *_ = search(tmp_path, [10, 20], trials=5)
     assert summary["stopped"] == "exhausted"
     assert summary["trials"]["completed"] == 2 and len(runner.jobs) == 2
+
+
+# -- resume from a strategy snapshot -----------------------------------------------------------
+
+
+class RecordingRandom(RandomSearch):
+    """Random search that records the keys of the vectors it is told."""
+
+    def __init__(self, **kw):
+        super().__init__(SPACE, seed=0, **kw)
+        self.told_keys = []
+
+    def update_with_results(self, results):
+        self.told_keys += [v.key() for v, _ in results]
+        super().update_with_results(results)
+
+
+class ReadCounting(InMemoryResultsDB):
+    """Counts the trials a resume reads through ``list_history``."""
+
+    history_reads = 0
+
+    def list_history(self, experiment, after=0):
+        trials = super().list_history(experiment, after)
+        self.history_reads += len(trials)
+        return trials
+
+
+class HangsOnThirdJob(FakeRunner):
+    """The third trial never finishes, as if its machine hung; the others run normally."""
+
+    async def run_trial(self, job):
+        if len(self.jobs) == 2:
+            self.jobs.append(job)
+            await asyncio.Event().wait()
+        return await super().run_trial(job)
+
+
+def random_orchestrator(tmp_path, storage, trials, runner=None, snapshot_every=2, workers=1, **strategy_kw):
+    runner = runner or FakeRunner()
+    runner.workers = workers
+    strategy = RecordingRandom(**strategy_kw)
+    s = CoreSettings(ExperimentSettings("exp"), SearchSettings(trials=trials, snapshot_every=snapshot_every))
+    c = Components(strategy, WidthEncoder(), Code(), runner, storage, ToyTask())
+    return Orchestrator(s, c, tmp_path / "exp", show_progress=False, config={"strategy": strategy_kw}), strategy
+
+
+def widths(storage):
+    return [t.vector["width"] for t in storage.list_trials("exp")]
+
+
+def test_a_resume_restores_the_strategy_snapshot_and_continues_the_same_search(tmp_path):
+    straight = InMemoryResultsDB()
+    asyncio.run(random_orchestrator(tmp_path, straight, 9)[0].run())
+
+    stopped = ReadCounting()
+    asyncio.run(random_orchestrator(tmp_path, stopped, 5)[0].run())
+    assert stopped.load_snapshot("exp").told_through > 0  # taken at the end of the first run
+    stopped.history_reads = 0
+    resumed, strategy = random_orchestrator(tmp_path, stopped, 9)
+    asyncio.run(resumed.run())
+    assert stopped.history_reads == 0  # nothing to replay: the snapshot covers every trial
+    assert strategy.told_keys == [t.vector.key() for t in stopped.list_trials("exp")[5:]]  # only the new ones
+    assert widths(stopped) == widths(straight)  # the same search as without the stop
+
+
+def test_a_snapshot_of_other_strategy_settings_is_ignored_and_the_history_replayed(tmp_path):
+    storage = ReadCounting()
+    asyncio.run(random_orchestrator(tmp_path, storage, 4)[0].run())
+    storage.history_reads = 0
+    resumed, strategy = random_orchestrator(tmp_path, storage, 6, max_retries=7)
+    asyncio.run(resumed.run())
+    assert storage.history_reads == 4
+    assert strategy.told_keys[:4] == [t.vector.key() for t in storage.list_trials("exp")[:4]]
+
+
+def test_a_crash_with_trials_in_flight_resumes_telling_each_finished_trial_exactly_once(tmp_path):
+    storage = InMemoryResultsDB()
+    first, before = random_orchestrator(tmp_path, storage, 10, runner=HangsOnThirdJob(), snapshot_every=1, workers=2)
+
+    async def crash_after_five_completed():
+        task = asyncio.create_task(first.run())
+        while storage.count_trials("exp").get(TrialStatus.COMPLETED, 0) < 5:
+            await asyncio.sleep(0.001)
+        task.cancel()  # the third trial is still running: its row stays `running`
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(crash_after_five_completed())
+    snapshot = storage.load_snapshot("exp")
+    stuck = storage.list_trials("exp", TrialStatus.RUNNING)
+    assert len(stuck) >= 1 and snapshot.told_through < stuck[0].id  # the open trial is not covered
+
+    resumed, after = random_orchestrator(tmp_path, storage, 10, snapshot_every=1, workers=2)
+    summary = asyncio.run(resumed.run())
+    assert summary["trials"]["completed"] == 10
+    finished = [t.vector.key() for t in storage.list_trials("exp") if t.status is not TrialStatus.INTERRUPTED]
+    told = before.told_keys + after.told_keys
+    assert sorted(told) == sorted(finished)  # every finished trial told once, across the crash
+    assert stuck[0].vector.key() in after.told_keys  # the cut-off trial re-ran after the resume

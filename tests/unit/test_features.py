@@ -31,3 +31,9 @@ def test_values_outside_the_space_become_nan_not_errors():
     matrix, _ = vectors_to_matrix(SPACE, [ArchitectureVector({"layers": 9, "lr": "x", "act": "tanh"})])
     assert all(math.isnan(v) for v in matrix[0])
     assert vectors_to_matrix(SPACE, [])[0].shape == (0, 5)
+
+
+def test_ints_beyond_float_precision_stay_in_range():
+    space = SearchSpace([IntDimension("big", low=0, high=2**54)])
+    matrix, _ = vectors_to_matrix(space, [ArchitectureVector({"big": 2**53 + 1}), ArchitectureVector({"big": 2**54})])
+    np.testing.assert_allclose(matrix[:, 0], [0.5, 1.0])

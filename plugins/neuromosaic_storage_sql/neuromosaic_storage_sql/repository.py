@@ -35,6 +35,7 @@ from neuromosaic_core.model import (
     Experiment,
     ExperimentError,
     Layer,
+    StrategySnapshot,
     Trial,
     TrialResult,
     TrialStatus,
@@ -42,7 +43,7 @@ from neuromosaic_core.model import (
 )
 
 #: The schema this code writes. Bump it and add a migration to :data:`MIGRATIONS` together.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The version the base tables (``schema_version``, ``experiments``, ``trials`` as the models
 #: below create them) stand for; every later version is reached through :data:`MIGRATIONS`, for a
@@ -173,10 +174,31 @@ def _downgrade_3_to_2(db: pw.Database) -> None:
     db.execute_sql(f"ALTER TABLE {q('trials')} DROP COLUMN {q('codegen')}")
 
 
+def _upgrade_3_to_4(db: pw.Database) -> None:
+    """v4: ``strategy_snapshots``, one row per experiment with its search strategy's latest
+    :class:`~neuromosaic_core.model.StrategySnapshot` (``told`` and ``state`` as JSON), so a
+    resume restores the strategy instead of replaying the whole history. Nothing to backfill: an
+    experiment without a row resumes by replaying, as before."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    db.execute_sql(
+        f"CREATE TABLE {q('strategy_snapshots')} ("
+        f"{q('experiment_id')} INTEGER PRIMARY KEY REFERENCES {q('experiments')} ({q('id')}) ON DELETE CASCADE, "
+        f"{q('strategy')} TEXT NOT NULL, {q('told_through')} INTEGER NOT NULL, {q('told')} TEXT NOT NULL, "
+        f"{q('state')} TEXT NOT NULL, "
+        f"{q('created_at')} TIMESTAMP NOT NULL)"
+    )
+
+
+def _downgrade_4_to_3(db: pw.Database) -> None:
+    """Back to v3: drop the snapshots; the next resume replays the history instead."""
+    db.execute_sql(f"DROP TABLE {_q(db, 'strategy_snapshots')}")
+
+
 #: ``{from_version: Migration(upgrade, downgrade)}`` between ``from_version`` and ``from_version + 1``.
 MIGRATIONS: dict[int, Migration] = {
     1: Migration(_upgrade_1_to_2, _downgrade_2_to_1),
     2: Migration(_upgrade_2_to_3, _downgrade_3_to_2),
+    3: Migration(_upgrade_3_to_4, _downgrade_4_to_3),
 }
 
 
@@ -541,7 +563,7 @@ class SqlResultsDB(ResultsDB):
         if rows:
             self.db.execute_sql(_insert_metrics_sql(self.db, len(rows)), [v for r in rows for v in r])
 
-    def list_history(self, experiment: str) -> list[Trial]:
+    def list_history(self, experiment: str, after: int = 0) -> list[Trial]:
         """Only what a resume needs: ``spec``, ``code`` and ``codegen`` are left None (at 100,000
         trials reading and parsing those was most of the resume's start-up time); ``list_trials``
         has them.
@@ -557,8 +579,8 @@ class SqlResultsDB(ResultsDB):
             return []
         rows = self.db.execute_sql(
             f"SELECT id, number, status, error_class, error_message, weights_path, reused_from, reuse_key "  # noqa: S608
-            f"FROM {table} WHERE experiment_id = {p} ORDER BY id",
-            [experiment_id],
+            f"FROM {table} WHERE experiment_id = {p} AND id > {p} ORDER BY id",
+            [experiment_id, after],
         ).fetchall()
         if not rows:
             return []
@@ -568,8 +590,8 @@ class SqlResultsDB(ResultsDB):
         columns = ", ".join(agg.format(c) for c in ("CAST(id AS TEXT)", "vector", "COALESCE(metrics, 'null')"))
         ids, vectors, metrics = self.db.execute_sql(
             f"SELECT {columns} FROM (SELECT id, vector, metrics FROM {table} "  # noqa: S608
-            f"WHERE experiment_id = {p} AND id <= {p} ORDER BY id) ordered",
-            [experiment_id, rows[-1][0]],
+            f"WHERE experiment_id = {p} AND id > {p} AND id <= {p} ORDER BY id) ordered",
+            [experiment_id, after, rows[-1][0]],
         ).fetchone()
         with _gc_paused():
             # Every aggregate of one query walks the rows in the same order, so the lists line up.
@@ -721,6 +743,36 @@ class SqlResultsDB(ResultsDB):
         query = (T.select(T.status, pw.fn.COUNT(T.id)).join(E).where(E.name == experiment)
                  .group_by(T.status).tuples())
         return {TrialStatus(status): n for status, n in query}
+
+    def max_trial_number(self, experiment: str) -> int:
+        T, E = self._TrialRow, self._ExperimentRow
+        return T.select(pw.fn.MAX(T.number)).join(E).where(E.name == experiment).scalar() or 0
+
+    # -- strategy snapshots ------------------------------------------------------------------
+
+    def save_snapshot(self, experiment: str, snapshot: StrategySnapshot) -> None:
+        table, p = self._quote("strategy_snapshots"), self.db.param
+        experiment_id = self._experiment_id(experiment)
+        row = [snapshot.strategy, snapshot.told_through, _dumps(snapshot.told),
+               json.dumps(snapshot.state, separators=(",", ":")), _now()]
+        with self.db.atomic():
+            self.db.execute_sql(f"DELETE FROM {table} WHERE experiment_id = {p}", [experiment_id])  # noqa: S608
+            self.db.execute_sql(
+                f"INSERT INTO {table} (experiment_id, strategy, told_through, told, state, created_at) "  # noqa: S608
+                f"VALUES ({p}, {p}, {p}, {p}, {p}, {p})", [experiment_id, *row])
+
+    def load_snapshot(self, experiment: str) -> StrategySnapshot | None:
+        table, p = self._quote("strategy_snapshots"), self.db.param
+        try:
+            experiment_id = self._experiment_id(experiment)
+        except StorageError:
+            return None
+        row = self.db.execute_sql(
+            f"SELECT strategy, told_through, told, state FROM {table} WHERE experiment_id = {p}",  # noqa: S608
+            [experiment_id]).fetchone()
+        if row is None:
+            return None
+        return StrategySnapshot(row[0], row[1], tuple((a, b) for a, b in json.loads(row[2])), json.loads(row[3]))
 
     def mark_interrupted(self, experiment: str) -> list[Trial]:
         T, E = self._TrialRow, self._ExperimentRow

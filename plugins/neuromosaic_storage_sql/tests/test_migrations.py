@@ -1,4 +1,4 @@
-"""Schema v1 -> v2 -> v3 and back, on database files laid out exactly as the v1 and v2 code wrote them."""
+"""Schema v1 -> v2 -> v3 -> v4 and back, on database files laid out exactly as the v1 and v2 code wrote them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from neuromosaic_storage_sql.repository import SCHEMA_VERSION, SqlResultsDB, mig
 
 from neuromosaic_core.errors import StorageError
 from neuromosaic_core.interfaces import ResultsDB
-from neuromosaic_core.model import Experiment, TrialResult, TrialStatus, converter
+from neuromosaic_core.model import Experiment, StrategySnapshot, TrialResult, TrialStatus, converter
 from neuromosaic_core.testing.storage import make_codegen, make_trial
 
 PgCluster = Any  # conftest.PgCluster (test modules are not a package under --import-mode=importlib)
@@ -144,7 +144,7 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     # 1. the new code opens it and upgrades in place; every row is intact
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == SCHEMA_VERSION == 3
+        assert db.stored_schema_version() == SCHEMA_VERSION == 4
         before = {name: db.list_trials(name) for name in ("old", "other")}
         assert len(before["old"]) + len(before["other"]) == 30
         for name in ("old", "other"):
@@ -165,18 +165,18 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     assert {"trial_metrics", "trial_metrics_experiment_id_name_value", "trials_experiment_id_status", V3_INDEX} <= {
         n for n, in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
 
-    # 2. rollback: back to exactly the v1 schema, with the v1 data (3 -> 2 -> 1 in one transaction)
-    assert migrate_database(url, 1) == (3, 1)
+    # 2. rollback: back to exactly the v1 schema, with the v1 data (4 -> 3 -> 2 -> 1 in one transaction)
+    assert migrate_database(url, 1) == (4, 1)
     assert schema(path) == v1_schema
     assert dump_rows(path) == v1_rows
 
     # 3. and forward again, through the CLI this time
     done = migrate_cli(url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{url}: schema v1 -> v3"
+    assert done.stdout.strip() == f"{url}: schema v1 -> v4"
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == 3
+        assert db.stored_schema_version() == 4
         assert {name: db.list_trials(name) for name in ("old", "other")} == before
         assert [t.number for t in db.get_best_architectures("old", k=3)] == best3
     finally:
@@ -187,16 +187,18 @@ def test_cli_downgrade_and_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     SqlResultsDB(url).close()
     run = migrate_cli
+    done = run("--to", "3", url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v4 -> v3")
     done = run("--to", "2", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v3 -> v2")
     done = run("--to", "1", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v2 -> v1")
     done = run("--to", "1", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: already at schema v1")
+    done = run("--to", "5", url)
+    assert done.returncode == 2 and "knows v1 to v4" in done.stderr and "\n" not in done.stderr.strip()
     done = run("--to", "4", url)
-    assert done.returncode == 2 and "knows v1 to v3" in done.stderr and "\n" not in done.stderr.strip()
-    done = run("--to", "3", url)
-    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v1 -> v3")
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v1 -> v4")
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
     done = run(f"sqlite:///{empty}")
@@ -207,11 +209,11 @@ def test_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     SqlResultsDB(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 4")
+        conn.execute("UPDATE schema_version SET version = 5")
     conn.close()
-    with pytest.raises(StorageError, match="v4 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v5 is newer than this neuromosaic-storage-sql"):
         migrate_database(f"sqlite:///{path}", 1)
-    with pytest.raises(StorageError, match="v4 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v5 is newer than this neuromosaic-storage-sql"):
         SqlResultsDB(f"sqlite:///{path}")
 
 
@@ -233,10 +235,10 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     assert v2_schema == {d.replace("CREATE TABLE IF NOT EXISTS", "CREATE TABLE") for d in V2_DDL}
     assert len(v2_rows["trials"]) == 30 and len(v2_rows["trial_metrics"]) == 2 * 16
 
-    # 1. the v3 code opens it and upgrades in place: every trial kept, none with a record yet
+    # 1. the current code opens it and upgrades in place: every trial kept, none with a record yet
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == 3
+        assert db.stored_schema_version() == 4
         before = {name: db.list_trials(name) for name in ("old", "other")}
         assert len(before["old"]) + len(before["other"]) == 30
         assert all(t.codegen is None and t.code for ts in before.values() for t in ts)
@@ -245,14 +247,15 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         assert best3 == [t.number for t in reference_best(db, "old", 3, "val_accuracy", True)]
     finally:
         db.close()
-    assert without_v3_columns(dump_rows(path)) == {**v2_rows, "schema_version": [(1, 3)]}
-    added = schema(path) - v2_schema  # the trials table (two more columns) and one index
-    assert {s.split(" (")[0] for s in added} == {'CREATE TABLE "trials"', f'CREATE INDEX "{V3_INDEX}" ON "trials"'}
+    assert without_v3_columns(dump_rows(path)) == {**v2_rows, "schema_version": [(1, 4)]}
+    added = schema(path) - v2_schema  # the trials table (two more columns), one index, the snapshots (v4)
+    assert {s.split(" (")[0] for s in added} == {'CREATE TABLE "trials"', f'CREATE INDEX "{V3_INDEX}" ON "trials"',
+                                                 'CREATE TABLE "strategy_snapshots"'}
     assert trial_columns(path)[-2:] == list(V3_COLUMNS)
 
-    # 2. rollback 3 -> 2 (the documented procedure, through the CLI): exactly the v2 file again
+    # 2. rollback 4 -> 2 (the documented procedure, through the CLI): exactly the v2 file again
     done = migrate_cli("--to", "2", url)
-    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v3 -> v2"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v4 -> v2"), done.stderr
     assert schema(path) == v2_schema
     assert dump_rows(path) == v2_rows
 
@@ -269,10 +272,10 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         db.close()
 
     # 4. down to v2 with records stored: the trial stays, its record goes (documented loss)
-    assert migrate_database(url, 2) == (3, 2)
+    assert migrate_database(url, 2) == (4, 2)
     assert schema(path) == v2_schema
     assert len(dump_rows(path)["trials"]) == 31
-    db = SqlResultsDB(url)  # back to v3
+    db = SqlResultsDB(url)  # back to v4
     try:
         [again] = [t for t in db.list_trials("other") if t.number == 100]
         assert again.code == trial.code and again.result == trial.result and again.codegen is None
@@ -324,7 +327,7 @@ def test_nan_metrics_are_left_out_of_best_k(tmp_path: Path) -> None:
 
 
 def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp_path: Path) -> None:
-    """The same round trip on PostgreSQL: 2 -> 3 keeps every trial, 3 -> 2 -> 1 and up again."""
+    """The same round trip on PostgreSQL: 2 -> 4 keeps every trial, 4 -> 1 and up again."""
     url = pg_cluster.database_for(tmp_path)
     dbname = url.rsplit("/", 1)[1]
     columns = lambda: pg_cluster.psql(dbname, "SELECT column_name FROM information_schema.columns "  # noqa: E731
@@ -343,11 +346,11 @@ def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp
     v3_columns, v3_indexes = columns(), indexes()
     assert v3_columns[-2:] == list(V3_COLUMNS) and V3_INDEX in v3_indexes
 
-    assert migrate_database(url, 2) == (3, 2)  # a v2 database, as the v2 plugin left it
+    assert migrate_database(url, 2) == (4, 2)  # a v2 database, as the v2 plugin left it
     assert columns() == v3_columns[:-2] and indexes() == v3_indexes - {V3_INDEX}
     db = SqlResultsDB(url)  # upgrades in place
     try:
-        assert db.stored_schema_version() == 3
+        assert db.stored_schema_version() == 4
         assert {name: db.list_trials(name) for name in ("e0", "e1")} == before
         trial = db.save_trial(make_trial("e1", 99, status=TrialStatus.COMPLETED, codegen=make_codegen("ck"),
                                          result=TrialResult(metrics={"val_accuracy": 0.9})))
@@ -356,15 +359,38 @@ def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp
         db.close()
     assert (columns(), indexes()) == (v3_columns, v3_indexes)
 
-    assert migrate_database(url, 1) == (3, 1)
+    assert migrate_database(url, 1) == (4, 1)
     assert set(pg_cluster.psql(dbname, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split()) == {
         "schema_version", "experiments", "trials"}
     assert columns() == v3_columns[:-2]
     db = SqlResultsDB(url)  # and up again: the trial is there, its record was dropped on the way down
     try:
-        assert db.stored_schema_version() == 3
+        assert db.stored_schema_version() == 4
         assert db.list_trials("e1")[-1].code == trial.code and db.list_trials("e1")[-1].codegen is None
         assert db.find_cached_code("ck") is None
         assert [t.number for t in db.get_best_architectures("e1", k=2)] == [99, 5]
+    finally:
+        db.close()
+
+
+def test_v4_snapshots_roll_back_to_v3_and_the_experiment_resumes_without_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    db = SqlResultsDB(url)
+    try:
+        db.create_experiment(Experiment("e", "digits"))
+        db.save_trial(make_trial("e", 1, status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": 0.5})))
+        db.save_snapshot("e", StrategySnapshot("random:abc", 1, (), {"evaluated": ["k"]}))
+        assert db.load_snapshot("e") == StrategySnapshot("random:abc", 1, (), {"evaluated": ["k"]})
+    finally:
+        db.close()
+    assert migrate_database(url, 3) == (4, 3)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'strategy_snapshots'").fetchone()
+    conn.close()
+    db = SqlResultsDB(url)  # upgraded again on open: the trial is there, the snapshot is not
+    try:
+        assert db.stored_schema_version() == 4
+        assert [t.number for t in db.list_trials("e")] == [1]
+        assert db.load_snapshot("e") is None
     finally:
         db.close()

@@ -37,7 +37,7 @@ def test_fresh_database_has_the_current_schema(pg_cluster: PgCluster, pg_url: st
     dbname = pg_url.rsplit("/", 1)[1]
     assert pg_cluster.psql(dbname, "SELECT version FROM schema_version").split() == [str(SCHEMA_VERSION)]
     tables = set(pg_cluster.psql(dbname, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split())
-    assert tables == {"schema_version", "experiments", "trials", "trial_metrics"}
+    assert tables == {"schema_version", "experiments", "trials", "trial_metrics", "strategy_snapshots"}
     column = pg_cluster.psql(dbname, "SELECT data_type FROM information_schema.columns "
                                      "WHERE table_name = 'trial_metrics' AND column_name = 'value'").strip()
     assert column == "double precision"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from neuromosaic_core.interfaces import SearchStrategy
 from neuromosaic_core.model import ArchitectureVector, SearchSpace, TrialResult
@@ -83,6 +84,17 @@ class RandomSearch(SearchStrategy):
                 if self._pending[key] == 0:
                     del self._pending[key]
             self._evaluated.add(key)
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self._rng.getstate()
+        return {"rng": [version, list(internal), gauss], "pending": dict(self._pending),
+                "evaluated": sorted(self._evaluated)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._pending = Counter(state["pending"])
+        self._evaluated = set(state["evaluated"])
 
     def _key(self, vector: ArchitectureVector) -> str:
         try:

@@ -1,4 +1,9 @@
-"""The two plots: the search history and the metric-versus-size Pareto front.
+"""The five plots: history, Pareto front, landscape, parameter importance, parallel coordinates.
+
+Each ``draw_*`` function returns a matplotlib ``Figure`` (so tests, notebooks and the report can
+read what was drawn before anything is saved); :class:`MatplotlibVisualizer` saves them as PNG.
+The numbers (fronts, projections, smoothing, importance sums) come from
+:mod:`neuromosaic_core.analysis`, shared with the report and other visualizers.
 
 Figures are drawn on matplotlib's Agg canvas directly (``Figure`` + ``FigureCanvasAgg``), never
 through ``pyplot``: no window, no global figure registry, and the process-wide backend of a
@@ -7,106 +12,116 @@ caller (a notebook, say) is left alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
 
+from neuromosaic_core import analysis
+from neuromosaic_core.analysis import is_maximized, metric_value
 from neuromosaic_core.interfaces import Visualizer
-from neuromosaic_core.model import Trial, TrialStatus
+from neuromosaic_core.model import SearchSpace, Trial, TrialStatus
 from neuromosaic_visualizer_matplotlib import MatplotlibSettings
+
+__all__ = [
+    "FILES",
+    "MatplotlibVisualizer",
+    "is_maximized",
+    "metric_value",
+    "parameter_importance",
+    "pareto_front",
+]
 
 HISTORY_FILE = "history.png"
 PARETO_FILE = "pareto.png"
+LANDSCAPE_FILE = "landscape.png"
+IMPORTANCE_FILE = "importance.png"
+PARALLEL_FILE = "parallel.png"
+#: Every file the visualizer writes, in order.
+FILES = (HISTORY_FILE, PARETO_FILE, LANDSCAPE_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
+
+#: Fewer completed trials than this and a forest's importances are noise: the chart says so instead.
+MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated points among ``(params, metric)`` pairs: fewer parameters and a
-    higher metric are better.
-
-    A point is dominated when another has at most its parameters and at least its metric, and is
-    strictly better in one of the two. Identical points do not dominate each other, so all copies
-    of a front point are returned. Points with a non-finite coordinate are never on the front.
-    The indices come sorted by parameters (ascending), i.e. by metric ascending along the front,
-    ready to be connected by a line; ties keep the input order.
-    """
-    valid = [i for i, (p, m) in enumerate(points) if math.isfinite(p) and math.isfinite(m)]
-    order = sorted(valid, key=lambda i: (points[i][0], -points[i][1], i))
-    front: list[int] = []
-    best = -math.inf
-    last: tuple[float, float] | None = None
-    for i in order:
-        p, m = points[i]
-        if m > best:
-            front.append(i)
-            best = m
-            last = (p, m)
-        elif (p, m) == last:  # an exact copy of the previous front point
-            front.append(i)
-    return front
+    """Indices of the non-dominated ``(params, metric)`` pairs (fewer parameters and a higher metric
+    are better), sorted by parameters: :func:`neuromosaic_core.analysis.pareto_indices` with those
+    directions (kept for callers of 0.1)."""
+    return analysis.pareto_indices(points, minimize_x=True, maximize_y=True)
 
 
-def metric_value(trial: Trial, metric: str) -> float | None:
-    """The trial's finite ``metric``, or None when it has no result, failed, or lacks the metric."""
-    result = trial.result
-    if result is None or not result.ok:
-        return None
-    value = result.metrics.get(metric)
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+def parameter_importance(space: SearchSpace, trials: Sequence[Trial], metric: str, *, trees: int = 200,
+                         seed: int = 0) -> list[tuple[str, float]]:
+    """Which search dimensions explain ``metric``: a random forest (scikit-learn) fitted on the
+    completed trials' encoded vectors (:func:`neuromosaic_core.analysis.design_matrix`), its
+    impurity importances summed per dimension and normalised to 1, most important first. Empty with
+    fewer than two trials or a constant metric (nothing to explain)."""
+    data = analysis.design_matrix(space, trials, metric)
+    if len(data) < 2 or float(np.ptp(data.y)) == 0.0:
+        return []
+    from sklearn.ensemble import RandomForestRegressor
+
+    forest = RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=1)
+    forest.fit(data.x, data.y)
+    return analysis.dimension_importance(data.owners, forest.feature_importances_)
 
 
-def is_maximized(metric: str, direction: str = "auto") -> bool:
-    if direction == "max":
-        return True
-    if direction == "min":
-        return False
-    return not any(word in metric.lower() for word in ("loss", "error"))
+def _direction_word(maximize: bool) -> str:
+    return "higher" if maximize else "lower"
 
 
 @attrs.define
 class MatplotlibVisualizer(Visualizer):
-    """Writes ``history.png`` and ``pareto.png`` to ``out_dir`` (always both, see the README)."""
+    """Writes the five PNGs of :data:`FILES` to ``out_dir`` (always all of them, see the README)."""
 
     settings: MatplotlibSettings = attrs.field(factory=MatplotlibSettings)
 
     def plot_performance_landscape(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy") -> list[Path]:
+        return self.render(trials, out_dir, metric)
+
+    def render(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy", *,
+               space: SearchSpace | None = None, maximize: bool | None = None) -> list[Path]:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         trials = sorted(trials, key=lambda t: t.number)
-        maximize = is_maximized(metric, self.settings.direction)
-        return [
-            self.plot_history(trials, out_dir / HISTORY_FILE, metric, maximize),
-            self.plot_pareto(trials, out_dir / PARETO_FILE, metric, maximize),
-        ]
+        if self.settings.direction != "auto" or maximize is None:
+            maximize = is_maximized(metric, self.settings.direction)
+        if space is None:
+            space = analysis.infer_space(t.vector for t in trials)
+        figures = {
+            HISTORY_FILE: self.draw_history(trials, metric, maximize),
+            PARETO_FILE: self.draw_pareto(trials, metric, maximize),
+            LANDSCAPE_FILE: self.draw_landscape(trials, space, metric, maximize),
+            IMPORTANCE_FILE: self.draw_importance(trials, space, metric),
+            PARALLEL_FILE: self.draw_parallel(trials, space, metric, maximize),
+        }
+        paths = []
+        for name, fig in figures.items():
+            fig.savefig(out_dir / name, dpi=self.settings.dpi, format="png")
+            paths.append(out_dir / name)
+        return paths
 
     # -- figures -------------------------------------------------------------------------------
 
-    def _figure(self):  # -> (Figure, Axes)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(self.settings.width, self.settings.height), dpi=self.settings.dpi, layout="constrained")
+    def _figure(self, ncols: int = 1, width: float | None = None) -> tuple[Figure, list[Axes]]:
+        fig = Figure(figsize=(width or self.settings.width, self.settings.height), dpi=self.settings.dpi,
+                     layout="constrained")
         FigureCanvasAgg(fig)
-        return fig, fig.add_subplot()
-
-    def _save(self, fig, path: Path) -> Path:
-        fig.savefig(path, dpi=self.settings.dpi, format="png")
-        return path
+        return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
     @staticmethod
-    def _note(ax, text: str) -> None:
+    def _note(ax: Axes, text: str) -> None:
         ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="0.35")
 
-    def plot_history(self, trials: Sequence[Trial], path: Path, metric: str, maximize: bool) -> Path:
+    def draw_history(self, trials: Sequence[Trial], metric: str, maximize: bool) -> Figure:
         """The metric per trial number; failures as markers along the bottom; the best so far."""
-        fig, ax = self._figure()
+        fig, (ax,) = self._figure()
         done = [(t.number, v) for t in trials if (v := metric_value(t, metric)) is not None]
         invalid = [t.number for t in trials if metric_value(t, metric) is None and t.status == TrialStatus.INVALID]
         failed = [t.number for t in trials if metric_value(t, metric) is None and t.status != TrialStatus.INVALID]
@@ -114,12 +129,7 @@ class MatplotlibVisualizer(Visualizer):
         if done:
             xs, ys = zip(*done, strict=True)
             ax.scatter(xs, ys, s=22, color="tab:blue", zorder=3, label=f"{metric} ({len(done)} completed)")
-            best, best_xs, best_ys = None, [], []
-            for x, y in done:
-                if best is None or (y > best if maximize else y < best):
-                    best = y
-                best_xs.append(x)
-                best_ys.append(best)
+            best_xs, best_ys = list(xs), analysis.best_so_far(ys, maximize)
             last = max(t.number for t in trials)
             if last > best_xs[-1]:  # carry the best on to the last trial
                 best_xs.append(last)
@@ -142,45 +152,157 @@ class MatplotlibVisualizer(Visualizer):
             ax.set_xlim(lo - 0.5 - 0.02 * (hi - lo), hi + 0.5 + 0.02 * (hi - lo))
         ax.set_xlabel("trial")
         ax.set_ylabel(metric)
-        ax.set_title(f"Search history: {metric} ({'higher' if maximize else 'lower'} is better)")
+        ax.set_title(f"Search history: {metric} ({_direction_word(maximize)} is better)")
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
-        return self._save(fig, path)
+        return fig
 
-    def plot_pareto(self, trials: Sequence[Trial], path: Path, metric: str, maximize: bool) -> Path:
-        """The metric against the parameter count (log axis) with the Pareto front marked."""
-        fig, ax = self._figure()
+    def draw_pareto(self, trials: Sequence[Trial], metric: str, maximize: bool) -> Figure:
+        """``pareto_y`` (default: the metric) against ``pareto_x`` (default: params) with the front
+        marked, labelled with trial numbers and connected by a staircase. A positive ``x`` spanning
+        more than two decades gets a log axis."""
+        s = self.settings
+        x_name = s.pareto_x
+        y_name = s.pareto_y or metric
+        minimize_x = not is_maximized(x_name, s.pareto_x_direction)
+        if s.pareto_y_direction != "auto" or y_name != metric:
+            maximize_y = is_maximized(y_name, s.pareto_y_direction)
+        else:
+            maximize_y = maximize
+        fig, (ax,) = self._figure()
         pts: list[tuple[float, float]] = []
         labels: list[int] = []
         for t in trials:
-            value = metric_value(t, metric)
-            params = metric_value(t, "params")
-            if value is None or params is None or params <= 0:
-                continue
-            pts.append((params, value))
-            labels.append(t.number)
+            x, y = metric_value(t, x_name), metric_value(t, y_name)
+            if x is not None and y is not None:
+                pts.append((x, y))
+                labels.append(t.number)
 
-        ax.set_xscale("log")
+        xs = np.array([p[0] for p in pts])
+        log_x = len(pts) > 0 and bool((xs > 0).all()) and xs.max() / xs.min() > 100
+        if log_x:
+            ax.set_xscale("log")
         if pts:
-            front = pareto_front([(p, m if maximize else -m) for p, m in pts])
+            front = analysis.pareto_indices(pts, minimize_x=minimize_x, maximize_y=maximize_y)
             on_front = set(front)
             rest = [pts[i] for i in range(len(pts)) if i not in on_front]
             if rest:
-                ax.scatter(*zip(*rest, strict=True), s=22, color="tab:blue", alpha=0.6, label="trial")
+                ax.scatter(*zip(*rest, strict=True), s=22, color="tab:blue", alpha=0.6, label=f"trial ({len(rest)})")
             fx, fy = zip(*(pts[i] for i in front), strict=True)
-            ax.step(fx, fy, where="post", color="tab:red", linewidth=1.2, alpha=0.7, zorder=2)
+            ax.step(fx, fy, where="post" if minimize_x else "pre", color="tab:red", linewidth=1.2, alpha=0.7, zorder=2)
             ax.scatter(fx, fy, s=40, color="tab:red", edgecolors="black", linewidths=0.6, zorder=3,
                        label=f"Pareto front ({len(front)})")
             for i in front:
                 ax.annotate(f"#{labels[i]}", pts[i], textcoords="offset points", xytext=(4, 4), fontsize=7)
         else:
-            ax.set_xlim(1e2, 1e6)
-            self._note(ax, f"no completed trials with {metric} and params")
-        ax.set_xlabel("parameters (log scale)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs size: {'higher' if maximize else 'lower'} and smaller is better")
+            self._note(ax, f"no completed trials with {x_name} and {y_name}")
+        ax.set_xlabel(f"{x_name} (log scale)" if log_x else x_name)
+        ax.set_ylabel(y_name)
+        ax.set_title(f"Pareto front: {_direction_word(maximize_y)} {y_name}, "
+                     f"{'smaller' if minimize_x else 'larger'} {x_name}")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
-        return self._save(fig, path)
+        return fig
+
+    def draw_landscape(self, trials: Sequence[Trial], space: SearchSpace, metric: str, maximize: bool) -> Figure:
+        """Every trial's vector projected to 2-D (``projection``): on the left a scatter coloured by
+        the metric (trials without a value as grey crosses), on the right the metric interpolated
+        over the plane (Gaussian-kernel smoothing) with the trials on top."""
+        from neuromosaic_core.features import vectors_to_matrix
+
+        fig, (scatter_ax, heat_ax) = self._figure(ncols=2, width=self.settings.width * 1.6)
+        method = self.settings.projection
+        vectors_matrix, _ = vectors_to_matrix(space, [t.vector for t in trials])
+        in_space = ~np.isnan(vectors_matrix).all(axis=1) if len(trials) else np.zeros(0, dtype=bool)
+        kept = [t for t, ok in zip(trials, in_space, strict=True) if ok]
+        coords = analysis.project_2d(vectors_matrix[in_space], method, seed=self.settings.seed)
+        values = [metric_value(t, metric) for t in kept]
+        has = np.array([v is not None for v in values], dtype=bool)
+        cmap = "viridis" if maximize else "viridis_r"
+        axis_names = ("PC 1", "PC 2") if method == "pca" else ("projection 1", "projection 2")
+        for ax in (scatter_ax, heat_ax):
+            ax.set_xlabel(axis_names[0])
+            ax.set_ylabel(axis_names[1])
+        scatter_ax.set_title(f"Architectures ({method.upper() if method == 'pca' else method}), coloured by {metric}")
+        heat_ax.set_title(f"{metric} interpolated ({_direction_word(maximize)} is better)")
+        if has.any():
+            z = np.array([v for v in values if v is not None])
+            points = scatter_ax.scatter(coords[has, 0], coords[has, 1], c=z, cmap=cmap, s=28, edgecolors="black",
+                                        linewidths=0.3, zorder=3, label=f"{metric} ({int(has.sum())})")
+            fig.colorbar(points, ax=scatter_ax, label=metric)
+            gx, gy, grid = analysis.smooth_grid(coords[has], z)
+            image = heat_ax.imshow(grid, origin="lower", extent=(gx[0], gx[-1], gy[0], gy[-1]), aspect="auto",
+                                   cmap=cmap, vmin=z.min(), vmax=z.max())
+            heat_ax.scatter(coords[has, 0], coords[has, 1], s=8, color="white", edgecolors="black", linewidths=0.3)
+            fig.colorbar(image, ax=heat_ax, label=metric)
+        else:
+            self._note(scatter_ax, "no completed trials" if trials else "no trials")
+            self._note(heat_ax, "nothing to interpolate")
+        if (~has).any():
+            scatter_ax.scatter(coords[~has, 0], coords[~has, 1], marker="x", s=24, color="0.55", zorder=2,
+                               label=f"no value ({int((~has).sum())})")
+        if scatter_ax.get_legend_handles_labels()[0]:
+            scatter_ax.legend(loc="best", fontsize=7)
+        return fig
+
+    def draw_importance(self, trials: Sequence[Trial], space: SearchSpace, metric: str) -> Figure:
+        """A horizontal bar per search dimension, most important at the top."""
+        fig, (ax,) = self._figure()
+        data = analysis.design_matrix(space, trials, metric)
+        ranking = (parameter_importance(space, trials, metric, trees=self.settings.trees, seed=self.settings.seed)
+                   if len(data) >= MIN_TRIALS_FOR_IMPORTANCE else [])
+        if ranking:
+            names = [name for name, _ in ranking][::-1]  # barh draws bottom-up: most important on top
+            ax.barh(names, [v for _, v in ranking][::-1], color="tab:blue")
+            ax.set_xlim(0, max(v for _, v in ranking) * 1.1 or 1)
+        elif len(data) < MIN_TRIALS_FOR_IMPORTANCE:
+            self._note(ax, f"no importance: needs {MIN_TRIALS_FOR_IMPORTANCE} completed trials, has {len(data)}")
+        else:
+            self._note(ax, f"no importance: {metric} does not vary")
+        ax.set_xlabel(f"importance for {metric} (random forest, sums to 1)")
+        ax.set_ylabel("search dimension")
+        ax.set_title(f"Which dimensions explain {metric}")
+        ax.grid(True, axis="x", alpha=0.3)
+        return fig
+
+    def draw_parallel(self, trials: Sequence[Trial], space: SearchSpace, metric: str, maximize: bool) -> Figure:
+        """One polyline per completed trial across the search dimensions (each axis scaled to its
+        range, choices spread evenly), coloured by the metric; the best trial drawn thick in red."""
+        fig, (ax,) = self._figure(width=max(self.settings.width, 1.2 * len(space) + 2))
+        done = [(t, v) for t in trials if (v := metric_value(t, metric)) is not None]
+        positions, ticks = analysis.dimension_positions(space, [t.vector for t, _ in done])
+        names = space.names
+        if done:  # an axis no trial fits (nan throughout) would hide every line: leave it out
+            fits = ~np.isnan(positions).all(axis=0)
+            positions, ticks = positions[:, fits], [m for m, ok in zip(ticks, fits, strict=True) if ok]
+            names = [n for n, ok in zip(names, fits, strict=True) if ok]
+        keep = ~np.isnan(positions).any(axis=1) if len(done) else np.zeros(0, dtype=bool)
+        xs = np.arange(len(names))
+        if keep.any() and len(names):
+            values = np.array([v for (_, v), ok in zip(done, keep, strict=True) if ok])
+            rows = positions[keep]
+            lines = LineCollection([np.column_stack([xs, row]) for row in rows], cmap="viridis" if maximize else "viridis_r",
+                                   linewidths=1.2, alpha=0.8)
+            lines.set_array(values)
+            ax.add_collection(lines)
+            fig.colorbar(lines, ax=ax, label=metric)
+            best = int(np.argmax(values) if maximize else np.argmin(values))
+            best_number = [t.number for (t, _), ok in zip(done, keep, strict=True) if ok][best]
+            ax.plot(xs, rows[best], color="tab:red", linewidth=2.5, zorder=3, label=f"best (#{best_number})")
+            ax.legend(loc="upper right", fontsize=7)
+        else:
+            self._note(ax, "no completed trials in the search space")
+        for x, marks in zip(xs, ticks, strict=True):
+            ax.axvline(x, color="0.4", linewidth=0.8, zorder=1)
+            for y, label in marks:
+                ax.text(x + 0.03, y, label, fontsize=7, va="center", ha="left", color="0.2")
+        ax.set_xticks(xs, names)
+        ax.set_xlim(-0.2, max(len(names) - 1, 0) + 0.6)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_yticks([])
+        ax.set_ylabel("position in the dimension's range")
+        ax.set_title(f"Parallel coordinates of the completed trials, coloured by {metric}")
+        return fig
+

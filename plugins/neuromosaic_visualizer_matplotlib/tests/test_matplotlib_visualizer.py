@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from neuromosaic_visualizer_matplotlib import MatplotlibSettings, factory
-from neuromosaic_visualizer_matplotlib.plots import is_maximized, metric_value, pareto_front
+from neuromosaic_visualizer_matplotlib.plots import FILES, is_maximized, metric_value, pareto_front
 
 from neuromosaic_core.interfaces import Visualizer
 from neuromosaic_core.model import ArchitectureVector, ErrorClass, Trial, TrialResult, TrialStatus
@@ -154,10 +154,10 @@ def test_registered_through_the_plugin_system():
     assert isinstance(component.factory(component.default_settings()), Visualizer)
 
 
-def test_writes_both_pngs(tmp_path):
+def test_writes_the_five_pngs(tmp_path):
     out = tmp_path / "plots" / "nested"
     paths = factory(MatplotlibSettings(dpi=80)).plot_performance_landscape(mixed_trials(), out)
-    assert [p.name for p in paths] == ["history.png", "pareto.png"]
+    assert [p.name for p in paths] == list(FILES)
     for p in paths:
         assert p.parent == out
         assert_png(p)
@@ -166,7 +166,7 @@ def test_writes_both_pngs(tmp_path):
 def test_only_failures(tmp_path):
     trials = [failed(i) for i in range(4)] + [failed(4, TrialStatus.INVALID)]
     paths = factory(None).plot_performance_landscape(trials, tmp_path)
-    assert [p.name for p in paths] == ["history.png", "pareto.png"]
+    assert [p.name for p in paths] == list(FILES)
     for p in paths:
         assert_png(p)
 

@@ -1,0 +1,174 @@
+"""What the figures show, read from the matplotlib artists before they are saved: how many points,
+which axes, which trials are on the front, which dimension ranks first."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.image import AxesImage
+from neuromosaic_visualizer_matplotlib import MatplotlibSettings, factory
+from neuromosaic_visualizer_matplotlib.plots import parameter_importance
+
+from neuromosaic_core.model import (
+    ArchitectureVector,
+    CategoricalDimension,
+    ErrorClass,
+    IntDimension,
+    RealDimension,
+    SearchSpace,
+    Trial,
+    TrialResult,
+    TrialStatus,
+)
+
+SPACE = SearchSpace([
+    IntDimension("depth", low=1, high=8),
+    IntDimension("width", low=8, high=512, log=True),
+    RealDimension("dropout", low=0.0, high=0.5),
+    CategoricalDimension("activation", choices=("relu", "gelu", "tanh")),
+])
+
+
+def depth_driven_trials(n: int = 40, seed: int = 0) -> list[Trial]:
+    """Random vectors whose accuracy is set by ``depth`` alone, plus a little noise."""
+    rng = random.Random(seed)
+    trials = []
+    for i in range(n):
+        vector = SPACE.sample(rng)
+        acc = 0.5 + 0.05 * int(vector["depth"]) + rng.uniform(-0.005, 0.005)
+        params = 1000.0 * int(vector["width"]) * int(vector["depth"])
+        trials.append(Trial("e", i, vector, status=TrialStatus.COMPLETED,
+                            result=TrialResult(metrics={"val_accuracy": acc, "params": params, "test_loss": 1 - acc})))
+    return trials
+
+
+def failed(i: int) -> Trial:
+    return Trial("e", i, SPACE.sample(random.Random(i)), status=TrialStatus.FAILED,
+                 result=TrialResult.failure(ErrorClass.RUNTIME, "boom"))
+
+
+def scatter_points(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
+
+
+def labelled(ax, prefix: str) -> PathCollection:
+    found = [c for c in ax.collections if isinstance(c, PathCollection) and c.get_label().startswith(prefix)]
+    assert len(found) == 1, [c.get_label() for c in ax.collections]
+    return found[0]
+
+
+VIS = factory(MatplotlibSettings(dpi=40))
+
+
+def test_history_draws_each_completed_trial_and_marks_failures():
+    trials = depth_driven_trials(12) + [failed(12), failed(13)]
+    ax = VIS.draw_history(trials, "val_accuracy", True).axes[0]
+    assert len(labelled(ax, "val_accuracy").get_offsets()) == 12
+    assert len(labelled(ax, "failed").get_offsets()) == 2
+    best = ax.get_lines()[0].get_ydata()
+    assert list(best) == sorted(best), "the best so far of a maximised metric never goes down"
+    assert best[-1] == max(t.result.metrics["val_accuracy"] for t in trials[:12])
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("trial", "val_accuracy")
+
+
+def brute_front(points, minimize_x, maximize_y):
+    def better_eq(a, b):
+        return (a[0] <= b[0] if minimize_x else a[0] >= b[0]) and (a[1] >= b[1] if maximize_y else a[1] <= b[1])
+
+    return {i for i, p in enumerate(points) if not any(better_eq(q, p) and q != p for q in points)}
+
+
+@pytest.mark.parametrize(("y", "maximize"), [("val_accuracy", True), ("test_loss", False)])
+def test_pareto_marks_exactly_the_non_dominated_trials(y, maximize):
+    trials = depth_driven_trials(30)
+    vis = factory(MatplotlibSettings(dpi=40, pareto_y=y))
+    ax = vis.draw_pareto(trials, "val_accuracy", True).axes[0]
+    points = [(t.result.metrics["params"], t.result.metrics[y]) for t in trials]
+    expected = {trials[i].number for i in brute_front(points, True, maximize)}
+    assert {int(text.get_text()[1:]) for text in ax.texts} == expected
+    assert len(labelled(ax, "Pareto front").get_offsets()) == len(expected)
+    assert scatter_points(ax) == 30
+    assert ax.get_ylabel() == y and ax.get_xlabel() == "params (log scale)" and ax.get_xscale() == "log"
+
+
+def test_pareto_of_two_other_metrics_with_a_maximised_x():
+    trials = [Trial("e", i, ArchitectureVector({"depth": i}), status=TrialStatus.COMPLETED,
+                    result=TrialResult(metrics={"a": float(a), "b": float(b)}))
+              for i, (a, b) in enumerate([(1, 1), (2, 3), (3, 2), (3, 1), (0, 5)])]
+    vis = factory(MatplotlibSettings(dpi=40, pareto_x="a", pareto_x_direction="max", pareto_y="b"))
+    ax = vis.draw_pareto(trials, "b", True).axes[0]
+    # larger a and larger b: (3, 2) dominates (3, 1); (2, 3) and (0, 5) trade off
+    assert {text.get_text() for text in ax.texts} == {"#1", "#2", "#4"}
+    assert ax.get_xlabel() == "a" and ax.get_xscale() == "linear"
+
+
+@pytest.mark.parametrize("projection", ["pca", "random"])
+def test_landscape_scatter_and_heatmap(projection):
+    trials = depth_driven_trials(20) + [failed(20), failed(21), failed(22)]
+    vis = factory(MatplotlibSettings(dpi=40, projection=projection))
+    fig = vis.draw_landscape(trials, SPACE, "val_accuracy", True)
+    scatter_ax, heat_ax = fig.axes[:2]
+    assert len(labelled(scatter_ax, "val_accuracy").get_offsets()) == 20
+    assert len(labelled(scatter_ax, "no value").get_offsets()) == 3
+    expected = ("PC 1", "PC 2") if projection == "pca" else ("projection 1", "projection 2")
+    assert (scatter_ax.get_xlabel(), scatter_ax.get_ylabel()) == expected
+    images = [a for a in heat_ax.get_children() if isinstance(a, AxesImage)]
+    assert len(images) == 1
+    grid = images[0].get_array()
+    values = [t.result.metrics["val_accuracy"] for t in trials[:20]]
+    assert grid.shape == (60, 60)
+    assert min(values) - 1e-9 <= grid.min() and grid.max() <= max(values) + 1e-9
+    assert grid.max() - grid.min() > 0.1, "the interpolated surface shows the metric's spread"
+
+
+def test_importance_ranks_the_dimension_that_drives_the_metric_first():
+    trials = depth_driven_trials(40)
+    ranking = parameter_importance(SPACE, trials, "val_accuracy", trees=100)
+    assert [name for name, _ in ranking][0] == "depth"
+    assert ranking[0][1] > 0.8
+    assert sorted(name for name, _ in ranking) == sorted(SPACE.names)
+    assert sum(v for _, v in ranking) == pytest.approx(1.0)
+    ax = VIS.draw_importance(trials, SPACE, "val_accuracy").axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1] == "depth", "the most important dimension is the top bar"
+    assert len(ax.patches) == 4
+
+
+def test_importance_says_why_when_there_is_too_little_data():
+    ax = VIS.draw_importance(depth_driven_trials(3), SPACE, "val_accuracy").axes[0]
+    assert not ax.patches
+    assert any("needs 5 completed trials, has 3" in t.get_text() for t in ax.texts)
+
+
+def test_parallel_coordinates_one_line_per_completed_trial():
+    trials = depth_driven_trials(15) + [failed(15)]
+    ax = VIS.draw_parallel(trials, SPACE, "val_accuracy", True).axes[0]
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    segments = lines.get_segments()
+    assert len(segments) == 15
+    assert all(len(seg) == 4 for seg in segments)
+    assert all(0.0 <= y <= 1.0 for seg in segments for _, y in seg)
+    assert [t.get_text() for t in ax.get_xticklabels()] == SPACE.names
+    best = max(trials[:15], key=lambda t: t.result.metrics["val_accuracy"])
+    assert ax.get_legend().get_texts()[0].get_text() == f"best (#{best.number})"
+    # the best line's depth coordinate is its scaled depth
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata()[0], (int(best.vector["depth"]) - 1) / 7)
+
+
+def test_render_uses_the_space_and_direction_it_is_given(tmp_path):
+    trials = depth_driven_trials(10)
+    paths = VIS.render(trials, tmp_path, "test_loss", space=SPACE, maximize=False)
+    assert [p.name for p in paths] == ["history.png", "pareto.png", "landscape.png", "importance.png", "parallel.png"]
+    assert "lower is better" in VIS.draw_history(trials, "test_loss", False).axes[0].get_title()
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="projection"):
+        MatplotlibSettings(projection="tsne")
+    with pytest.raises(ValueError, match="pareto_x_direction"):
+        MatplotlibSettings(pareto_x_direction="down")
+    with pytest.raises(ValueError, match="trees"):
+        MatplotlibSettings(trees=0)
