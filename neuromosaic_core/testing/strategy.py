@@ -186,12 +186,16 @@ class StrategyContract:
         """A strategy restored from ``state_dict()`` (through JSON, as storage keeps it) suggests
         what the original suggests, before and after both are told the same results. Strategies
         that take no snapshot (``state_dict()`` is None) are replayed on resume instead."""
+        def scored(v: ArchitectureVector) -> TrialResult:  # every metric a multi-objective strategy may use
+            score = synthetic_score(v)
+            return TrialResult(metrics={"val_accuracy": score, "test_accuracy": score, "params": 1000.0 + 100 * score})
+
         original = self.make_strategy(space, 5)
         pending: list[ArchitectureVector] = []
         for _ in range(4):
             vectors = self.suggest(original, 3)
             pending += vectors[1:]  # one of each batch stays in flight
-            self.update(original, [(vectors[0], TrialResult(metrics={"val_accuracy": synthetic_score(vectors[0])}))])
+            self.update(original, [(vectors[0], scored(vectors[0]))])
         state = original.state_dict()
         if state is None:  # no snapshots: the orchestrator replays the history, and must be able to tell
             with pytest.raises(NotImplementedError):
@@ -200,7 +204,7 @@ class StrategyContract:
         restored = self.make_strategy(space, 99)  # another seed: everything must come from the state
         restored.load_state_dict(json.loads(json.dumps(state)))
         assert [v.key() for v in self.suggest(restored, 3)] == [v.key() for v in self.suggest(original, 3)]
-        results = [(v, TrialResult(metrics={"val_accuracy": synthetic_score(v)})) for v in pending]
+        results = [(v, scored(v)) for v in pending]
         self.update(original, results)
         self.update(restored, results)
         assert [v.key() for v in self.suggest(restored, 4)] == [v.key() for v in self.suggest(original, 4)]

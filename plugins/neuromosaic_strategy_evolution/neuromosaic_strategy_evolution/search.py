@@ -241,6 +241,32 @@ class EvolutionSearch(SearchStrategy):
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutate(self.space, parent, self._rng, self.max_retries)
 
+    # -- snapshots --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a suggestion depends on (``lineage``, kept for inspection, is left out)."""
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "rng": [version, list(internal), gauss],
+            "pending": dict(self._pending),
+            "evaluated": sorted(self._evaluated),
+            "archive": [_individual_state(ind) for ind in self._archive.values()],
+            "aging": [_individual_state(ind) for ind in self._aging],
+            "arrivals": self._arrivals,
+            "seen": self._seen,
+            "warned": sorted(self._warned),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._pending = Counter(state["pending"])
+        self._evaluated = set(state["evaluated"])
+        archive = [_individual(data) for data in state["archive"]]
+        self._archive = {ind.key: ind for ind in archive}
+        self._aging = deque(_individual(data) for data in state["aging"])
+        self._arrivals, self._seen, self._warned = state["arrivals"], state["seen"], set(state["warned"])
+
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
@@ -289,3 +315,12 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _individual_state(ind: Individual) -> dict[str, Any]:
+    return {"vector": dict(ind.vector.values), "key": ind.key, "metrics": dict(ind.metrics),
+            "fitness": list(ind.fitness), "age": ind.age}
+
+
+def _individual(data: dict[str, Any]) -> Individual:
+    return Individual(ArchitectureVector(data["vector"]), data["key"], data["metrics"], tuple(data["fitness"]), data["age"])

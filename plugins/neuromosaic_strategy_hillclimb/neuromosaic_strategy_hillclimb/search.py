@@ -133,6 +133,29 @@ class HillClimbSearch(SearchStrategy):
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutation.mutate(self.space, parent, self._rng, self.max_retries)
 
+    # -- snapshots --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a suggestion depends on (``lineage``, kept for inspection, is left out)."""
+        version, internal, gauss = self._rng.getstate()
+        return {
+            "rng": [version, list(internal), gauss],
+            "pending": dict(self._pending),
+            "evaluated": sorted(self._evaluated),
+            "failed": sorted(self._failed),
+            "scores": [[key, score, dict(vector.values)] for key, (score, vector) in self._scores.items()],
+            "seen": self._seen,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+        self._pending = Counter(state["pending"])
+        self._evaluated = set(state["evaluated"])
+        self._failed = set(state["failed"])
+        self._scores = {key: (score, ArchitectureVector(values)) for key, score, values in state["scores"]}
+        self._seen = state["seen"]
+
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
