@@ -95,6 +95,18 @@ class SearchStrategy(abc.ABC):
         self.update_with_results([(vector, failure) for vector in vectors])
 
 
+def rng_state(rng: random.Random) -> list[Any]:
+    """``rng``'s state as JSON (for :meth:`SearchStrategy.state_dict`)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(rng: random.Random, state: Sequence[Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state
+    rng.setstate((version, tuple(internal), gauss))
+
+
 class ArchitectureEncoder(abc.ABC):
     """IArchitectureEncoder: a search space and the two-way map between its vectors and specs.
 

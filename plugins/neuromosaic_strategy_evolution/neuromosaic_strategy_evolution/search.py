@@ -21,7 +21,7 @@ import attrs
 from deap import base, tools
 from loguru import logger
 
-from neuromosaic_core.interfaces import SearchStrategy
+from neuromosaic_core.interfaces import SearchStrategy, rng_state, set_rng_state
 from neuromosaic_core.model import (
     ArchitectureVector,
     SearchSpace,
@@ -245,9 +245,8 @@ class EvolutionSearch(SearchStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a suggestion depends on (``lineage``, kept for inspection, is left out)."""
-        version, internal, gauss = self._rng.getstate()
         return {
-            "rng": [version, list(internal), gauss],
+            "rng": rng_state(self._rng),
             "pending": dict(self._pending),
             "evaluated": sorted(self._evaluated),
             "archive": [_individual_state(ind) for ind in self._archive.values()],
@@ -258,8 +257,7 @@ class EvolutionSearch(SearchStrategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_rng_state(self._rng, state["rng"])
         self._pending = Counter(state["pending"])
         self._evaluated = set(state["evaluated"])
         archive = [_individual(data) for data in state["archive"]]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from neuromosaic_core import mutation
-from neuromosaic_core.interfaces import SearchStrategy
+from neuromosaic_core.interfaces import SearchStrategy, rng_state, set_rng_state
 from neuromosaic_core.model import (
     ArchitectureVector,
     SearchSpace,
@@ -137,9 +137,8 @@ class HillClimbSearch(SearchStrategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a suggestion depends on (``lineage``, kept for inspection, is left out)."""
-        version, internal, gauss = self._rng.getstate()
         return {
-            "rng": [version, list(internal), gauss],
+            "rng": rng_state(self._rng),
             "pending": dict(self._pending),
             "evaluated": sorted(self._evaluated),
             "failed": sorted(self._failed),
@@ -148,8 +147,7 @@ class HillClimbSearch(SearchStrategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_rng_state(self._rng, state["rng"])
         self._pending = Counter(state["pending"])
         self._evaluated = set(state["evaluated"])
         self._failed = set(state["failed"])

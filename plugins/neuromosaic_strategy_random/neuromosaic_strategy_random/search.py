@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from neuromosaic_core.interfaces import SearchStrategy
+from neuromosaic_core.interfaces import SearchStrategy, rng_state, set_rng_state
 from neuromosaic_core.model import ArchitectureVector, SearchSpace, TrialResult
 
 
@@ -86,13 +86,11 @@ class RandomSearch(SearchStrategy):
             self._evaluated.add(key)
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self._rng.getstate()
-        return {"rng": [version, list(internal), gauss], "pending": dict(self._pending),
+        return {"rng": rng_state(self._rng), "pending": dict(self._pending),
                 "evaluated": sorted(self._evaluated)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self._rng.setstate((version, tuple(internal), gauss))
+        set_rng_state(self._rng, state["rng"])
         self._pending = Counter(state["pending"])
         self._evaluated = set(state["evaluated"])
 
