@@ -334,7 +334,15 @@ class PodmanRunner(Runner):
         container = None
         try:
             staging = await asyncio.to_thread(self._prepare, job, trial_dir)
-            container = await asyncio.to_thread(self._create, client, job, trial_dir, staging)
+            # A cancel while podman creates the container (it exists before `_create` returns)
+            # must not lose track of it: wait for the creation, so `finally` removes it.
+            creating = asyncio.ensure_future(asyncio.to_thread(self._create, client, job, trial_dir, staging))
+            try:
+                container = await asyncio.shield(creating)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    container = await creating
+                raise
             return await self._run(client, container, job, trial_dir)
         finally:
             if container is not None:

@@ -193,6 +193,32 @@ def test_cancelling_the_trial_removes_its_container(podman_url, tmp_path, data, 
     run(scenario())
 
 
+class SlowToCreate(PodmanRunner):
+    """Podman has created the container, but the call has not returned yet when the cancel comes."""
+
+    def _create(self, *args):
+        container = super()._create(*args)
+        time.sleep(2)
+        return container
+
+
+def test_cancelling_while_the_container_is_being_created_still_removes_it(podman_url, tmp_path, data, containers):
+    async def scenario() -> None:
+        r = SlowToCreate(PodmanRunnerSettings(url=podman_url, workers=1))
+        task = asyncio.create_task(r.run_trial(make_job(tmp_path, data, LOOP, timeout=300)))
+        deadline = time.monotonic() + 60
+        while not await asyncio.to_thread(containers, "hostile"):
+            assert time.monotonic() < deadline, "the trial's container never appeared"
+            await asyncio.sleep(0.1)
+        task.cancel()  # inside the 2 s before `_create` returns
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert containers("hostile") == []
+        await r.close()
+
+    run(scenario())
+
+
 def test_a_planted_symlink_in_the_trial_directory_is_not_followed(podman_url, tmp_path, data):
     """A re-run trial's directory may hold what an earlier run left: the runner replaces, never
     writes through, a symlink (it runs as root; the trial directory belongs to nobody)."""
