@@ -17,6 +17,7 @@ on 1,000 held-out random cells, after fitting on n random cells (the same seeds)
 
     python benchmarks/surrogate.py                         # random and evolution, 20 seeds, k=10
     python benchmarks/surrogate.py random --seeds 5 --factors 1 4 10
+    python benchmarks/surrogate.py evolution --factors 1 10 --acquisition ucb
 
 Needs the ``nasbench201`` encoder, the strategies' and the ``surrogate`` plugins and scipy
 (installed with scikit-learn). Not run by CI.
@@ -41,11 +42,13 @@ from neuromosaic_core.plugins import PluginSystem  # noqa: E402
 BUDGETS = (30, 100)
 
 
-def run(name: str, seed: int, budget: int, factor: int, space, key, table, system) -> list[tuple[float, float]]:  # noqa: ANN001
+def run(name: str, seed: int, budget: int, factor: int, space, key, table, system,  # noqa: ANN001
+        acquisition: str = "mean") -> list[tuple[float, float]]:
     """(val, test) of each trained cell, in order."""
     strategy = create_strategy(name, space, seed=seed, system=system)
     # k=1 is the plain strategy: no surrogate is fitted (nothing would use it).
-    surrogate = create_meta_learner("surrogate", space, seed=seed, system=system) if factor > 1 else None
+    surrogate = (create_meta_learner("surrogate", space, seed=seed, system=system, acquisition=acquisition)
+                 if factor > 1 else None)
     trace: list[tuple[float, float]] = []
     while len(trace) < budget:
         (vector,) = surrogate.prescreen(strategy, 1, factor) if surrogate else strategy.suggest_architectures(1)
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=20, help="seeds 0..N-1 (default 20)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10], help="pre-screening factors k (1 = off)")
+    parser.add_argument("--acquisition", choices=("mean", "ei", "ucb"), default="mean",
+                        help="how the surrogate ranks candidates (the plugin's setting; default mean)")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     args = parser.parse_args(argv)
     budgets = tuple(sorted(args.budgets))
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             per_budget: dict[int, list[float]] = {b: [] for b in budgets}
             for seed in range(args.seeds):
-                for b, test in best_test_by_budget(run(name, seed, budgets[-1], factor, space, key, table, system), budgets).items():
+                trace = run(name, seed, budgets[-1], factor, space, key, table, system, args.acquisition)
+                for b, test in best_test_by_budget(trace, budgets).items():
                     per_budget[b].append(test)
             walls[name, factor] = time.perf_counter() - started
             scores[name, factor] = per_budget
