@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuromosaic_core.errors import DuplicateComponentError, NeuromosaicError
+from neuromosaic_core.errors import DuplicateComponentError, NeuromosaicError, run_console_script
 from neuromosaic_core.plugins import PluginSystem
 
 _SYSTEM: PluginSystem | None = None
@@ -204,14 +204,5 @@ def results_main(argv: list[str] | None = None) -> None:
     from neuromosaic_core.results import build_parser, run_command
 
     args = build_parser().parse_args(argv)
-    try:
-        code = run_command(args)
-    except NeuromosaicError as exc:
-        print(f"neuromosaic-results: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except BrokenPipeError:  # `neuromosaic-results export ... | head`: the reader left, nothing to report
-        sys.exit(0)
-    except Exception as exc:
-        print(f"neuromosaic-results: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code)
+    # `neuromosaic-results export ... | head`: the reader left, nothing to report (BrokenPipeError)
+    run_console_script("neuromosaic-results", lambda: run_command(args), quiet=(BrokenPipeError,))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
 
 class NeuromosaicError(Exception):
     """Base of all user-facing errors: the message is meant for people, not a traceback."""
@@ -28,3 +32,21 @@ class DuplicateComponentError(NeuromosaicError):
 
 class StorageError(NeuromosaicError):
     """The results database cannot be opened or is of an incompatible schema."""
+
+
+def run_console_script(prog: str, command: Callable[[], int],
+                       quiet: tuple[type[BaseException], ...] = ()) -> NoReturn:
+    """Exit with ``command()``'s code; an error becomes one line on stderr (``prog: error: ...``)
+    and its exit code (2 for a user's mistake, 1 for anything unexpected), never a traceback.
+    Exceptions in ``quiet`` end the program with 0 (a reader that left a pipe, say)."""
+    try:
+        code = command()
+    except NeuromosaicError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except quiet:
+        sys.exit(0)
+    except Exception as exc:
+        print(f"{prog}: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)

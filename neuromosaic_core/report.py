@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ import attrs
 from loguru import logger
 
 from neuromosaic_core import analysis, results
-from neuromosaic_core.errors import NeuromosaicError
+from neuromosaic_core.errors import NeuromosaicError, run_console_script
 from neuromosaic_core.interfaces import ResultsDB, Visualizer
 from neuromosaic_core.model import Experiment, SearchSpace, Trial, TrialStatus
 
@@ -569,15 +568,11 @@ def run_command(args: Any) -> Path:
 def main(argv: list[str] | None = None) -> None:
     """``neuromosaic-report [--url URL] [EXPERIMENT ...] [-o report.html]``."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def build() -> int:
         path = run_command(args)
-    except NeuromosaicError as exc:
-        print(f"neuromosaic-report: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except Exception as exc:
-        print(f"neuromosaic-report: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
-    size = path.stat().st_size
-    print(f"wrote {path} ({size / 1024:,.0f} KiB)")
-    sys.exit(0)
+        print(f"wrote {path} ({path.stat().st_size / 1024:,.0f} KiB)")
+        return 0
+
+    run_console_script("neuromosaic-report", build)
 
