@@ -2,13 +2,74 @@
 
 Tests that need a service skip with a printed reason where the machine lacks it; CI sets
 ``NEUROMOSAIC_STRICT_SKIPS=1`` so that such a skip fails the run instead of hiding a gap.
+
+The README's ``pip install -r requirements.txt && pytest`` installs only the light plugins, while
+``testpaths`` collects every plugin folder: the folder of a plugin that is not installed is
+collected as one skipped test that says how to install it, instead of import errors.
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
+
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+def _distribution_name(folder: Path) -> str | None:
+    try:
+        return tomllib.loads((folder / "pyproject.toml").read_text())["project"]["name"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return None
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+class NotInstalled(pytest.Item):
+    """Stands in for the tests of a plugin that is not installed, and skips with how to install it."""
+
+    def __init__(self, *, reason: str, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def runtest(self) -> None:
+        # Reported at the plugin's folder, not at this line.
+        raise pytest.skip.Exception(self.reason, _use_item_location=True)
+
+    def reportinfo(self):  # noqa: ANN201
+        return self.path, 0, f"{self.name} (not installed)"
+
+
+class UninstalledPlugin(pytest.Directory):
+    """A plugin folder whose distribution is not installed: one skipped item instead of its tests."""
+
+    def __init__(self, *, distribution: str, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(**kwargs)
+        self.distribution = distribution
+
+    def collect(self):  # noqa: ANN201
+        folder = self.path.relative_to(PLUGINS.parent).as_posix()
+        reason = f"{self.distribution} is not installed: pip install -e {folder}[test]"
+        yield NotInstalled.from_parent(self, name=self.distribution, reason=reason)
+
+
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if path.parent != PLUGINS:
+        return None
+    distribution = _distribution_name(path)
+    if distribution is None or _installed(distribution):
+        return None
+    return UninstalledPlugin.from_parent(parent, path=path, distribution=distribution)
 
 
 @pytest.hookimpl(hookwrapper=True)

