@@ -41,6 +41,7 @@ import resource
 import select
 import shutil
 import signal
+import stat
 import subprocess  # nosec B404 - running a command in a sandbox is this module's purpose
 import sys
 import threading
@@ -348,6 +349,60 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
                 os.lchown(os.path.join(root, name), uid, gid)
             except OSError:
                 pass
+
+
+def empty_directory(path: str | os.PathLike[str], one_file_system: bool = False) -> list[str]:
+    """Remove everything in ``path``; return what could not be removed (empty: done). Never follows
+    a link; makes directories the sandboxed code locked (``chmod 000``) writable first, which their
+    owner may do. ``one_file_system``: leave what is mounted from elsewhere (inside a sandbox, the
+    files and folders exposed to it) and the folders leading to it. For the places a trial could
+    write that outlive it (a warm worker's private ``/tmp``, its pool directory)."""
+    root = os.path.abspath(path)
+    try:
+        device = os.lstat(root).st_dev
+    except OSError:
+        return []
+    left: list[str] = []
+
+    def unlock(func: Any, target: str, _exc: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, 0o700)
+        try:
+            func(target)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            left.append(target)
+
+    def walk(directory: str) -> bool:
+        """Empty ``directory``; True when something mounted from elsewhere stays in it."""
+        try:
+            entries = os.listdir(directory)
+        except OSError:
+            left.append(directory)
+            return False
+        holds_mounts = False
+        for name in entries:
+            entry = os.path.join(directory, name)
+            try:
+                st = os.lstat(entry)
+            except FileNotFoundError:
+                continue
+            if one_file_system and st.st_dev != device:
+                holds_mounts = True
+            elif stat.S_ISDIR(st.st_mode):
+                if walk(entry):
+                    holds_mounts = True
+                else:
+                    unlock(os.rmdir, entry, None)
+            else:
+                unlock(os.unlink, entry, None)
+        return holds_mounts
+
+    walk(root)
+    return left
 
 
 class SandboxUnavailable(ConfigError):

@@ -29,7 +29,7 @@ from loguru import logger
 
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import converter
-from neuromosaic_core.sandbox import SANDBOX_UID, Limits, Outcome, _chown_tree, _set_limits, bwrap_argv
+from neuromosaic_core.sandbox import SANDBOX_UID, Limits, Outcome, _chown_tree, _set_limits, bwrap_argv, empty_directory
 
 if TYPE_CHECKING:
     from neuromosaic_runner_local.runner import LocalRunner
@@ -161,11 +161,17 @@ class _Worker:
                     with contextlib.suppress(OSError):
                         os.chown(trial_dir / name, os.getuid(), os.getgid())
             shutil.rmtree(job_dir, ignore_errors=True)
+            if empty_directory(self.dir):  # what the trial left beside its job directory goes too
+                self.dirty = True
         if "error" in reply:
             self.dirty = True
             return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.runner.isolation)
         if reply.get("strays"):
             logger.warning(f"trial {job.trial_id} left {reply['strays']} process(es) behind; replacing its pool worker")
+            self.dirty = True
+        if reply.get("unclean"):
+            logger.warning(f"trial {job.trial_id} left files its pool worker could not remove ({', '.join(reply['unclean'])}); "
+                           "replacing the worker")
             self.dirty = True
         if (reply.get("timed_out") or reply.get("output_exceeded")) and not self.sandboxed:
             self.dirty = True  # without a PID namespace the worker cannot tell whether all of the trial is gone

@@ -46,9 +46,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(job_path: str, out_fd: int, cpu_seconds: int | None) -> None:  # pragma: no cover - forked child
+def _child(job_path: str, out_fd: int, cpu_seconds: int | None, private: str) -> None:  # pragma: no cover - forked child
     code = 1
     try:
+        import tempfile
+
+        os.environ["HOME"] = os.environ["TMPDIR"] = private  # empty, and this trial's alone
+        tempfile.tempdir = None  # the worker's cached choice must not outlive it
         parent = os.getppid()
         os.setsid()
         _die_with_parent(parent)  # the worker killed (or the orchestrator, in turn): so is the trial
@@ -99,7 +103,33 @@ def _strays() -> int:
     return len(others)
 
 
+#: The sandbox's private tmpfs: the trial's HOME and TMPDIR inside a namespace, emptied after each trial.
+PRIVATE_TMP = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, never the host's /tmp
+
+
+def private_directory(job_path: str, in_namespace: bool) -> str:
+    """Where the trial gets its HOME and TMPDIR: the sandbox's /tmp (emptied after every trial), or
+    without a namespace (whose /tmp is the host's) a new directory in its job directory."""
+    if in_namespace:
+        return PRIVATE_TMP
+    private = os.path.join(os.path.dirname(job_path), "tmp")
+    os.mkdir(private, 0o700)
+    return private
+
+
+def scrub(in_namespace: bool) -> list[str]:
+    """Empty the sandbox's /tmp so the next trial finds nothing of this one; return what could not
+    be removed. What is mounted there (the pool directory, which the runner empties; files exposed
+    read-only) stays."""
+    if not in_namespace:
+        return []
+    from neuromosaic_core.sandbox import empty_directory
+
+    return empty_directory(PRIVATE_TMP, one_file_system=True)
+
+
 def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
+    private = private_directory(request["job"], in_namespace)
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -107,7 +137,7 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_fd)
-        _child(request["job"], write_fd, request.get("cpu_seconds"))
+        _child(request["job"], write_fd, request.get("cpu_seconds"), private)
     os.close(write_fd)
     timeout = float(request["timeout"])
     limit = request.get("output_limit")
@@ -159,11 +189,12 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
         pass
     os.close(read_fd)
     strays = _strays() if in_namespace else 0
+    left = scrub(in_namespace)  # after the strays: none of them can write any more
     return {
         "returncode": os.waitstatus_to_exitcode(status), "timed_out": timed_out, "output_exceeded": exceeded,
         "output": bytes(buf[-OUTPUT_KEPT:]).decode(errors="replace"), "output_bytes": total,
         "cpu_seconds": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024,
-        "wall_seconds": time.monotonic() - start, "strays": strays,
+        "wall_seconds": time.monotonic() - start, "strays": strays, "unclean": left[:5],
     }
 
 

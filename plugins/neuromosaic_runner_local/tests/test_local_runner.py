@@ -367,3 +367,53 @@ def test_pool_workers_and_their_trials_do_not_outlive_a_killed_orchestrator(tmp_
     while alive() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert alive() == [], "processes of the pool outlived the orchestrator"
+
+
+def _script_model(body: str) -> str:
+    """A working model whose constructor first runs ``body`` (unvalidated: needs write_unvalidated_python)."""
+    from neuromosaic_core.testing.hostile import model_code
+
+    return model_code(body, head="import glob\nimport os\n\nimport torch\nfrom torch import nn\n")
+
+
+#: Where trial 1 leaves files and trial 2 looks for them: its HOME and TMPDIR, beside its directory,
+#: and (only in the sandbox, whose /tmp is private) /tmp.
+PLACES = "[os.environ['HOME'], os.environ['TMPDIR'], os.path.dirname(os.getcwd())] + (['/tmp'] if os.getuid() == 65534 else [])"
+LEAVE = (
+    f"for d in {PLACES}:\n"
+    "    try:\n"
+    "        open(os.path.join(d, 'left-by-trial-1'), 'w').write('x')\n"
+    "    except OSError:\n"
+    "        pass\n"
+)
+LOOK = (
+    f"found = [p for d in {PLACES} for p in glob.glob(os.path.join(d, '**', 'left-by-trial-1'), recursive=True)]\n"
+    "print('SEEN', sorted(set(found)), 'HOME', os.environ['HOME'], flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("isolation", ["auto", "process-group"])
+def test_each_pooled_trial_starts_with_an_empty_private_tmp_and_home(tmp_path, data, isolation):
+    """Trial 1 leaves files in $HOME, $TMPDIR, /tmp and beside its directory; trial 2, on the same
+    warm worker, sees none of them."""
+    from neuromosaic_core.sandbox import bubblewrap_available
+    from neuromosaic_core.testing.hostile import write_unvalidated_python
+
+    if isolation == "auto" and not bubblewrap_available():
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    python = write_unvalidated_python(tmp_path / "driver")
+
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(mode="pool", workers=1, python=str(python), isolation=isolation))
+        try:
+            first = await runner.run_trial(job(tmp_path, data, _script_model(LEAVE), trial=1))
+            second = await runner.run_trial(job(tmp_path, data, _script_model(LOOK), trial=2))
+            return first, second, runner._pool.started
+        finally:
+            await runner.close()
+
+    first, second, started = run(scenario())
+    assert first.ok and second.ok, (first.error, second.error)
+    assert started == 1  # the same warm worker served both (and could remove everything trial 1 left)
+    log = (tmp_path / "t2" / "output.log").read_text()
+    assert "SEEN [] HOME" in log, log[-2000:]
