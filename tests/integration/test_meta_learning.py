@@ -18,11 +18,6 @@ from neuromosaic_core.interfaces import SCREENED_OUT, LLMProvider
 from neuromosaic_core.orchestrator import Orchestrator
 from neuromosaic_core.plugins import PluginSystem
 
-ROOT = Path(__file__).resolve().parents[2]
-TABLE = (ROOT / ".." / "shared" / "benchmarks" / "nasbench201_cifar10.json").resolve()
-
-pytestmark = pytest.mark.skipif(not TABLE.is_file(), reason=f"the NAS-Bench-201 table is not at {TABLE}")
-
 
 @pytest.fixture(scope="module")
 def system():
@@ -44,7 +39,7 @@ class SilentLLM(LLMProvider):
 def search(tmp_path: Path, system: PluginSystem, name: str, *overrides: str, strategy: str = "random", spy=None):
     """Run one experiment in the database ``tmp_path/results.db``; return its summary, components
     and stored trials (creation order)."""
-    resolved = preflight(["runner=tabular", "encoder=nasbench201", "task=nasbench201", f"runner.table={TABLE}",
+    resolved = preflight(["runner=tabular", "encoder=nasbench201", "task=nasbench201",
                           f"storage.url=sqlite:///{tmp_path / 'results.db'}", "visualizers=[]",
                           f"experiment.name={name}", f"strategy={strategy}",
                           # the llm strategy needs an LLM codegen to build; the tabular runner never calls it
