@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     args = with_env_overrides(args)
     overrides, check = split_args(args)
     if check:
+        # `--cfg job` only prints the config: the database is checked only for a run, where a
+        # missing folder or a dead server must stop it before Hydra makes the run directory.
+        runs = not any(a in ("--cfg", "-c") or a.startswith("--cfg=") for a in args)
         try:
-            preflight(overrides, system)
+            preflight(overrides, system, storage=runs)
         except NeuromosaicError as exc:
             _die(str(exc), exc.exit_code)
     global _SYSTEM

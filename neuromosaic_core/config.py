@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import attrs
 
-from neuromosaic_core.errors import ConfigError, UnknownComponentError
+from neuromosaic_core.errors import ConfigError, NeuromosaicError, StorageError, UnknownComponentError
 from neuromosaic_core.model import converter
 from neuromosaic_core.plugins import Component, PluginSystem
 from neuromosaic_core.settings import CoreSettings, structure_settings
@@ -177,12 +177,23 @@ def _compose(overrides: list[str]) -> Any:
         return compose(config_name=CONFIG_NAME, overrides=overrides)
 
 
+def _visualizer_group_error(name: str, system: PluginSystem) -> ConfigError:
+    """``visualizer=<name>``: the group holds only the settings node of every installed visualizer
+    (``installed``); the visualizers that run are the list ``visualizers``."""
+    if name in system.names("visualizer"):
+        return ConfigError(f"visualizer={name!r}: choose the visualizers that run with visualizers=[{name}] "
+                           f"(a list); visualizer.{name}.<key> sets its settings")
+    return UnknownComponentError("visualizer", name, system.names("visualizer"))
+
+
 def _hydra_error(exc: Exception, system: PluginSystem, base: Any) -> ConfigError:
     text = str(exc)
     missing = _MISSING.search(text)
     if missing and missing.group(1) in GROUPS + OPTIONAL_GROUPS:
         group, name = missing.groups()
         return UnknownComponentError(group, name, system.names(group))
+    if missing and missing.group(1) == "visualizer":
+        return _visualizer_group_error(missing.group(2), system)
     bad_key = _NOT_IN_STRUCT.search(text)
     if bad_key:
         key = bad_key.group(1)
@@ -221,8 +232,30 @@ def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
-def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
-    """Compose and check the configuration the command line asks for; raise ConfigError."""
+def check_storage(resolved: ResolvedConfig) -> None:
+    """Ask the selected storage backend whether it can open its database (the registration
+    metadata ``check``, called with the storage settings), creating nothing: a missing folder, an
+    unreachable server or a file that is not a database stops the run before its run directory
+    exists. Raises :class:`~neuromosaic_core.errors.StorageError`."""
+    component, settings = resolved.components["storage"]
+    check = component.metadata.get("check")
+    if check is None:
+        return
+    try:
+        check(settings)
+    except NeuromosaicError:
+        raise
+    except Exception as exc:  # a backend's bug should still read as one line naming the storage
+        url = getattr(settings, "url", "")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StorageError(f"cannot check storage {component.name!r} ({url}): {type(exc).__name__}: {first}") from None
+
+
+def preflight(overrides: list[str], system: PluginSystem, storage: bool = False) -> ResolvedConfig:
+    """Compose and check the configuration the command line asks for; raise ConfigError.
+
+    ``storage``: also check that each run's database can be opened (:func:`check_storage`; it may
+    connect to a database server), for a command about to run rather than print its config."""
     from hydra.errors import HydraException
 
     try:
@@ -235,6 +268,8 @@ def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
             key, _, value = arg.partition("=")
             if key in GROUPS + OPTIONAL_GROUPS:
                 system.get(key, value)  # unknown component: UnknownComponentError with the choices
+            elif key == "visualizer" and value not in ("installed", "null"):
+                raise _visualizer_group_error(value, system)
         try:
             cfg = _compose(run)
         except HydraException as exc:
@@ -246,6 +281,8 @@ def preflight(overrides: list[str], system: PluginSystem) -> ResolvedConfig:
                 raise _hydra_error(base_exc, system, None) from None
             raise _hydra_error(exc, system, base) from None
         checked = resolve(cfg, system)
+        if storage:
+            check_storage(checked)
         resolved = resolved or checked
     assert resolved is not None
     return resolved

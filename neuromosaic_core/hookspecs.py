@@ -63,7 +63,9 @@ def register_codegen_providers(register: Register) -> None:
 def register_runners(register: Register) -> None:
     """Register runners. Factory: ``factory(settings)`` returning a
     :class:`~neuromosaic_core.interfaces.Runner`. The settings class must have ``workers`` and
-    ``timeout`` fields (subclass :class:`neuromosaic_core.settings.RunnerSettings`)."""
+    ``timeout`` fields (subclass :class:`neuromosaic_core.settings.RunnerSettings`); the core
+    refuses ``workers`` below 1 and a ``timeout`` that is not above 0, even where the subclass
+    redeclares the fields."""
 
 
 @hookspec
@@ -71,7 +73,10 @@ def register_storage_backends(register: Register) -> None:
     """Register storage backends. Factory: ``factory(settings)`` returning a
     :class:`~neuromosaic_core.interfaces.ResultsDB`; the settings class has a ``url`` field
     (subclass :class:`neuromosaic_core.settings.StorageSettings`). Metadata ``url_schemes``: the
-    URL schemes it serves, e.g. ``("sqlite", "postgresql")``."""
+    URL schemes it serves, e.g. ``("sqlite", "postgresql")``. Metadata ``check`` (optional):
+    ``check(settings)`` raises :class:`~neuromosaic_core.errors.StorageError` when the factory
+    could not open the database, creating nothing; the CLI calls it before it makes the run
+    directory, so a bad ``storage.url`` leaves nothing behind."""
 
 
 @hookspec

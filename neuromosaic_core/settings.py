@@ -7,6 +7,7 @@ value and what is valid.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import typing
@@ -31,14 +32,45 @@ def _check_device(_instance: Any, _attribute: Any, value: str) -> None:
     raise ValueError(f"device must be auto, cpu or cuda:N (cuda:0 is the first GPU), got {value!r}")
 
 
+class SettingValueError(ValueError):
+    """A value out of range, naming its key, so the one-line error reads ``runner.workers: ...``
+    rather than ``runner: workers ...``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key} {reason}")
+        self.key, self.reason = key, reason
+
+
+def _check_workers(_instance: Any, _attribute: Any, value: Workers) -> None:
+    if value != "auto" and int(value) < 1:
+        raise SettingValueError("workers", f"must be at least 1 or 'auto', got {value}")
+
+
+def _check_timeout(_instance: Any, _attribute: Any, value: float) -> None:
+    if not math.isfinite(value):
+        raise SettingValueError("timeout", f"must be a finite number of seconds, got {value}")
+    if value <= 0:
+        raise SettingValueError("timeout", f"must be above 0 seconds, got {value}")
+
+
+def check_runner_settings(settings: RunnerSettings) -> None:
+    """Raise :class:`SettingValueError` for a ``workers`` or ``timeout`` no runner can honour.
+
+    The fields' validators do this for :class:`RunnerSettings` itself, but a plugin that
+    redeclares a field (the tabular runner's ``workers = 1``) replaces its validator too, so
+    :func:`structure_settings` runs this on every runner's settings as well."""
+    _check_workers(settings, None, settings.workers)
+    _check_timeout(settings, None, settings.timeout)
+
+
 @attrs.frozen
 class RunnerSettings:
-    """Base of every runner's settings: how many trials at once, the per-trial time limit, and the
-    device trials train on: ``auto`` (a GPU when the trial's machine has one, else the CPU),
-    ``cpu`` or ``cuda:N``."""
+    """Base of every runner's settings: how many trials at once (at least 1, or ``auto``), the
+    per-trial time limit in seconds (above 0), and the device trials train on: ``auto`` (a GPU
+    when the trial's machine has one, else the CPU), ``cpu`` or ``cuda:N``."""
 
-    workers: Workers = "auto"
-    timeout: float = 600.0
+    workers: Workers = attrs.field(default="auto", validator=_check_workers)
+    timeout: float = attrs.field(default=600.0, validator=_check_timeout)
     device: str = attrs.field(default="auto", validator=_check_device)
 
     def resolved_workers(self) -> int:
@@ -216,11 +248,28 @@ def _describe(exc: BaseException, _type: Any) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _setting_value_error(exc: BaseException) -> SettingValueError | None:
+    """The :class:`SettingValueError` raised while building the top-level class, if that is what
+    failed (cattrs wraps it in a one-exception group)."""
+    if isinstance(exc, SettingValueError):
+        return exc
+    if isinstance(exc, cattrs.ClassValidationError) and len(exc.exceptions) == 1:
+        inner = exc.exceptions[0]
+        return inner if isinstance(inner, SettingValueError) else None
+    return None
+
+
 def structure_settings(data: Mapping[str, Any] | None, cls: type, path: str) -> Any:
     """Structure ``data`` into ``cls``; raise :class:`ConfigError` naming the first bad key."""
     try:
-        return config_converter.structure(dict(data or {}), cls)
+        settings = config_converter.structure(dict(data or {}), cls)
+        if isinstance(settings, RunnerSettings):
+            check_runner_settings(settings)
+        return settings
     except Exception as exc:  # cattrs raises exception groups; flatten them into one line
+        keyed = _setting_value_error(exc)
+        if keyed is not None:  # a field validator of `cls` itself: name the field
+            raise ConfigError(f"{path + '.' if path else ''}{keyed.key}: {keyed.reason}") from None
         if isinstance(exc, (cattrs.BaseValidationError,)):
             messages = cattrs.transform_error(exc, path="$", format_exception=_describe)
             first = messages[0]

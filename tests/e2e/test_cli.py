@@ -49,24 +49,106 @@ def test_cfg_job_shows_the_composed_config_with_plugin_nodes(tmp_path):
     assert "matplotlib:\n    dpi: 120" in proc.stdout  # the installed visualizer's settings node
 
 
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["strategy=nope"], "strategy='nope' is not an installed strategy; valid choices: "),
-        (["search.trials=abc"], "search.trials: expected an integer, got 'abc'"),
-        (["search.trails=3"], "unknown key 'search.trails' (valid keys under 'search': "),
-        (["runner.workers=many"], "runner.workers: expected an integer or 'auto', got 'many'"),
-        (["strategy.bogus=1"], "unknown key 'strategy.bogus'"),
-        (["visualizer.matplotlib.dpi=high"], "visualizer.matplotlib.dpi: expected an integer, got 'high'"),
-        (["visualizers=[nope]"], "visualizer='nope' is not an installed visualizer"),
-        (["storage.url=redis://x"], "storage.url='redis://x': storage 'sql' serves sqlite"),
-        (["--multirun", "task=digits,nope"], "task='nope' is not an installed task; valid choices: digits, mnist1d"),
-    ],
-)
-def test_bad_settings_exit_2_with_one_line_and_create_nothing(tmp_path, args, expected):
-    proc = neuromosaic(tmp_path, *args)
-    assert_short_error(proc, expected)
-    assert list(tmp_path.iterdir()) == []  # no run directory, no database
+#: Every bad input the CLI refuses, and the one line it answers (``neuromosaic: error: <this>``).
+#: Each case runs in a folder that holds only :data:`START`; it must exit 2 with that line alone
+#: on stderr (no traceback) before any work, leaving the folder as it was: no run directory
+#: (``runs/.../.hydra``, ``neuromosaic.log``), no database, no file changed.
+BAD_INPUTS = [
+    # (command line, the error line)
+    (["strategy=nope"], "strategy='nope' is not an installed strategy; valid choices: "),
+    (["search.trials=abc"], "search.trials: expected an integer, got 'abc'"),
+    (["search.trails=3"], "unknown key 'search.trails' (valid keys under 'search': "),
+    (["strategy.bogus=1"], "unknown key 'strategy.bogus'"),
+    (["--multirun", "task=digits,nope"], "task='nope' is not an installed task; valid choices: digits, mnist1d"),
+    # the runner's settings, checked in the core for every runner
+    (["runner.workers=many"], "runner.workers: expected an integer or 'auto', got 'many'"),
+    (["runner.workers=0"], "runner.workers: must be at least 1 or 'auto', got 0"),
+    (["runner.workers=-2"], "runner.workers: must be at least 1 or 'auto', got -2"),
+    (["runner.timeout=-1"], "runner.timeout: must be above 0 seconds, got -1.0"),
+    (["runner.timeout=inf"], "runner.timeout: must be a finite number of seconds, got inf"),
+    (["runner=tabular", "runner.workers=0"], "runner.workers: must be at least 1 or 'auto', got 0"),  # redeclares workers
+    # visualizers
+    (["visualizer.matplotlib.dpi=high"], "visualizer.matplotlib.dpi: expected an integer, got 'high'"),
+    (["visualizers=[nope]"], "visualizer='nope' is not an installed visualizer; valid choices: matplotlib"),
+    (["visualizer=no_such_visualizer"], "visualizer='no_such_visualizer' is not an installed visualizer; valid choices: matplotlib"),
+    (["visualizer=matplotlib"], "visualizer='matplotlib': choose the visualizers that run with visualizers=[matplotlib] (a list)"),
+    # storage: opened (SQLite read without writing, PostgreSQL connected) before the run directory exists
+    (["storage.url=redis://x"], "storage.url='redis://x': storage 'sql' serves sqlite"),
+    (["storage.url=sqlite:////nonexistent_dir/sub/x.db"],
+     "cannot open sqlite:////nonexistent_dir/sub/x.db: directory /nonexistent_dir/sub does not exist"),
+    (["storage.url=postgresql://nobody@127.0.0.1:1/none"], "cannot open postgresql://nobody@127.0.0.1:1/none: "),
+    (["storage.url=sqlite:///corrupt.db"], "cannot open sqlite:///corrupt.db: file is not a database"),
+    (["storage.url=sqlite:///other.db"], "cannot open sqlite:///other.db: it holds tables of another program (notes)"),
+]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Path:
+    """A working directory holding only START: a corrupt database and another program's database."""
+    (tmp_path / "corrupt.db").write_bytes(b"not a database, whatever its name says " * 50)
+    with sqlite3.connect(tmp_path / "other.db") as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    return tmp_path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(folder.rglob("*"))}
+
+
+def main_in_process(folder: Path, args: list[str], monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]) -> tuple[object, str]:
+    """``neuromosaic ARGS`` in this process: (exit code, stderr). The Hydra app, which would make the
+    run directory and start the search, is replaced by a stub that fails the test if reached."""
+    from neuromosaic_core import cli
+
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", ["neuromosaic"])
+    for var in [v for v in os.environ if v.startswith("NEUROMOSAIC_")]:
+        monkeypatch.delenv(var)
+
+    def reached() -> None:
+        pytest.fail(f"{args} passed the checks and would have started a run")
+
+    monkeypatch.setattr(cli, "_hydra_app", lambda: reached)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main(args)
+    return info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(start, monkeypatch, capsys, args, expected):
+    before = snapshot(start)
+    code, err = main_in_process(start, args, monkeypatch, capsys)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("neuromosaic: error: "), err
+    assert expected in err
+    assert snapshot(start) == before
+
+
+def test_the_real_command_leaves_nothing_when_the_database_cannot_be_opened(start):
+    # One case through the real entry point and Hydra, which makes the run directory of any run
+    # that gets past the checks.
+    before = snapshot(start)
+    proc = neuromosaic(start, "storage.url=sqlite:///corrupt.db")
+    assert_short_error(proc, "neuromosaic: error: cannot open sqlite:///corrupt.db: file is not a database")
+    assert snapshot(start) == before
+
+
+def test_cfg_job_prints_the_config_without_opening_the_database(tmp_path, monkeypatch, capsys):
+    from neuromosaic_core import cli
+
+    monkeypatch.chdir(tmp_path)
+    checked = []
+    monkeypatch.setattr("neuromosaic_core.config.check_storage", checked.append)
+    monkeypatch.setattr(cli, "_hydra_app", lambda: lambda: None)
+    monkeypatch.setattr(sys, "argv", ["neuromosaic"])
+    cli.main(["--cfg", "job", "storage.url=postgresql://nobody@127.0.0.1:1/none"])
+    assert checked == []
+    cli.main(["storage.url=sqlite:///fine.db"])
+    assert len(checked) == 1 and list(tmp_path.iterdir()) == []
 
 
 def test_environment_overrides_config_and_command_line_overrides_environment(tmp_path):

@@ -70,8 +70,6 @@ class PodmanRunnerSettings(RunnerSettings):
             raise ValueError(f"pids_limit must be at least 16, got {self.pids_limit}")
         if self.max_output_mb < 1:
             raise ValueError(f"max_output_mb must be at least 1, got {self.max_output_mb}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be above 0 seconds, got {self.timeout}")
         if self.url and not self.url.startswith(("unix://", "http://", "tcp://", "ssh://")):
             raise ValueError(f"url must start with unix://, tcp://, http:// or ssh://, got {self.url!r}")
 

@@ -20,6 +20,12 @@ def _factory(settings: SqlStorageSettings) -> Any:
     return SqlResultsDB(settings.url, busy_timeout_ms=settings.busy_timeout_ms)
 
 
+def _check(settings: SqlStorageSettings) -> None:
+    from neuromosaic_storage_sql.repository import check_database
+
+    check_database(settings.url, busy_timeout_ms=settings.busy_timeout_ms)
+
+
 @hookimpl
 def register_storage_backends(register: Any) -> None:
     register(
@@ -28,4 +34,5 @@ def register_storage_backends(register: Any) -> None:
         settings=SqlStorageSettings,
         description="SQLite (WAL, multi-process safe) or PostgreSQL through peewee, chosen by storage.url",
         url_schemes=("sqlite", "postgresql", "postgres"),
+        check=_check,
     )

@@ -305,6 +305,80 @@ def _open_database(url: str, busy_timeout_ms: int) -> pw.Database:
     raise StorageError(f"storage.url {url!r}: unsupported scheme {scheme!r}; expected sqlite:/// or postgresql://")
 
 
+def check_database(url: str, busy_timeout_ms: int = 10000) -> None:
+    """Raise :class:`StorageError` (one line) when :class:`SqlResultsDB` could not open ``url``,
+    creating nothing, so a command can refuse before it writes a run directory.
+
+    SQLite: a new file's directory must exist and be writable; an existing file must be a readable
+    SQLite database that is empty or holds a Neuromosaic schema this plugin can migrate (tables of
+    another program are refused rather than mixed with ours). PostgreSQL: the server must accept
+    the connection, and a stored schema must not be newer than this plugin's."""
+    scheme = urlparse(url).scheme
+    if scheme in SQLITE_SCHEMES:
+        tables, version = _read_sqlite_schema(url, busy_timeout_ms)
+    elif scheme in POSTGRES_SCHEMES:
+        tables, version = _read_postgres_schema(url, busy_timeout_ms)
+    else:
+        _open_database(url, busy_timeout_ms)  # the unsupported-scheme error
+        return
+    if tables and "schema_version" not in tables and scheme in SQLITE_SCHEMES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageError(f"cannot open {url}: it holds tables of another program ({shown}) and no neuromosaic "
+                           "schema; choose another file")
+    if version is not None and version > SCHEMA_VERSION:
+        raise StorageError(f"cannot open {url}: database schema v{version} is newer than this "
+                           f"neuromosaic-storage-sql (v{SCHEMA_VERSION}); upgrade the plugin")
+
+
+def _read_sqlite_schema(url: str, busy_timeout_ms: int) -> tuple[set[str], int | None]:
+    path = db_url.parse(url)["database"]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return set(), None
+    file = Path(path).expanduser().resolve()
+    if not file.exists():
+        if not file.parent.is_dir():
+            raise StorageError(f"cannot open {url}: directory {file.parent} does not exist")
+        if not os.access(file.parent, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot open {url}: directory {file.parent} is not writable")
+        return set(), None
+    if not file.is_file():
+        raise StorageError(f"cannot open {url}: {file} is not a file")
+    if not os.access(file, os.R_OK | os.W_OK):
+        raise StorageError(f"cannot open {url}: {file} is not readable and writable")
+    # A read-only connection to a WAL database creates its -wal and -shm files when they are
+    # missing (and leaves them): with both present (the database is open elsewhere, or was not
+    # closed), read it normally; without, nothing is waiting in a WAL, so read the file as it is.
+    in_use = Path(f"{file}-wal").exists() and Path(f"{file}-shm").exists()
+    uri = f"{file.as_uri()}?{'mode=ro' if in_use else 'immutable=1'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_ms / 1000)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                      if not r[0].startswith("sqlite_")}
+            row = (conn.execute('SELECT "version" FROM "schema_version" ORDER BY "id" LIMIT 1').fetchone()
+                   if "schema_version" in tables else None)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open {url}: {_first_line(exc)}") from None
+    return tables, int(row[0]) if row is not None else None
+
+
+def _read_postgres_schema(url: str, busy_timeout_ms: int) -> tuple[set[str], int | None]:
+    db = _open_database(url, busy_timeout_ms)
+    schema_version = _make_models(db)[0]
+    try:
+        db.connect()
+        if not db.table_exists(schema_version._meta.table_name):
+            return set(db.get_tables()), None
+        row = schema_version.select().order_by(schema_version.id).first()
+        return set(db.get_tables()), int(row.version) if row is not None else None
+    except (pw.PeeweeException, OSError) as exc:
+        raise StorageError(f"cannot open {url}: {_first_line(exc)}") from None
+    finally:
+        db.close()
+
+
 def _prepare_base(db: pw.Database, *base: type[pw.Model]) -> int:
     """The stored schema version; a database without one gets the v1 base tables and version
     :data:`BASE_VERSION` (the caller then migrates it forward like any older database)."""

@@ -50,6 +50,18 @@ def test_newer_schema_is_refused(pg_cluster: PgCluster, pg_url: str) -> None:
         SqlResultsDB(pg_url)
 
 
+def test_check_connects_and_reads_the_schema_version(pg_cluster: PgCluster, pg_url: str) -> None:
+    repository.check_database(pg_url)  # an empty database: the real open creates the tables
+    SqlResultsDB(pg_url).close()
+    repository.check_database(pg_url)
+    pg_cluster.psql(pg_url.rsplit("/", 1)[1], f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="is newer than this neuromosaic-storage-sql"):
+        repository.check_database(pg_url)
+    dead = f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/no_such_database"
+    with pytest.raises(StorageError, match=f"cannot open {dead}: .*no_such_database"):
+        repository.check_database(dead)
+
+
 def test_downgrade_and_upgrade_again(pg_cluster: PgCluster, pg_url: str) -> None:
     db = SqlResultsDB(pg_url)
     fill(db, "a", 9)

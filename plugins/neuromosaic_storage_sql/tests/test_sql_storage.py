@@ -148,6 +148,74 @@ def test_older_schema_without_migration_is_refused(tmp_path: Path, monkeypatch: 
         SqlResultsDB(file_url(path))
 
 
+# -- the pre-flight check (what `neuromosaic` runs before it makes a run directory) ------------
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def refused_leaving_nothing(url: str, folder: Path) -> str:
+    before = snapshot(folder)
+    with pytest.raises(StorageError) as info:
+        repository.check_database(url)
+    assert snapshot(folder) == before  # no database, no -wal/-shm, nothing rewritten
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_check_accepts_a_new_file_in_an_existing_folder_without_creating_it(tmp_path: Path) -> None:
+    repository.check_database(file_url(tmp_path / "new.db"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_refuses_what_the_real_open_would_refuse_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir.db"
+    assert refused_leaving_nothing(file_url(missing), tmp_path) == \
+        f"cannot open {file_url(missing)}: directory {missing.parent} does not exist"
+    (tmp_path / "bogus.db").write_bytes(b"this is certainly not a sqlite database file " * 100)
+    assert refused_leaving_nothing(file_url(tmp_path / "bogus.db"), tmp_path).endswith(": file is not a database")
+    assert refused_leaving_nothing(file_url(tmp_path), tmp_path) == f"cannot open {file_url(tmp_path)}: {tmp_path} is not a file"
+
+
+def test_check_refuses_a_newer_schema_and_another_programs_tables(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    SqlResultsDB(file_url(newer)).close()
+    _set_version(newer, SCHEMA_VERSION + 1)
+    assert refused_leaving_nothing(file_url(newer), tmp_path).endswith(
+        f"database schema v{SCHEMA_VERSION + 1} is newer than this neuromosaic-storage-sql (v{SCHEMA_VERSION}); upgrade the plugin")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    conn.close()
+    assert refused_leaving_nothing(file_url(other), tmp_path) == \
+        f"cannot open {file_url(other)}: it holds tables of another program (invoices) and no neuromosaic schema; choose another file"
+
+
+def test_check_reads_our_databases_closed_or_in_use_without_leaving_files(tmp_path: Path) -> None:
+    path = tmp_path / "ours.db"
+    SqlResultsDB(file_url(path)).close()
+    empty = tmp_path / "empty.db"
+    empty.touch()  # an empty file is an empty SQLite database: the real open fills it
+    before = snapshot(tmp_path)
+    repository.check_database(file_url(path))
+    repository.check_database(file_url(empty))
+    assert snapshot(tmp_path) == before  # a read-only connection would have left ours.db-wal and -shm
+    db = SqlResultsDB(file_url(path))  # another search is using it: WAL files exist
+    try:
+        db.create_experiment(Experiment(name="busy", task="t"))
+        repository.check_database(file_url(path))
+    finally:
+        db.close()
+
+
+def test_the_plugin_registers_the_check_for_the_cli(tmp_path: Path) -> None:
+    component = PluginSystem.load([("sql", neuromosaic_storage_sql)], entry_points=False).get("storage", "sql")
+    url = file_url(tmp_path / "no" / "x.db")
+    with pytest.raises(StorageError, match="does not exist"):
+        component.metadata["check"](structure_settings({"url": url}, component.settings, "storage"))
+
+
 # -- misc ----------------------------------------------------------------------------------
 
 
