@@ -48,9 +48,6 @@ from loguru import logger
 from neuromosaic_core import hookimpl
 from neuromosaic_core.plugins import PluginSystem
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TABLE = ROOT / ".." / "shared" / "benchmarks" / "nasbench201_cifar10.json"
-
 
 class Recorder:
     """An observer plugin: the time of every ``trial_finished`` call."""
@@ -75,7 +72,7 @@ def _diffs(start: float, stamps: list[float]) -> list[float]:
     return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
 
 
-def run_ours(strategy: str, trials: int, table: Path, workdir: Path, seed: int = 0, profile: Path | None = None,
+def run_ours(strategy: str, trials: int, table: Path | None, workdir: Path, seed: int = 0, profile: Path | None = None,
              full_sync: bool = False) -> list[float]:
     from neuromosaic_runner_tabular import TabularSettings
     from neuromosaic_storage_sql.settings import SqlStorageSettings
@@ -91,7 +88,7 @@ def run_ours(strategy: str, trials: int, table: Path, workdir: Path, seed: int =
         return component.factory(settings=settings if settings is not None else component.default_settings(), **kwargs)
 
     encoder = make("encoder", "nasbench201")
-    runner_settings = TabularSettings(workers=1, table=str(table))
+    runner_settings = TabularSettings(workers=1, table=str(table) if table is not None else "")
     components = Components(
         strategy=make("strategy", strategy, space=encoder.search_space(), seed=seed, metric="val_accuracy", maximize=True),
         encoder=encoder,
@@ -173,15 +170,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("strategies", nargs="*", default=["random"])
     parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--table", type=Path, help="a JSON table of your own (default: NAS-Bench-201 CIFAR-10 as the tabular plugin ships it)")
     parser.add_argument("--no-optuna", action="store_true", help="skip the Optuna rows")
     parser.add_argument("--matched-durability", action="store_true",
                         help="add rows with the other side's SQLite durability: ours with synchronous=FULL (SQLite's "
                              "default, as Optuna runs), Optuna random with WAL + synchronous=NORMAL (as ours runs)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of our loop (first strategy) to this file")
     args = parser.parse_args(argv)
-    if not args.table.is_file():
-        sys.exit(f"overhead: the table is not at {args.table}; pass --table")
+    if args.table is not None and not args.table.is_file():
+        sys.exit(f"overhead: the table is not at {args.table}")
+    table_path = args.table.resolve() if args.table is not None else None
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
 
@@ -194,14 +192,14 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             workdir = Path(tmp) / f"ours-{strategy}"
             workdir.mkdir()
-            durations = run_ours(strategy, args.trials, args.table.resolve(), workdir,
+            durations = run_ours(strategy, args.trials, table_path, workdir,
                                  profile=args.profile if i == 0 else None)
             rows.append((f"neuromosaic {strategy} (sql/SQLite WAL, synchronous=NORMAL)", describe(durations)))
             print(f"done: {rows[-1][0]}", file=sys.stderr)
             if args.matched_durability and i == 0:
                 workdir = Path(tmp) / f"ours-{strategy}-full"
                 workdir.mkdir()
-                durations = run_ours(strategy, args.trials, args.table.resolve(), workdir, full_sync=True)
+                durations = run_ours(strategy, args.trials, table_path, workdir, full_sync=True)
                 rows.append((f"neuromosaic {strategy} (sql/SQLite WAL, synchronous=FULL)", describe(durations)))
                 print(f"done: {rows[-1][0]}", file=sys.stderr)
         if not args.no_optuna:
@@ -210,9 +208,14 @@ def main(argv: list[str] | None = None) -> None:
             except ImportError:
                 print("note: optuna is not installed; its rows are skipped", file=sys.stderr)
             else:
-                import json
+                if table_path is not None:
+                    import json
 
-                table = json.loads(args.table.read_text())
+                    table = json.loads(table_path.read_text())
+                else:
+                    from neuromosaic_runner_tabular.packaged import packaged_table
+
+                    table = packaged_table("cifar10")
                 for sampler in ("random", "tpe"):
                     workdir = Path(tmp) / f"optuna-{sampler}"
                     workdir.mkdir()

@@ -1,4 +1,4 @@
-"""Surrogate pre-screening on NAS-Bench-201 (CIFAR-10): does ranking candidates with the
+"""Surrogate pre-screening on NAS-Bench-201: does ranking candidates with the
 ``surrogate`` meta-learner before training find better cells for the same number of trainings?
 
 For each strategy named (default: random, evolution), each seed 0..N-1 and each pre-screening
@@ -7,8 +7,10 @@ factor (default 1 = off, and 10), the strategy and the surrogate are built with
 time: ``surrogate.prescreen(strategy, 1, k)`` (what the orchestrator does with
 ``search.prescreen=k``: ask for k candidates, train the one the surrogate ranks best, withdraw the
 others), then the table's ``val_acc_200`` is told to both. Only trained candidates count against
-the budget. Scoring is ``benchmarks/search_quality.py``'s: the test accuracy (``test_acc_200``) of
-the best-by-validation cell within the budget (prefixes of one run of the largest budget).
+the budget. Table and scoring are ``benchmarks/search_quality.py``'s (``--dataset``, ``--table``):
+the score of the best-by-validation cell within the budget (prefixes of one run of the largest
+budget), its validation accuracy on the packaged NAS-Bench-201, its ``test_acc_200`` on a table
+that has one.
 
 Printed: median [25th, 75th percentile] per budget, and the paired win/tie/loss count of
 pre-screening against the same strategy and seed without it; then the surrogate's own prediction
@@ -33,7 +35,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_quality import DEFAULT_TABLE, REFERENCE, best_test_by_budget, load_table, make_key, quartiles  # noqa: E402
+from search_quality import (  # noqa: E402
+    DATASETS,
+    best_test_by_budget,
+    describe_source,
+    load_source,
+    make_key,
+    quartiles,
+    random_search_median,
+)
 
 from neuromosaic_core.library import create_encoder, create_meta_learner, create_strategy  # noqa: E402
 from neuromosaic_core.model import TrialResult  # noqa: E402
@@ -43,8 +53,8 @@ BUDGETS = (30, 100)
 
 
 def run(name: str, seed: int, budget: int, factor: int, space, key, table, system,  # noqa: ANN001
-        acquisition: str = "mean") -> list[tuple[float, float]]:
-    """(val, test) of each trained cell, in order."""
+        acquisition: str = "mean", score: str = "val_acc_200") -> list[tuple[float, float]]:
+    """(val, score) of each trained cell, in order."""
     strategy = create_strategy(name, space, seed=seed, system=system)
     # k=1 is the plain strategy: no surrogate is fitted (nothing would use it).
     surrogate = (create_meta_learner("surrogate", space, seed=seed, system=system, acquisition=acquisition)
@@ -53,7 +63,7 @@ def run(name: str, seed: int, budget: int, factor: int, space, key, table, syste
     while len(trace) < budget:
         (vector,) = surrogate.prescreen(strategy, 1, factor) if surrogate else strategy.suggest_architectures(1)
         entry = table[key(vector)]
-        trace.append((entry["val_acc_200"], entry["test_acc_200"]))
+        trace.append((entry["val_acc_200"], entry[score]))
         told = [(vector, TrialResult({"val_accuracy": entry["val_acc_200"] / 100.0}))]
         strategy.update_with_results(told)
         if surrogate:
@@ -91,12 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factors", type=int, nargs="+", default=[1, 10], help="pre-screening factors k (1 = off)")
     parser.add_argument("--acquisition", choices=("mean", "ei", "ucb"), default="mean",
                         help="how the surrogate ranks candidates (the plugin's setting; default mean)")
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--dataset", choices=DATASETS, default="cifar10", help="NAS-Bench-201's data set (default cifar10)")
+    parser.add_argument("--table", type=Path, help="a JSON table of your own instead (the tabular runner's format)")
     args = parser.parse_args(argv)
     budgets = tuple(sorted(args.budgets))
-    if not args.table.is_file():
-        sys.exit(f"surrogate: the table is not at {args.table}; pass --table")
-    table = load_table(args.table)
+    table, score = load_source(args.dataset, args.table, "surrogate")
     system = PluginSystem.load()
     encoder = create_encoder("nasbench201", system=system)
     space, key = encoder.search_space(), make_key(encoder)
@@ -108,14 +117,14 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             per_budget: dict[int, list[float]] = {b: [] for b in budgets}
             for seed in range(args.seeds):
-                trace = run(name, seed, budgets[-1], factor, space, key, table, system, args.acquisition)
+                trace = run(name, seed, budgets[-1], factor, space, key, table, system, args.acquisition, score)
                 for b, test in best_test_by_budget(trace, budgets).items():
                     per_budget[b].append(test)
             walls[name, factor] = time.perf_counter() - started
             scores[name, factor] = per_budget
             print(f"done: {name} k={factor} ({walls[name, factor]:.1f} s)", file=sys.stderr)
 
-    print(f"Test accuracy (%) of the best-by-validation cell, {args.seeds} seeds (0..{args.seeds - 1}): "
+    print(f"{describe_source(args.dataset, args.table, score)}, {args.seeds} seeds (0..{args.seeds - 1}): "
           "median [25th, 75th percentile]; wins/ties/losses against the same strategy and seed with k=1\n")
     print("| strategy | pre-screening | " + " | ".join(f"{b} trials" for b in budgets) + " | wall time |")
     print("|---|---|" + "---|" * len(budgets) + "---|")
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             cells.append(cell)
         label = "off" if factor == 1 else f"k={factor}"
         print(f"| {name} | {label} | " + " | ".join(cells) + f" | {walls[name, factor]:.1f} s |")
-    print("| random (README, 200 seeds) | off | " + " | ".join(f"{REFERENCE[b]:.2f}" if b in REFERENCE else "-" for b in budgets) + " | |")
+    print("| random (exact) | off | " + " | ".join(f"{random_search_median(table, score, b):.2f}" for b in budgets) + " | |")
 
     sizes = (30, 100)
     quality = prediction_quality(args.seeds, sizes, space, key, table, system)
