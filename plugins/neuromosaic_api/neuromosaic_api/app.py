@@ -102,7 +102,8 @@ class ServerState:
     def __init__(self, settings: ApiSettings, db: ResultsDB) -> None:
         self.settings, self.db, self.closed = settings, db, False
         self.runs = settings.runs.resolve()
-        self.searches = SearchManager(self.runs, settings.url, settings.stop_grace_seconds, on_stopped=db.mark_interrupted)
+        self.searches = SearchManager(self.runs, settings.url, settings.stop_grace_seconds, on_stopped=db.mark_interrupted,
+                                      policy=settings.policy, stored=lambda name: db.get_experiment(name) is not None)
         self.limiter = TokenBucketLimiter(settings.rate, settings.burst)
         self.metrics = ApiMetrics(db)
         self._history: dict[str, tuple[tuple[tuple[str, int], ...], list[Any]]] = {}
@@ -334,6 +335,11 @@ def create_app(settings: ApiSettings, db: ResultsDB | None = None) -> FastAPI:
     async def bad_query(_: Request, exc: results.ResultsError) -> SafeJSONResponse:
         return _json(422, {"detail": str(exc), "message": str(exc)})
 
+    @app.exception_handler(SettingsError)
+    async def refused_settings(_: Request, exc: SettingsError) -> SafeJSONResponse:
+        # a start whose stored definition the current policy refuses (an older version stored it)
+        return _field_error(["definition", "overrides"] + ([exc.index] if exc.index is not None else []), str(exc))
+
     @app.exception_handler(SearchStateError)
     async def search_state(_: Request, exc: SearchStateError) -> SafeJSONResponse:
         return _json(exc.status, {"detail": str(exc)})
@@ -406,15 +412,17 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
 
     @app.post("/api/experiments", tags=["experiments"], status_code=201)
     def create(claims: Write, body: Annotated[ExperimentCreate, Body()]) -> Any:
-        """Define a search from command-line settings, validated as `neuromosaic` validates them (422 names
-        the offending setting); with `start`, start it. Its name comes from the settings (experiment.name)."""
+        """Define a search from command-line settings: only those this server lets clients set, within its
+        bounds, validated as `neuromosaic` validates them (422 names the offending setting); with `start`, start
+        it. Its name comes from the settings (experiment.name); 409 for a name the database holds from a search
+        this API did not start."""
         try:
             name = state.searches.create(body.overrides, claims.subject)
         except SettingsError as exc:
             location: list[str | int] = ["body", "overrides"] + ([exc.index] if exc.index is not None else [])
             return _field_error(location, str(exc))
         if body.start:
-            state.searches.start(name)
+            state.searches.start(name, validated=True)
         return _json(201, {"name": name, "overrides": body.overrides, "search": state.searches.state(name)})
 
     @app.get("/api/experiments/{name}", tags=["experiments"])
@@ -430,7 +438,9 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
 
     @app.post("/api/experiments/{name}/start", tags=["experiments"], status_code=202)
     def start(name: Name, _: Write) -> dict[str, Any]:
-        """Start (or resume: interrupted trials are re-run) a search created through the API."""
+        """Start (or resume: interrupted trials are re-run) a search created through the API; its settings are
+        checked again against the server's current policy (422). 409 when it is running, or when the database
+        holds an experiment of that name that this API did not start."""
         state.searches.start(name)
         return {"name": name, "search": state.searches.state(name)}
 

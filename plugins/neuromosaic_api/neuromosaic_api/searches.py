@@ -11,10 +11,19 @@ after ``stop_grace_seconds``. The orchestrator leaves a cut-off trial's row ``ru
 next start to mark; once a stopped search has exited, ``on_stopped(name)`` is called (the app marks
 those rows ``interrupted`` then, so the API never shows a stopped search's trials as running).
 
-The API adds two settings of its own to every search, and refuses them from the client: the
-results database (``storage.url``, so the search writes where the API reads) and the run
-directory (``hydra.run.dir=<runs>/<experiment>``, so files land where the API serves them).
-Definitions are kept in ``<runs>/api-experiments.json`` so a restarted server can start them again.
+Before any of that, each setting must pass the server's :class:`~neuromosaic_api.policy.ClientPolicy`
+(what a client may set, within which bounds): a write token lets a client run searches with the
+server's environment, so settings such as ``runner.python`` or ``codegen.base_url`` are the
+operator's. The policy is checked again on the composed configuration (bounds) and again at each
+start (the operator may have narrowed it since, and definitions written by older versions were
+never checked).
+
+The API adds settings of its own to every search, and refuses them from the client: the
+operator's ``--set`` overrides, the results database (``storage.url``, so the search writes where
+the API reads) and the run directory (``hydra.run.dir=<runs>/<experiment>``, so files land where
+the API serves them). Definitions are kept in ``<runs>/api-experiments.json`` so a restarted
+server can start them again. An experiment that is in the database without having been started
+by this API (run from the command line, say) is never created, started or resumed here (409).
 """
 
 from __future__ import annotations
@@ -33,10 +42,9 @@ from typing import Any
 from loguru import logger
 
 from neuromosaic_api.files import SAFE_NAME
+from neuromosaic_api.policy import ClientPolicy, PolicyError
 from neuromosaic_api.settings import SECRET_ENV
 
-#: Keys the API sets itself (or that would let a client choose where files are written).
-RESERVED = ("storage", "hydra")
 _LAUNCH = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
 
 
@@ -65,8 +73,13 @@ class SearchManager:
     """The searches this server defined and started (thread-safe: endpoints run in a pool)."""
 
     def __init__(self, runs: Path, url: str, stop_grace_seconds: float = 30.0,
-                 on_stopped: Callable[[str], None] | None = None) -> None:
+                 on_stopped: Callable[[str], None] | None = None, policy: ClientPolicy | None = None,
+                 stored: Callable[[str], bool] | None = None) -> None:
+        """``policy``: what clients may set (default: :class:`ClientPolicy`'s safe default);
+        ``stored(name)``: whether the results database has that experiment (never taken over)."""
         self.runs, self.url, self.grace, self.on_stopped = runs.resolve(), url, stop_grace_seconds, on_stopped
+        self.policy = policy if policy is not None else ClientPolicy()
+        self._stored = stored if stored is not None else (lambda _name: False)
         self._file = self.runs / "api-experiments.json"
         self._lock = threading.Lock()
         self._compose_lock = threading.Lock()  # Hydra's global state allows one composition at a time
@@ -103,38 +116,28 @@ class SearchManager:
     # -- validation --------------------------------------------------------------------------
 
     def validate(self, overrides: list[str]) -> str:
-        """The experiment name these overrides give; SettingsError with the CLI's message if not."""
+        """The experiment name these overrides give; SettingsError naming the setting if the policy
+        or ``neuromosaic`` would refuse them."""
         from neuromosaic_core.config import with_env_overrides
 
-        for index, item in enumerate(overrides):
-            key, eq, _ = item.partition("=")
-            bare = key.lstrip("+~")
-            if item.startswith("-") or not eq and not item.startswith("~"):
-                raise SettingsError(f"{item!r} is not a key=value setting (command-line flags are not accepted)", index)
-            if bare.split(".")[0] in RESERVED:
-                raise SettingsError(f"{bare!r} is set by the API (its database and run directory); leave it out", index)
-        self._check_no_sweep(overrides)
-        args = with_env_overrides([*overrides, f"storage.url={_quote(self.url)}"])
+        try:
+            self.policy.check(overrides)
+        except PolicyError as exc:
+            raise SettingsError(str(exc), exc.index) from None
+        args = with_env_overrides([*overrides, *self.policy.fixed, f"storage.url={_quote(self.url)}"])
         with self._compose_lock:
             resolved = self._preflight(args)
+        given = {item.partition("=")[0].strip() for item in overrides}
+        try:
+            self.policy.check_composed(resolved.raw, given)
+        except PolicyError as exc:
+            index = next((i for i, item in enumerate(overrides) if item.partition("=")[0].strip() == exc.key), None)
+            raise SettingsError(str(exc), index) from None
         name = str(resolved.core.experiment.name)
         if not SAFE_NAME.match(name):
             raise SettingsError(f"experiment.name={name!r}: use letters, digits, '.', '_' and '-' only "
                                 "(it names the run directory)")
         return name
-
-    @staticmethod
-    def _check_no_sweep(overrides: list[str]) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from hydra.errors import HydraException
-
-        for index, item in enumerate(overrides):
-            try:
-                (parsed,) = OverridesParser.create().parse_overrides([item])
-            except HydraException as exc:
-                raise SettingsError(str(exc).strip().splitlines()[0], index) from None
-            if parsed.is_sweep_override():
-                raise SettingsError(f"{item!r} is a sweep; create one experiment per value", index)
 
     def _preflight(self, args: list[str]) -> Any:
         from neuromosaic_core.config import preflight, register_config_nodes
@@ -157,22 +160,36 @@ class SearchManager:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def create(self, overrides: list[str], who: str) -> str:
-        """Validate and record a definition; SettingsError, or SearchStateError if it is running."""
+        """Validate and record a definition; SettingsError, or SearchStateError if it is running or
+        belongs to a search this API did not start."""
         name = self.validate(overrides)
         with self._lock:
+            self._refuse_unmanaged(name)
             if self._running(name):
                 raise SearchStateError(f"experiment {name!r} is running; stop it before redefining it")
+            previous = self._definitions.get(name) or {}
             self._definitions[name] = {"overrides": list(overrides), "created_by": who,
                                        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            if previous.get("started_at"):  # redefining a search of ours: it stays ours
+                self._definitions[name]["started_at"] = previous["started_at"]
             self._save()
         return name
+
+    def _refuse_unmanaged(self, name: str) -> None:
+        """409 when ``name`` is in the database but this API never started a search of that name:
+        its trials are someone else's (a command-line run), and adding to them is not ours to do."""
+        if self._stored(name) and not (self._definitions.get(name) or {}).get("started_at"):
+            raise SearchStateError(f"experiment {name!r} is in the results database but was not started through this "
+                                   "API (a command-line run, say), so the API will not add to it; choose another "
+                                   "experiment.name")
 
     def _running(self, name: str) -> bool:
         proc = self._procs.get(name)
         return proc is not None and proc.poll() is None
 
-    def start(self, name: str) -> int:
-        """Start the defined search ``name``; its process id."""
+    def start(self, name: str, validated: bool = False) -> int:
+        """Start the defined search ``name``; its process id. Its settings are checked again unless
+        ``validated`` (just created)."""
         with self._lock:
             definition = self._definitions.get(name)
             if definition is None:
@@ -180,9 +197,24 @@ class SearchManager:
                                        "unknown here; create it first (POST /api/experiments)", 404)
             if self._running(name):
                 raise SearchStateError(f"experiment {name!r} is already running")
+            self._refuse_unmanaged(name)
+            overrides = list(definition["overrides"])
+        # Checked again: the operator may have narrowed the policy since, and an older version
+        # stored definitions without any policy.
+        if not validated and self.validate(overrides) != name:
+            raise SettingsError(f"these settings now name another experiment than {name!r}; create it again")
+        with self._lock:
+            if self._running(name):
+                raise SearchStateError(f"experiment {name!r} is already running")
+            self._refuse_unmanaged(name)
+            definition = self._definitions.get(name)
+            if definition is None or definition["overrides"] != overrides:
+                raise SearchStateError(f"experiment {name!r} was redefined while starting; start it again")
+            definition.setdefault("started_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            self._save()
             run_dir = self.runs / name
             run_dir.mkdir(parents=True, exist_ok=True)
-            args = [*definition["overrides"], f"storage.url={_quote(self.url)}", f"hydra.run.dir={_quote(str(run_dir))}"]
+            args = [*overrides, *self.policy.fixed, f"storage.url={_quote(self.url)}", f"hydra.run.dir={_quote(str(run_dir))}"]
             env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}  # searches never see the signing key
             with (run_dir / "api-search.log").open("ab") as log:
                 proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], stdout=log, stderr=subprocess.STDOUT,

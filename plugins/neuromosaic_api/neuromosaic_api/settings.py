@@ -7,6 +7,7 @@ from pathlib import Path
 
 import attrs
 
+from neuromosaic_api.policy import ClientPolicy
 from neuromosaic_core.errors import ConfigError
 
 #: The environment variable holding the token-signing secret (never a command-line flag: flags
@@ -36,7 +37,8 @@ class ApiSettings:
     ``burst``: each client's token bucket (requests per second refilled, bucket size);
     ``max_body_bytes``: larger request bodies get 413; ``audit_log``: one JSON line per write
     (default ``<runs>/api-audit.log``); ``stop_grace_seconds``: how long a stopped search may take
-    to store its interrupted trials before its processes are killed.
+    to store its interrupted trials before its processes are killed; ``policy``: what clients may
+    set when they create an experiment (``--allow-setting``, ``--set``, ``--max-*``).
     """
 
     secret: str = attrs.field(repr=False)
@@ -47,6 +49,7 @@ class ApiSettings:
     max_body_bytes: int = 64 * 1024
     audit_log: Path | None = None
     stop_grace_seconds: float = 30.0
+    policy: ClientPolicy = attrs.field(factory=ClientPolicy)
 
     @property
     def audit_path(self) -> Path:

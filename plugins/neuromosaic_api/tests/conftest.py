@@ -1,8 +1,9 @@
 """Fixtures: an app over an in-memory results database with one small experiment, tokens of every
 kind, and a real server on a free loopback port; and what an isolated session leaves out.
 
-``test_searches.py`` and ``test_dashboard.py`` start real searches (``neuromosaic`` with the
-digits task), which needs a strategy, encoder, storage, task, runner and code generator plugin;
+``test_searches.py`` and ``test_dashboard.py`` start real searches (``neuromosaic`` with the digits
+task), and ``test_client_policy_http.py`` has a real server compose them, which needs a strategy,
+encoder, storage, task, runner and code generator plugin;
 ``test_container.py`` needs the sql storage plugin. ``nox -s plugin`` installs this plugin alone
 with the core, where a skip would fail under CI's strict mode, so there those modules are not
 collected, and the session header says why. With everything installed (the README's ``pytest``)
@@ -34,7 +35,7 @@ MISSING_FOR_SEARCH = _missing(SEARCH_NEEDS)
 MISSING_SQL = _missing({"sql": "storage"})
 collect_ignore: list[str] = []
 if MISSING_FOR_SEARCH:
-    collect_ignore += ["test_searches.py", "test_dashboard.py"]
+    collect_ignore += ["test_searches.py", "test_dashboard.py", "test_client_policy_http.py"]
 if MISSING_SQL:
     collect_ignore += ["test_container.py"]
 

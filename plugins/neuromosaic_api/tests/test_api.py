@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import metadata
 
 from neuromosaic_api.testing import CODE, EXPERIMENT, READ, SECRET, WRITE
 
@@ -28,7 +29,7 @@ def test_health_is_503_when_the_database_is_unreachable(make_client, db):
 
 def test_version_names_the_api_and_core_versions(client):
     body = client.get("/version", headers=READ).json()
-    assert body["api"] == "0.1.0" and body["core"].count(".") == 2
+    assert body["api"] == metadata.version("neuromosaic-api") and body["core"].count(".") == 2
 
 
 def test_experiments_list_counts_and_best(client):

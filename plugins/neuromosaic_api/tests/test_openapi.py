@@ -33,7 +33,7 @@ def fuzz_client(make_client, monkeypatch):
     """No rate limit (hundreds of requests from one client), and no real search started: a fuzzed
     body can be a valid definition with ``start: true``, and starting processes is not under test."""
     client = make_client(rate=0)
-    monkeypatch.setattr(client.app.state.server.searches, "start", lambda name: 0)
+    monkeypatch.setattr(client.app.state.server.searches, "start", lambda name, validated=False: 0)
     return client
 
 

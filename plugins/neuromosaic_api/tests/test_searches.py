@@ -26,13 +26,16 @@ def sql_client(tmp_path) -> Any:
 @pytest.mark.parametrize(("overrides", "index", "message"), [
     (["task=digits", "search.trials=abc"], None, "search.trials: expected an integer, got 'abc'"),
     (["task=nope"], None, "task='nope' is not an installed task; valid choices:"),
-    (["task=digits", "search.trails=3"], None, "unknown key 'search.trails'"),
-    (["experiment.name=../../etc"], None, "experiment.name='../../etc': use letters, digits"),
+    (["task=digits", "search.trails=3"], 1, "'search.trails' is not a setting clients may set on this server (under "
+                                            "'search' they may set: direction, max_failures, metric, reuse,"),
+    (["experiment.name=../../etc"], 0, "experiment.name='../../etc': a path or a URL cannot be given through the API"),
+    (["experiment.name='a b'"], None, "experiment.name='a b': use letters, digits"),
 ])
 def test_create_refuses_what_the_cli_refuses_with_its_message(sql_client, overrides, index, message):
     response = sql_client.post("/api/experiments", headers=WRITE, json={"overrides": overrides})
     assert response.status_code == 422, response.text
-    assert response.json()["message"].startswith("body.overrides: ")
+    where = "body.overrides" + ("" if index is None else f".{index}")
+    assert response.json()["message"].startswith(f"{where}: ")
     assert message in response.json()["message"]
 
 
