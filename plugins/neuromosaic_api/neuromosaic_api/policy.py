@@ -262,8 +262,7 @@ class ClientPolicy:
                 raise PolicyError(f"{key}={text!r}: a path or a URL cannot be given through the API", key, index)
 
     @staticmethod
-    def _check_bound(key: str, value: Any, bound: Bound, index: int | None, given: bool = True) -> None:
-        source = "" if given else " (this server's default; set it lower)"
+    def _check_bound(key: str, value: Any, bound: Bound, index: int | None, source: str = "") -> None:
         value = _numeric(value) if _numeric(value) is not None else value
         if not _is_number(value):
             raise PolicyError(f"{key}={value!r}{source}: expected a number ({bound.describe()} on this server)", key, index)
@@ -280,7 +279,9 @@ class ClientPolicy:
             present, value = _lookup(raw, key)
             if not present or (value is None and key == "constraints.max_flops"):  # null: no FLOP limit
                 continue
-            self._check_bound(key, self._auto(key, value), bound, None, given=key in given)
+            source = ("" if key in given else " (set by the operator's --set, over its own limit)" if key in self.fixed_keys()
+                      else " (this server's default; set it lower)")
+            self._check_bound(key, self._auto(key, value), bound, None, source)
 
     @staticmethod
     def _auto(key: str, value: Any) -> Any:

@@ -121,6 +121,10 @@ def test_bounds_hold_on_the_composed_configuration_too():
     assert info.value.key == "training.epochs"
     assert str(info.value) == ("training.epochs=30 (this server's default; set it lower): this server allows at least 1, "
                                "at most 10; its operator sets the limit with --max-epochs")
+    with pytest.raises(PolicyError, match=r"^training.epochs=30: this server allows"):
+        policy.check_composed(composed, given=["training.epochs"])
+    with pytest.raises(PolicyError, match=r"^training.epochs=30 \(set by the operator's --set, over its own limit\)"):
+        ClientPolicy(max_epochs=10, fixed=["training.epochs=30"]).check_composed(composed, given=())
     composed["training"]["epochs"] = 10
     policy.check_composed(composed, given=())
 
