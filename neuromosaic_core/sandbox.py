@@ -6,12 +6,14 @@ working directory and return an :class:`Outcome`; they never raise for the comma
 With bubblewrap (``bwrap``, Debian package ``bubblewrap``) the command runs in new mount, PID,
 network, IPC and UTS namespaces:
 
-- the root file system is mounted read-only; ``workdir`` is the only writable place on disk, plus a
-  private ``/tmp`` (a tmpfs of ``Limits.tmp_mb``);
-- home directories (``/root``, ``/home``, ``$HOME``), ``/run`` and ``/tmp`` are replaced by empty
-  directories, so the orchestrator's files, sockets and credentials there are out of reach; what the
-  command needs from them (the Python install, ``readable`` files such as the trial's code and
-  data) is mounted back read-only;
+- hide by default: the sandbox's root is empty but for what the command needs, shown read-only:
+  the system's programs and libraries (:data:`SYSTEM`, a few files of ``/etc``), the Python
+  install and its site-packages, the sources of the ``neuromosaic*`` packages (editable installs),
+  and the ``readable`` files (the trial's code and data). Nothing else of the machine is there:
+  not the working directory, not the folder of a script that drives the library (a ``.env``
+  beside it), not home folders, ``/run`` or the host's ``/tmp``;
+- ``workdir`` is the only writable place on disk, plus a private ``/tmp`` (a tmpfs of
+  ``Limits.tmp_mb``, also the command's ``HOME`` and ``TMPDIR``);
 - the network is loopback only; the process IDs are private (``kill -1`` reaches only the sandbox);
 - ``/dev`` is minimal, plus the NVIDIA device nodes when ``gpu`` (CUDA trials);
 - the command runs as an unprivileged user (uid/gid 65534, ``nobody``) with no capabilities and
@@ -55,8 +57,15 @@ import attrs
 from neuromosaic_core.errors import ConfigError
 
 SANDBOX_UID = 65534
-#: Directories replaced by empty ones inside the sandbox (what is needed is mounted back read-only).
-HIDDEN = ("/root", "/home", "/run", "/var/tmp")  # noqa: S108  # nosec B108 - paths hidden from the trial, never used
+#: System folders shown (read-only) in every sandbox: programs and shared libraries. Everything
+#: else of the machine is hidden unless shown on purpose (see :func:`bwrap_argv`).
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: Files of /etc that the dynamic linker and Python read (users and groups: ``getpass``; never
+#: ``shadow``, never anything of a user's).
+SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/localtime",
+                "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts")
+#: What of /sys a CPU trial reads (torch's cpuinfo); a GPU trial gets /sys whole (the CUDA driver reads it).
+SYSTEM_CPU_INFO = ("/sys/devices/system/cpu", "/sys/devices/system/node")
 #: The sandbox's private tmpfs (empty, sized by ``Limits.tmp_mb``), also its HOME and TMPDIR.
 PRIVATE_TMP = "/tmp"  # noqa: S108  # nosec B108 - a fresh tmpfs inside the sandbox, not the host's /tmp
 #: Bytes of output kept (the tail): a flood of output must not exhaust the caller's memory.
@@ -138,19 +147,25 @@ def _bwrap_path() -> str | None:
 
 
 def python_paths(executable: str | None = None) -> list[str]:
-    """What a Python needs to read: its prefixes, its executable, its import path, and the
-    directories of the ``neuromosaic*`` packages imported here. An editable install (``pip
-    install -e``) is found through a finder in site-packages that points at the source tree,
-    which is on no import path: a checkout under a hidden directory (``/tmp``, ``/root``, as CI's
-    clone is) would otherwise not be importable inside the sandbox."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    """What a Python needs to read, and no more: its prefixes (the standard library, site-packages,
+    a virtual environment), its executable, and the directories of the ``neuromosaic*`` packages
+    imported here. An editable install (``pip install -e``) is found through a finder or a path
+    entry in site-packages that points at the source tree: only each package's own directory is
+    shown, never the whole entry, nor any other ``sys.path`` entry (a driving script's folder, the
+    working directory, ``PYTHONPATH``), where the user's files (a ``.env``) may lie."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths = {*prefixes, *(os.path.realpath(p) for p in prefixes), os.path.dirname(os.path.realpath(sys.executable))}
     for name, module in list(sys.modules.items()):
+        if "." in name or not name.startswith("neuromosaic"):
+            continue
         file = getattr(module, "__file__", None)
-        if "." not in name and name.startswith("neuromosaic") and file:
-            paths.add(os.path.dirname(os.path.realpath(file)))
+        if file:
+            real = os.path.realpath(file)
+            paths.add(os.path.dirname(real) if os.path.basename(real).startswith("__init__.") else real)
+        else:  # a namespace package: its directories
+            paths.update(os.path.realpath(p) for p in getattr(module, "__path__", ()))
     if executable:
-        paths.add(os.path.realpath(executable))
+        paths.update({executable, os.path.realpath(executable)})
     return sorted(p for p in paths if os.path.exists(p))
 
 
@@ -169,41 +184,50 @@ def gpu_devices() -> list[str]:
 def bwrap_argv(argv: Sequence[str], workdir: Path, limits: Limits, readable: Iterable[str] = (),
                gpu: bool = True) -> list[str]:
     """The full command line that runs ``argv`` inside bubblewrap (see the module docstring).
-    ``gpu``: pass the NVIDIA device nodes through (bubblewrap's ``/dev`` has none otherwise)."""
+    ``gpu``: pass the NVIDIA device nodes through (bubblewrap's ``/dev`` has none otherwise), and
+    ``/sys`` (the CUDA driver reads it).
+
+    Hide by default: the sandbox's root is an empty tmpfs; what it shows, read-only, is listed
+    here (:data:`SYSTEM`, :data:`SYSTEM_FILES`, :func:`python_paths`, ``argv[0]``, ``readable``),
+    then ``workdir`` read-write and a private ``/tmp``."""
     bwrap = _bwrap_path() or "bwrap"
     workdir_s = str(workdir)
-    home = os.environ.get("HOME", "")
-    hidden = [h for h in dict.fromkeys((*HIDDEN, home, PRIVATE_TMP)) if h and h != "/" and os.path.isdir(h)]
-    cmd = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    cmd = [bwrap, "--dev", "/dev", "--proc", "/proc"]
     if gpu:
         for device in gpu_devices():
             cmd += ["--dev-bind", device, device]
-    for h in hidden:
-        if h == PRIVATE_TMP:
-            cmd += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", PRIVATE_TMP]
-        elif not any(_under(h, [o]) for o in hidden if o != h):
-            cmd += ["--perms", "0755", "--tmpfs", h]
-    made: set[str] = set()
+    cmd += ["--perms", "1777", "--size", str(limits.tmp_mb << 20), "--tmpfs", PRIVATE_TMP]
+    shown: list[str] = []
+    for path in SYSTEM:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            cmd += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            shown.append(path)
+    shown += [p for p in (*SYSTEM_FILES, *(("/sys",) if gpu else SYSTEM_CPU_INFO)) if os.path.exists(p)]
+    program = argv[0] if argv and os.path.isabs(argv[0]) else None
+    shown += python_paths(program)
+    if program and os.path.islink(program):  # e.g. a venv's python -> the base install
+        shown.append(os.path.realpath(program))
+    shown += [os.path.abspath(p) for p in readable if p]
+    made: set[str] = {"/"}
+    bound: list[str] = []
 
     def parents(path: str) -> list[str]:
-        root = _under(path, hidden)
-        if root is None:
-            return []
+        # bubblewrap would make the missing folders leading to a mount with mode 0700 (unreadable
+        # to the sandbox's uid): make them 0755 first.
         out, p = [], os.path.dirname(path)
-        while p != root and p not in made and _under(p, [root]):
+        while p not in made and not _under(p, bound):
             out.append(p)
             p = os.path.dirname(p)
         made.update(out)
         return [a for d in reversed(out) for a in ("--perms", "0755", "--dir", d)]
 
-    exposed = sorted({os.path.abspath(p) for p in (*python_paths(argv[0] if argv and os.path.isabs(argv[0]) else None), *readable)})
-    for path in exposed:
-        if _under(path, hidden) and path not in hidden and os.path.exists(path) and path != workdir_s and not _under(path, [workdir_s]):
-            cmd += [*parents(path), "--ro-bind", path, path]
-    if argv and os.path.isabs(argv[0]) and os.path.islink(argv[0]):  # e.g. a venv's python -> the base install
-        target = os.path.realpath(argv[0])
-        if _under(target, hidden):
-            cmd += [*parents(target), "--ro-bind", target, target]
+    for path in sorted(set(shown)):
+        if (not os.path.exists(path) or _under(path, bound) or _under(path, [workdir_s])
+                or _under(PRIVATE_TMP, [path]) or _under("/proc", [path]) or _under("/dev", [path])):
+            continue  # gone, shown already, written through workdir, or a folder the sandbox makes itself
+        cmd += [*parents(path), "--ro-bind", path, path]
+        bound.append(path)
     cmd += [*parents(workdir_s), "--bind", workdir_s, workdir_s]
     cmd += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "sandbox",
             "--die-with-parent", "--new-session", "--chdir", workdir_s]

@@ -208,3 +208,79 @@ def test_the_sandbox_exposes_the_source_of_editable_installs():
     from neuromosaic_core.sandbox import python_paths
 
     assert os.path.dirname(os.path.realpath(neuromosaic_core.__file__)) in python_paths()
+
+
+# -- hide by default: a trial sees the interpreter, its packages, its code and data, nothing of the user's
+
+
+@pytest.fixture
+def user_dir():
+    """A folder of the user's outside the usual hidden places (/tmp, home folders): a project or
+    data folder anywhere on disk. Skips where no such place is writable."""
+    import shutil
+    import tempfile
+
+    for base in ("/srv", "/opt", "/var/lib", os.getcwd()):
+        if os.path.isdir(base) and os.access(base, os.W_OK) and not base.startswith(("/tmp", "/home", "/root")):
+            path = Path(tempfile.mkdtemp(prefix="neuromosaic-user-canary-", dir=base))
+            path.chmod(0o755)  # readable to all, as a user's folders usually are: only the sandbox may hide it
+            break
+    else:
+        pytest.skip("no writable folder outside /tmp and the home folders for the canaries")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+PEEK = (
+    "import os, sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    try:\n"
+    "        print('READ' if os.path.isfile(p) and open(p).read() else 'LIST' if os.listdir(p) else 'EMPTY', p)\n"
+    "    except OSError:\n"
+    "        print('HIDDEN', p)\n"
+)
+
+
+def test_the_working_directory_and_other_folders_of_the_user_are_hidden(tmp_path, bwrap, user_dir, monkeypatch):
+    project = user_dir / "project"
+    project.mkdir()
+    (project / ".env").write_text("API_KEY=canary\n")
+    data = user_dir / "data.txt"
+    data.write_text("data")
+    other = user_dir / "other.txt"
+    other.write_text("canary")
+    monkeypatch.chdir(project)
+    argv = [sys.executable, "-c", PEEK, str(project / ".env"), str(project), str(other), str(data)]
+    out = run_sandboxed_sync(argv, tmp_path / "work", Limits(timeout_s=60), ENV, readable=[str(data)])
+    assert out.returncode == 0, out.output
+    assert out.output.split("\n")[:4] == [f"HIDDEN {project / '.env'}", f"HIDDEN {project}", f"HIDDEN {other}",
+                                          f"READ {data}"], out.output
+
+
+def test_a_file_beside_a_script_that_drives_the_library_is_hidden(bwrap, user_dir, tmp_path):
+    import subprocess
+
+    scripts = user_dir / "scripts"
+    scripts.mkdir()
+    (scripts / ".env").write_text("API_KEY=canary\n")
+    (scripts / "drive.py").write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from neuromosaic_core.sandbox import Limits, run_sandboxed_sync\n"
+        f"out = run_sandboxed_sync([sys.executable, '-c', {PEEK!r}, {str(scripts / '.env')!r}], Path(sys.argv[1]),\n"
+        "                         Limits(timeout_s=60), {'PATH': '/usr/bin:/bin'})\n"
+        "print(out.output)\n"
+    )
+    done = subprocess.run([sys.executable, str(scripts / "drive.py"), str(tmp_path / "work")], capture_output=True,
+                          text=True, timeout=120, cwd=str(user_dir), check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"HIDDEN {scripts / '.env'}" in done.stdout, done.stdout
+
+
+def test_a_trial_still_sees_its_python_and_the_neuromosaic_packages(tmp_path, bwrap):
+    code = "import numpy, neuromosaic_core.harness.training as t; print('imported', t.__name__)"
+    out = py(code, tmp_path)
+    assert out.returncode == 0 and "imported neuromosaic_core.harness.training" in out.output, out.output
+
