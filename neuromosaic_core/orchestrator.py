@@ -370,7 +370,8 @@ class Orchestrator:
             self._track_best(result)
             m = result.metrics
             log.info(f"completed: {self.s.search.metric}={m.get(self.s.search.metric, float('nan')):.4f} "
-                     f"test_accuracy={m.get('test_accuracy', float('nan')):.4f} params={int(m.get('params', 0)):,} "
+                     + (f"test_accuracy={m['test_accuracy']:.4f} " if "test_accuracy" in m else "")  # a lookup table may have none
+                     + f"params={int(m.get('params', 0)):,} "
                      f"{trial.spec.describe() if trial.spec else ''}")
         else:
             assert result.error is not None
