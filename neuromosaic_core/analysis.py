@@ -32,18 +32,22 @@ from neuromosaic_core.model import (
 )
 
 __all__ = [
+    "MIN_TRIALS_FOR_IMPORTANCE",
     "DesignMatrix",
     "FailureReason",
+    "active_mask",
     "best_so_far",
     "design_matrix",
     "dimension_importance",
     "dimension_positions",
     "failure_reasons",
+    "importance_shortfall",
     "infer_space",
     "is_maximized",
     "metric_value",
     "pareto_indices",
     "pca_2d",
+    "plotted_dimensions",
     "project_2d",
     "random_projection_2d",
     "smooth_grid",
@@ -277,6 +281,67 @@ def dimension_positions(space: SearchSpace, vectors: Sequence[ArchitectureVector
 
 def _short(value: float) -> str:
     return f"{value:g}"
+
+
+# -- which dimensions are worth showing ---------------------------------------------------------
+
+#: Fewer completed trials than this (or than active dimensions, whichever is more) and a ranking of
+#: dimensions by importance is noise: a forest fitted on 8 trials over 30 dimensions will still rank
+#: all 30, confidently and differently for every seed.
+MIN_TRIALS_FOR_IMPORTANCE = 20
+
+
+def active_mask(space: SearchSpace, vectors: Sequence[ArchitectureVector]) -> np.ndarray:
+    """``mask[i, j]``: whether dimension ``j`` of ``space`` is active for ``vectors[i]`` (its
+    ``active_if`` conditions hold), i.e. whether it shapes the architecture the vector decodes to.
+    An inactive dimension only holds its default (a conv kernel of an MLP, the width of a layer
+    below the depth)."""
+    index = {name: j for j, name in enumerate(space.names)}
+    mask = np.zeros((len(vectors), len(space)), dtype=bool)
+    for i, vector in enumerate(vectors):
+        for dim in space.active_dimensions(vector.values):
+            mask[i, index[dim.name]] = True
+    return mask
+
+
+def importance_shortfall(completed: int, dimensions: int) -> str | None:
+    """None when ``completed`` trials are enough to rank ``dimensions`` active dimensions by
+    importance; otherwise the reason, in one line a plot or a report can show as it is.
+
+    Enough means at least :data:`MIN_TRIALS_FOR_IMPORTANCE` and at least one trial per dimension
+    (fewer rows than columns and any ranking fits the data)."""
+    needed = max(MIN_TRIALS_FOR_IMPORTANCE, dimensions)
+    if completed >= needed:
+        return None
+    return (f"too few trials to rank dimensions by importance: {completed} completed over {dimensions} active "
+            f"dimension{'s' if dimensions != 1 else ''}; a ranking means little below {needed}")
+
+
+def plotted_dimensions(space: SearchSpace, vectors: Sequence[ArchitectureVector],
+                       importance: Sequence[tuple[str, float]] | None = None, limit: int = 8) -> list[str]:
+    """The dimensions worth an axis for ``vectors``, at most ``limit``, in the space's order
+    (parents before the dimensions they switch on).
+
+    Only dimensions active for at least one vector qualify. With more than ``limit`` of them, the
+    most important are kept when an ``importance`` ranking is given; otherwise the dimensions active
+    for the most vectors, then those taking the most distinct values among them (a dimension every
+    trial set alike tells nothing), then the space's order."""
+    if not vectors or limit < 1:
+        return []
+    mask = active_mask(space, vectors)
+    names = space.names
+    candidates = [j for j in range(len(names)) if mask[:, j].any()]
+    if len(candidates) > limit:
+        if importance:
+            rank = {name: k for k, (name, _) in enumerate(importance)}
+            order = sorted(candidates, key=lambda j: (rank.get(names[j], len(rank)), j))
+        else:
+            def spread(j: int) -> int:
+                return len({repr(v.values.get(names[j])) for v, on in zip(vectors, mask[:, j], strict=True) if on})
+
+            order = sorted(candidates, key=lambda j: (-int(mask[:, j].sum()), -spread(j), j))
+        candidates = sorted(order[:limit])
+    return [names[j] for j in candidates]
 
 
 # -- 2-D projections ----------------------------------------------------------------------------

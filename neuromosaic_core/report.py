@@ -47,7 +47,7 @@ CAPTIONS = {
     "pareto": "Pareto front of two metrics",
     "landscape": "Architecture landscape: vectors projected to 2-D, as points and interpolated",
     "importance": "Parameter importance: which search dimensions explain the metric",
-    "parallel": "Parallel coordinates over the search dimensions",
+    "parallel": "Parallel coordinates over the search dimensions active in these trials",
 }
 
 
@@ -81,6 +81,9 @@ class ExperimentReport:
     notes: list[str]
     trials: list[Trial] = attrs.field(factory=list)
     space: SearchSpace = attrs.field(factory=lambda: SearchSpace([]))
+    #: Why no importance ranking should be read from these trials (too few for the number of
+    #: active dimensions), or None; shown beside the importance plot.
+    importance_note: str | None = None
 
     @property
     def total(self) -> int:
@@ -198,11 +201,14 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
     else:
         plots = _render_plots(found, trials, space, metric, maximize,
                               installed_visualizers(found) if visualizers is None else visualizers, notes)
+    data = analysis.design_matrix(space, trials, metric)
+    active = int(analysis.active_mask(space, [t.vector for t in data.trials]).any(axis=0).sum())
     return ExperimentReport(
         name=experiment, task=found.task, metric=metric, maximize=maximize,
         counts=analysis.status_counts(trials), best=best, best_trial=best_trial, top=top,
         failures=analysis.failure_reasons(trials), elapsed_seconds=elapsed_seconds,
         train_seconds=sum(train) if train else None, plots=plots, notes=notes, trials=trials, space=space,
+        importance_note=analysis.importance_shortfall(len(data), active),
     )
 
 
@@ -224,12 +230,27 @@ def _colour(t: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    return [lo + (hi - lo) * i / (n - 1) for i in range(n)] if hi > lo else [lo]
+def _ticks(lo: float, hi: float, integer: bool = False, fewest: int = 4) -> tuple[list[float], float]:
+    """``(ticks, step)``: round numbers inside ``[lo, hi]``, as a person would label an axis: the
+    multiples of the largest 1-2-5 step (1, 2, 5 times a power of ten; at least 1 on an ``integer``
+    axis such as trial numbers) that gives at least ``fewest`` of them. A single tick when the
+    range is empty."""
+    if not hi > lo or not math.isfinite(hi - lo):
+        return [lo], 0.0
+    power = 10.0 ** math.floor(math.log10(hi - lo))
+    steps = [m * power * scale for scale in (1.0, 0.1, 0.01) for m in (5, 2, 1)]  # largest first
+    if integer:
+        steps = [step for step in steps if step >= 1] or [1.0]
+
+    def multiples(step: float) -> list[float]:
+        return [k * step for k in range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)]
+
+    step = next((step for step in steps if len(multiples(step)) >= fewest), steps[-1])
+    return [0.0 if abs(t) < step * 1e-9 else t for t in multiples(step)], step  # no "-0"
 
 
 def _svg_scatter(points: Sequence[tuple[float, float, float | None, str, str | None]], x_label: str, y_label: str,
-                 maximize: bool, kind: str) -> str:
+                 maximize: bool, kind: str, integer_x: bool = False) -> str:
     """An SVG scatter of ``(x, y, value, tooltip, link)``: coloured by ``value`` (grey crosses where
     None), tooltips as ``<title>``, points with a ``link`` wrapped in ``<a href>`` (an anchor in the
     page)."""
@@ -253,10 +274,16 @@ def _svg_scatter(points: Sequence[tuple[float, float, float | None, str, str | N
            f'width="{_W}" height="{_H}" role="img" font-size="11" font-family="system-ui, sans-serif">',
            f'<rect x="{_PAD_L}" y="{_PAD_T}" width="{_W - _PAD_L - _PAD_R}" height="{_H - _PAD_T - _PAD_B}" '
            'fill="#fbfcfd" stroke="#9aa5b1"/>']
-    for x in _ticks(x_lo, x_hi):
-        out.append(f'<text x="{sx(x):.1f}" y="{_H - _PAD_B + 14}" text-anchor="middle" fill="#5b6673">{_e(_tick(x))}</text>')
-    for y in _ticks(y_lo, y_hi):
-        out.append(f'<text x="{_PAD_L - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" fill="#5b6673">{_e(_tick(y))}</text>')
+    x_ticks, x_step = _ticks(x_lo, x_hi, integer=integer_x)
+    for x in x_ticks:
+        out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{_H - _PAD_B}" y2="{_H - _PAD_B + 4}" stroke="#9aa5b1"/>'
+                   f'<text class="tick" x="{sx(x):.1f}" y="{_H - _PAD_B + 16}" text-anchor="middle" fill="#5b6673">'
+                   f'{_e(_tick(x, x_step))}</text>')
+    y_ticks, y_step = _ticks(y_lo, y_hi)
+    for y in y_ticks:
+        out.append(f'<line x1="{_PAD_L - 4}" x2="{_PAD_L}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#9aa5b1"/>'
+                   f'<text class="tick" x="{_PAD_L - 7}" y="{sy(y) + 4:.1f}" text-anchor="end" fill="#5b6673">'
+                   f'{_e(_tick(y, y_step))}</text>')
     out.append(f'<text x="{(_W + _PAD_L) / 2:.0f}" y="{_H - 8}" text-anchor="middle">{_e(x_label)}</text>')
     out.append(f'<text transform="translate(14 {(_H - _PAD_B) / 2:.0f}) rotate(-90)" text-anchor="middle">{_e(y_label)}</text>')
     for x, y, value, tip, link in sorted(points, key=lambda p: p[2] is not None):  # coloured points on top
@@ -274,8 +301,13 @@ def _svg_scatter(points: Sequence[tuple[float, float, float | None, str, str | N
     return "".join(out)
 
 
-def _tick(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+def _tick(value: float, step: float = 1.0) -> str:
+    """A tick label with as many decimals as the step needs (0.05 -> two), thousands separated;
+    without a step (a lone tick), four significant digits."""
+    if not step > 0:
+        return f"{value:.4g}"
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{value:,.{decimals}f}"
 
 
 def _tooltip(t: Trial, metric: str) -> str:
@@ -313,7 +345,7 @@ def svg_history(trials: Sequence[Trial], metric: str, maximize: bool, top: set[i
     floor = min(known) if known else 0.0
     points = [(float(t.number), v if v is not None else floor, v, _tooltip(t, metric),
                f"#code-{section}-{t.number}" if t.number in top else None) for t, v in zip(trials, values, strict=True)]
-    return _svg_scatter(points, "trial", metric, maximize, "history")
+    return _svg_scatter(points, "trial", metric, maximize, "history", integer_x=True)
 
 
 # -- HTML ----------------------------------------------------------------------------------------
@@ -434,7 +466,10 @@ def _experiment_section(index: int, r: ExperimentReport) -> str:
             else:
                 body = f'<img src="{p.uri}" alt="{_e(p.caption)}" data-plot="{_e(p.name)}">'
             origin = f"{p.visualizer}: {p.name}" if p.visualizer else p.name
-            figures.append(f'<figure{" class=wide" if p.wide else ""}>{body}<figcaption>{_e(p.caption)} '
+            caption = _e(p.caption)
+            if Path(p.name).stem == "importance" and r.importance_note:
+                caption = f'Parameter importance: <b class="importance-note">not ranked, {_e(r.importance_note)}</b>'
+            figures.append(f'<figure{" class=wide" if p.wide else ""}>{body}<figcaption>{caption} '
                            f'<span class="muted">({_e(origin)})</span></figcaption></figure>')
         parts.append('<div class="plots">' + "".join(figures) + "</div>")
     else:

@@ -125,6 +125,13 @@ def test_the_report_renders_offline_with_every_plot(tmp_path):
     # the interactive landscape: one mark per trial, the best one linking to its code
     assert re.search(r'<svg class="explore" data-kind="landscape" data-points="20"', dom)
     assert f'<a href="#code-0-{best_number}">' in dom
+    # what a person reads off the page: round tick labels, and no importance ranked from 18 trials
+    for kind in ("landscape", "history"):
+        svg = re.search(rf'<svg class="explore" data-kind="{kind}".*?</svg>', dom).group(0)
+        labels = re.findall(r'<text class="tick"[^>]*>([^<]*)</text>', svg)
+        assert len(labels) >= 8 and all(re.fullmatch(r"-?\d[\d,]*(\.\d{1,2})?", label) for label in labels), labels
+    assert re.search(r'data-plot="importance.png"[^>]*><figcaption>Parameter importance: <b class="importance-note">not ranked, '
+                     r"too few trials to rank dimensions by importance: 18 completed", dom)
 
 
 def test_a_search_writes_its_report_at_the_end(tmp_path):

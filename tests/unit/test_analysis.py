@@ -138,6 +138,45 @@ def test_dimension_positions_one_axis_per_dimension():
     assert ticks[0] == [(0.0, "1"), (1.0, "5")]
 
 
+CONDITIONAL = SearchSpace([
+    CategoricalDimension("family", choices=("mlp", "conv")),
+    IntDimension("depth", low=1, high=3, active_if={"family": ("mlp",)}),
+    IntDimension("width_2", low=8, high=64, active_if={"family": ("mlp",), "depth": (2, 3)}),
+    IntDimension("kernel", low=3, high=7, active_if={"family": ("conv",)}),
+    CategoricalDimension("act", choices=("relu", "gelu")),
+])
+
+
+def test_active_mask_follows_the_conditions():
+    vectors = [CONDITIONAL.canonicalize({"family": "mlp", "depth": 1, "act": "relu"}),
+               CONDITIONAL.canonicalize({"family": "mlp", "depth": 3, "width_2": 16, "act": "relu"}),
+               CONDITIONAL.canonicalize({"family": "conv", "kernel": 5, "act": "gelu"})]
+    assert analysis.active_mask(CONDITIONAL, vectors).tolist() == [
+        [True, True, False, False, True], [True, True, True, False, True], [True, False, False, True, True]]
+
+
+def test_importance_shortfall_names_the_numbers_below_the_threshold():
+    reason = analysis.importance_shortfall(8, 24)
+    assert reason is not None and reason.startswith("too few trials")
+    assert "8 completed over 24 active dimensions" in reason and "below 24" in reason
+    assert "below 20" in analysis.importance_shortfall(19, 3)
+    assert analysis.importance_shortfall(20, 3) is None and analysis.importance_shortfall(30, 30) is None
+
+
+def test_plotted_dimensions_are_active_ones_at_most_the_limit_in_space_order():
+    mlp = [CONDITIONAL.canonicalize({"family": "mlp", "depth": d, "width_2": 8 * d, "act": a})
+           for d, a in [(1, "relu"), (2, "gelu"), (3, "relu")]]
+    conv = [CONDITIONAL.canonicalize({"family": "conv", "kernel": 3, "act": "relu"})]
+    assert analysis.plotted_dimensions(CONDITIONAL, mlp) == ["family", "depth", "width_2", "act"], "no kernel for MLPs"
+    assert analysis.plotted_dimensions(CONDITIONAL, mlp + conv) == CONDITIONAL.names
+    # over the limit without a ranking: those active in the most vectors, then the most varied
+    assert analysis.plotted_dimensions(CONDITIONAL, mlp + conv, limit=3) == ["family", "depth", "act"]
+    # with a ranking: the most important, still in the space's order
+    ranking = [("kernel", 0.5), ("width_2", 0.3), ("family", 0.1), ("act", 0.1), ("depth", 0.0)]
+    assert analysis.plotted_dimensions(CONDITIONAL, mlp + conv, ranking, limit=2) == ["width_2", "kernel"]
+    assert analysis.plotted_dimensions(CONDITIONAL, []) == []
+
+
 def test_infer_space_from_stored_vectors():
     space = analysis.infer_space([
         ArchitectureVector({"depth": 2, "lr": 0.01, "act": "relu", "mixed": 1}),

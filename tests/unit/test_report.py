@@ -4,6 +4,7 @@ the ``neuromosaic-report`` command's errors."""
 from __future__ import annotations
 
 import base64
+import math
 import re
 import subprocess
 import sys
@@ -226,3 +227,68 @@ def test_interactive_svg_points_have_tooltips_and_link_the_top_ones_to_their_cod
     tips = re.findall(r"<title>([^<]*)</title>", landscape)
     assert any(t.startswith("trial 8 | completed | val_accuracy 0.5800 | ") for t in tips)
     assert any(t.startswith("trial 3 | failed | nan_loss: nan at epoch 3") for t in tips)
+
+
+def axis_ticks(svg: str) -> tuple[list[str], list[str]]:
+    """The x (centred under the plot) and y (right-aligned beside it) tick labels of an explore SVG."""
+    ticks = re.findall(r'<text class="tick" [^>]*text-anchor="(middle|end)"[^>]*>([^<]*)</text>', svg)
+    return [t for anchor, t in ticks if anchor == "middle"], [t for anchor, t in ticks if anchor == "end"]
+
+
+def is_round(labels: list[str]) -> bool:
+    """Evenly spaced by 1, 2 or 5 times a power of ten, each written with no more decimals than that step needs."""
+    values = [float(label.replace(",", "")) for label in labels]
+    steps = {round(b - a, 12) for a, b in zip(values, values[1:], strict=False)}
+    if len(steps) != 1:
+        return False
+    (step,) = steps
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return (any(math.isclose(mantissa, m) for m in (1, 2, 5))
+            and all(len(label.partition(".")[2]) == decimals for label in labels))
+
+
+def test_explore_axes_carry_round_tick_labels(tmp_path):
+    db = InMemoryResultsDB()
+    db.create_experiment(Experiment("e", "t", {"search": {"metric": "val_accuracy", "direction": "maximize"}}))
+    for i in range(1, 9):  # values and vectors whose ranges end nowhere near round numbers
+        vector = ArchitectureVector({"depth": 1 + (i * 5) % 7, "lr": 0.0013 * i ** 1.7, "act": ("relu", "gelu", "tanh")[i % 3]})
+        db.save_trial(Trial("e", i, vector, status=TrialStatus.COMPLETED,
+                            result=TrialResult(metrics={"val_accuracy": 0.4537 + 0.0661 * ((i * 3) % 8)})))
+    html = build_report(db, ["e"], tmp_path / "r.html", visualizers=[]).read_text()
+    svgs = dict(re.findall(r'<svg class="explore" data-kind="(\w+)"(.*?)</svg>', html))
+    for kind in ("landscape", "history"):
+        xs, ys = axis_ticks(svgs[kind])
+        assert len(xs) >= 4 and len(ys) >= 4, (kind, xs, ys)
+        assert is_round(xs) and is_round(ys), (kind, xs, ys)
+    xs, ys = axis_ticks(svgs["history"])
+    assert all(label.isdigit() for label in xs), f"trial numbers are whole: {xs}"
+    assert ys == ["0.5", "0.6", "0.7", "0.8", "0.9"]
+    assert not is_round(["-3.68", "-2.14", "-0.604", "0.932", "2.47"]), "the check can fail"
+
+
+class ImportanceVisualizer(Visualizer):
+    """Writes an ``importance.png``, as the matplotlib visualizer does."""
+
+    def plot_performance_landscape(self, trials, out_dir, metric="val_accuracy"):
+        (out_dir / "importance.png").write_bytes(PIXEL)
+        return [out_dir / "importance.png"]
+
+
+def importance_caption(db: InMemoryResultsDB, experiment: str, tmp_path: Path) -> str:
+    html = build_report(db, [experiment], tmp_path / "r.html", visualizers=[("imp", ImportanceVisualizer())]).read_text()
+    (caption,) = re.findall(r'<img [^>]*data-plot="importance.png"><figcaption>(.*?)</figcaption>', html)
+    return re.sub(r"<[^>]+>", "", caption)
+
+
+def test_the_importance_plot_says_when_there_are_too_few_trials_to_rank(tmp_path):
+    db = database()  # alpha: 6 completed trials over 6 dimensions
+    caption = importance_caption(db, "alpha", tmp_path)
+    assert "not ranked, too few trials" in caption and "6 completed over" in caption and "below 20" in caption
+    db = InMemoryResultsDB()
+    db.create_experiment(Experiment("many", "t", {"search": {"metric": "val_accuracy", "direction": "maximize"}}))
+    for i in range(25):
+        db.save_trial(Trial("many", i, ArchitectureVector({"depth": 1 + i % 4, "act": ("relu", "gelu")[i % 2]}),
+                            status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": 0.5 + 0.1 * (i % 4)})))
+    caption = importance_caption(db, "many", tmp_path)
+    assert "too few" not in caption and caption.startswith("Parameter importance: which search dimensions")
