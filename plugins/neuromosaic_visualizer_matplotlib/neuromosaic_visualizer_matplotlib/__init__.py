@@ -30,7 +30,8 @@ class MatplotlibSettings:
     metric), each with a direction (``auto``: sizes, costs, losses and errors are minimised).
     ``projection``: how the landscape maps vectors to 2-D, ``pca`` or ``random`` (a seeded Gaussian
     projection). ``trees``: random-forest size for the parameter importance. ``seed``: for the forest
-    and the random projection."""
+    and the random projection. ``dimensions``: the most search dimensions the parallel coordinates
+    draw (and the importance chart lists), so a figure stays readable at page width."""
 
     dpi: int = attrs.field(default=120)
     width: float = 7.0
@@ -43,6 +44,7 @@ class MatplotlibSettings:
     projection: str = attrs.field(default="pca")
     trees: int = attrs.field(default=200)
     seed: int = 0
+    dimensions: int = attrs.field(default=8)
 
     @dpi.validator
     def _check_dpi(self, _attribute: Any, value: int) -> None:
@@ -62,9 +64,10 @@ class MatplotlibSettings:
             raise ValueError(f"expected projection to be one of {', '.join(PROJECTIONS)}, got {value!r}")
 
     @trees.validator
-    def _check_trees(self, _attribute: Any, value: int) -> None:
+    @dimensions.validator
+    def _check_at_least_one(self, attribute: Any, value: int) -> None:
         if value < 1:
-            raise ValueError(f"expected trees >= 1, got {value}")
+            raise ValueError(f"expected {attribute.name} >= 1, got {value}")
 
 
 def factory(settings: MatplotlibSettings | None) -> Any:

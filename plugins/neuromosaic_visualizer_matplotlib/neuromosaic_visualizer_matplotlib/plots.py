@@ -12,6 +12,7 @@ caller (a notebook, say) is left alone.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "MatplotlibVisualizer",
     "is_maximized",
     "metric_value",
+    "importance_ranking",
     "parameter_importance",
     "pareto_front",
 ]
@@ -45,8 +47,11 @@ PARALLEL_FILE = "parallel.png"
 #: Every file the visualizer writes, in order.
 FILES = (HISTORY_FILE, PARETO_FILE, LANDSCAPE_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
 
-#: Fewer completed trials than this and a forest's importances are noise: the chart says so instead.
-MIN_TRIALS_FOR_IMPORTANCE = 5
+#: Fewer completed trials than this (or than active dimensions) and a forest's importances are
+#: noise: the chart says so instead (:func:`neuromosaic_core.analysis.importance_shortfall`).
+MIN_TRIALS_FOR_IMPORTANCE = analysis.MIN_TRIALS_FOR_IMPORTANCE
+#: Where a trial's line crosses an axis whose dimension is inactive for it (below the range).
+INACTIVE_Y = -0.14
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -72,8 +77,29 @@ def parameter_importance(space: SearchSpace, trials: Sequence[Trial], metric: st
     return analysis.dimension_importance(data.owners, forest.feature_importances_)
 
 
+def importance_ranking(space: SearchSpace, trials: Sequence[Trial], metric: str, *, trees: int = 200,
+                       seed: int = 0) -> tuple[list[tuple[str, float]], str | None]:
+    """``(ranking, reason)``: :func:`parameter_importance` over the dimensions active in the
+    completed trials, or ``[]`` and one line saying why there is none (too few trials for the
+    number of active dimensions, or a metric that does not vary)."""
+    data = analysis.design_matrix(space, trials, metric)
+    active = analysis.active_mask(space, [t.vector for t in data.trials]).any(axis=0)
+    reason = analysis.importance_shortfall(len(data), int(active.sum()))
+    if reason is not None:
+        return [], reason
+    ranking = parameter_importance(space, trials, metric, trees=trees, seed=seed)
+    if not ranking:
+        return [], f"{metric} does not vary over the {len(data)} completed trials: nothing to explain"
+    names = {name for name, on in zip(space.names, active, strict=True) if on}
+    return [(name, v) for name, v in ranking if name in names], None
+
+
 def _direction_word(maximize: bool) -> str:
     return "higher" if maximize else "lower"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @attrs.define
@@ -94,12 +120,13 @@ class MatplotlibVisualizer(Visualizer):
             maximize = is_maximized(metric, self.settings.direction)
         if space is None:
             space = analysis.infer_space(t.vector for t in trials)
+        importance = self._importance(trials, space, metric)  # one forest for both figures that use it
         figures = {
             HISTORY_FILE: self.draw_history(trials, metric, maximize),
             PARETO_FILE: self.draw_pareto(trials, metric, maximize),
             LANDSCAPE_FILE: self.draw_landscape(trials, space, metric, maximize),
-            IMPORTANCE_FILE: self.draw_importance(trials, space, metric),
-            PARALLEL_FILE: self.draw_parallel(trials, space, metric, maximize),
+            IMPORTANCE_FILE: self.draw_importance(trials, space, metric, importance=importance),
+            PARALLEL_FILE: self.draw_parallel(trials, space, metric, maximize, importance=importance),
         }
         paths = []
         for name, fig in figures.items():
@@ -109,8 +136,11 @@ class MatplotlibVisualizer(Visualizer):
 
     # -- figures -------------------------------------------------------------------------------
 
-    def _figure(self, ncols: int = 1, width: float | None = None) -> tuple[Figure, list[Axes]]:
-        fig = Figure(figsize=(width or self.settings.width, self.settings.height), dpi=self.settings.dpi,
+    def _importance(self, trials: Sequence[Trial], space: SearchSpace, metric: str) -> tuple[list[tuple[str, float]], str | None]:
+        return importance_ranking(space, trials, metric, trees=self.settings.trees, seed=self.settings.seed)
+
+    def _figure(self, ncols: int = 1, width: float | None = None, height: float | None = None) -> tuple[Figure, list[Axes]]:
+        fig = Figure(figsize=(width or self.settings.width, height or self.settings.height), dpi=self.settings.dpi,
                      layout="constrained")
         FigureCanvasAgg(fig)
         return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -247,38 +277,59 @@ class MatplotlibVisualizer(Visualizer):
             scatter_ax.legend(loc="best", fontsize=7)
         return fig
 
-    def draw_importance(self, trials: Sequence[Trial], space: SearchSpace, metric: str) -> Figure:
-        """A horizontal bar per search dimension, most important at the top."""
+    def draw_importance(self, trials: Sequence[Trial], space: SearchSpace, metric: str, *,
+                        importance: tuple[list[tuple[str, float]], str | None] | None = None) -> Figure:
+        """A horizontal bar per active search dimension, most important at the top, at most
+        ``dimensions`` bars. With too few completed trials for a ranking to mean anything (see
+        :func:`importance_ranking`) a short figure says so, and why, instead of ranking noise."""
+        ranking, reason = importance if importance is not None else self._importance(trials, space, metric)
+        if not ranking:
+            fig, (ax,) = self._figure(height=min(self.settings.height, 1.2))  # a notice, not an empty chart
+            ax.set_axis_off()
+            ax.set_title(f"Which dimensions explain {metric}: not ranked", fontsize=10)
+            ax.text(0.5, 0.5, textwrap.fill(reason or "no importance", 90), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=9, color="0.25")
+            return fig
         fig, (ax,) = self._figure()
-        data = analysis.design_matrix(space, trials, metric)
-        ranking = (parameter_importance(space, trials, metric, trees=self.settings.trees, seed=self.settings.seed)
-                   if len(data) >= MIN_TRIALS_FOR_IMPORTANCE else [])
-        if ranking:
-            names = [name for name, _ in ranking][::-1]  # barh draws bottom-up: most important on top
-            ax.barh(names, [v for _, v in ranking][::-1], color="tab:blue")
-            ax.set_xlim(0, max(v for _, v in ranking) * 1.1 or 1)
-        elif len(data) < MIN_TRIALS_FOR_IMPORTANCE:
-            self._note(ax, f"no importance: needs {MIN_TRIALS_FOR_IMPORTANCE} completed trials, has {len(data)}")
-        else:
-            self._note(ax, f"no importance: {metric} does not vary")
-        ax.set_xlabel(f"importance for {metric} (random forest, sums to 1)")
+        shown, rest = ranking[:self.settings.dimensions], ranking[self.settings.dimensions:]
+        names = [name for name, _ in shown][::-1]  # barh draws bottom-up: most important on top
+        ax.barh(names, [v for _, v in shown][::-1], color="tab:blue")
+        ax.set_xlim(0, max(v for _, v in shown) * 1.1 or 1)
+        ax.set_xlabel(f"importance for {metric} (random forest, sums to 1)"
+                      + (f"; the other {len(rest)} together: {sum(v for _, v in rest):.2f}" if rest else ""))
         ax.set_ylabel("search dimension")
-        ax.set_title(f"Which dimensions explain {metric}")
+        scope = (f"top {len(shown)} of {_plural(len(ranking), 'active dimension')}" if rest
+                 else _plural(len(ranking), "active dimension"))
+        ax.set_title(f"Which dimensions explain {metric} ({scope}, {_plural(len(analysis.design_matrix(space, trials, metric)), 'trial')})")
         ax.grid(True, axis="x", alpha=0.3)
         return fig
 
-    def draw_parallel(self, trials: Sequence[Trial], space: SearchSpace, metric: str, maximize: bool) -> Figure:
+    def draw_parallel(self, trials: Sequence[Trial], space: SearchSpace, metric: str, maximize: bool, *,
+                      importance: tuple[list[tuple[str, float]], str | None] | None = None) -> Figure:
         """One polyline per completed trial across the search dimensions (each axis scaled to its
-        range, choices spread evenly), coloured by the metric; the best trial drawn thick in red."""
-        fig, (ax,) = self._figure(width=max(self.settings.width, 1.2 * len(space) + 2))
+        range, choices spread evenly), coloured by the metric; the best trial drawn thick in red.
+
+        Only dimensions active for some completed trial get an axis, at most ``dimensions`` of
+        them: the most important when there are trials enough to rank them, else those active for
+        the most trials (:func:`neuromosaic_core.analysis.plotted_dimensions`). A line crosses an
+        axis whose dimension is inactive for its trial at the ``inactive`` mark below the range."""
         done = [(t, v) for t in trials if (v := metric_value(t, metric)) is not None]
-        positions, ticks = analysis.dimension_positions(space, [t.vector for t, _ in done])
-        names = space.names
+        vectors = [t.vector for t, _ in done]
+        ranking, _ = importance if importance is not None else self._importance(trials, space, metric)
+        names = analysis.plotted_dimensions(space, vectors, ranking or None, limit=self.settings.dimensions)
+        active = analysis.active_mask(space, vectors)
+        n_active = int(active.any(axis=0).sum())
+        positions, ticks = analysis.dimension_positions(space, vectors)
+        columns = [space.names.index(n) for n in names]
+        positions, active, ticks = positions[:, columns], active[:, columns], [ticks[j] for j in columns]
+        positions = np.where(active, positions, INACTIVE_Y)
         if done:  # an axis no trial fits (nan throughout) would hide every line: leave it out
             fits = ~np.isnan(positions).all(axis=0)
-            positions, ticks = positions[:, fits], [m for m, ok in zip(ticks, fits, strict=True) if ok]
+            positions, active = positions[:, fits], active[:, fits]
+            ticks = [m for m, ok in zip(ticks, fits, strict=True) if ok]
             names = [n for n, ok in zip(names, fits, strict=True) if ok]
         keep = ~np.isnan(positions).any(axis=1) if len(done) else np.zeros(0, dtype=bool)
+        fig, (ax,) = self._figure(width=max(self.settings.width, 1.3 * len(names) + 2))
         xs = np.arange(len(names))
         if keep.any() and len(names):
             values = np.array([v for (_, v), ok in zip(done, keep, strict=True) if ok])
@@ -294,15 +345,25 @@ class MatplotlibVisualizer(Visualizer):
             ax.legend(loc="upper right", fontsize=7)
         else:
             self._note(ax, "no completed trials in the search space")
-        for x, marks in zip(xs, ticks, strict=True):
+        for j, (x, marks) in enumerate(zip(xs, ticks, strict=True)):
             ax.axvline(x, color="0.4", linewidth=0.8, zorder=1)
             for y, label in marks:
                 ax.text(x + 0.03, y, label, fontsize=7, va="center", ha="left", color="0.2")
-        ax.set_xticks(xs, names)
+            if len(keep) and not active[keep, j].all():
+                ax.text(x + 0.03, INACTIVE_Y, "inactive", fontsize=7, va="center", ha="left", color="0.45", style="italic")
+        ax.set_xticks(xs, names, fontsize=8, rotation=15 if any(len(n) > 12 for n in names) else 0)
         ax.set_xlim(-0.2, max(len(names) - 1, 0) + 0.6)
-        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylim(INACTIVE_Y - 0.06, 1.05)
         ax.set_yticks([])
         ax.set_ylabel("position in the dimension's range")
-        ax.set_title(f"Parallel coordinates of the completed trials, coloured by {metric}")
+        if len(names) < n_active:
+            how = "the most important" if ranking else "those active in the most trials"
+            scope = f"{len(names)} of {n_active} active dimensions ({how})"
+        else:
+            scope = f"all {_plural(n_active, 'active dimension')}"
+        left_out = len(space) - n_active
+        if left_out:
+            scope += f"; {left_out} inactive in every trial left out"
+        ax.set_title(f"Parallel coordinates of the completed trials, coloured by {metric}" + (f"\n{scope}" if done else ""),
+                     fontsize=10)
         return fig
-

@@ -140,7 +140,80 @@ def test_importance_ranks_the_dimension_that_drives_the_metric_first():
 def test_importance_says_why_when_there_is_too_little_data():
     ax = VIS.draw_importance(depth_driven_trials(3), SPACE, "val_accuracy").axes[0]
     assert not ax.patches
-    assert any("needs 5 completed trials, has 3" in t.get_text() for t in ax.texts)
+    assert "not ranked" in ax.get_title()
+    text = " ".join(t.get_text().replace("\n", " ") for t in ax.texts)
+    assert "too few trials" in text and "3 completed over 4 active dimensions" in text
+
+
+# A space of two families, as the default encoder's: each family's settings are inactive for the other.
+FAMILIES = SearchSpace([
+    CategoricalDimension("family", choices=("mlp", "conv")),
+    CategoricalDimension("activation", choices=("relu", "gelu")),
+    IntDimension("mlp_depth", low=1, high=4, active_if={"family": ("mlp",)}),
+    *[CategoricalDimension(f"mlp_width_{i}", choices=(32, 64, 128), active_if={"family": ("mlp",), "mlp_depth": tuple(range(i + 1, 5))})
+      for i in range(4)],
+    IntDimension("conv_blocks", low=1, high=3, active_if={"family": ("conv",)}),
+    *[CategoricalDimension(f"conv_{what}_{i}", choices=(3, 5, 7), active_if={"family": ("conv",), "conv_blocks": tuple(range(i + 1, 4))})
+      for i in range(3) for what in ("kernel", "channels", "stride")],
+    CategoricalDimension("unused", choices=(1, 2), active_if={"family": ("rnn",)}),  # no family switches it on
+])
+
+
+def family_trials(n: int, families: tuple[str, ...] = ("mlp", "conv"), seed: int = 0) -> list[Trial]:
+    rng = random.Random(seed)
+    trials = []
+    for i in range(n):
+        vector = FAMILIES.sample(rng)
+        vector = FAMILIES.canonicalize({**vector.values, "family": families[i % len(families)]})
+        acc = 0.5 + 0.1 * (vector["family"] == "conv") + 0.02 * int(vector["mlp_depth"]) + rng.uniform(0, 0.01)
+        trials.append(Trial("e", i, vector, status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": acc})))
+    return trials
+
+
+def parallel_axes(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_parallel_coordinates_draw_only_active_dimensions_at_most_the_cap():
+    trials = family_trials(8)
+    active = {d.name for t in trials for d in FAMILIES.active_dimensions(t.vector.values)}
+    assert len(active) > 10 and "unused" not in active
+    ax = VIS.draw_parallel(trials, FAMILIES, "val_accuracy", True).axes[0]
+    axes = parallel_axes(ax)
+    assert len(axes) == 8, "at most `dimensions` axes, so the figure reads at page width"
+    assert set(axes) <= active
+    # 8 trials cannot rank the active dimensions: the axes are those active in the most trials, in the space's order
+    assert axes[:2] == ["family", "activation"]
+    assert axes == [n for n in FAMILIES.names if n in axes]
+    left_out = len(FAMILIES) - len(active)
+    assert f"8 of {len(active)} active dimensions" in ax.get_title()
+    assert f"{left_out} inactive in every trial left out" in ax.get_title()
+    # an MLP's line crosses a conv axis at the "inactive" mark, below the dimension's range
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    conv_axis = next(j for j, n in enumerate(axes) if n.startswith("conv_"))
+    mlps = [k for k, t in enumerate(trials) if t.vector["family"] == "mlp"]
+    assert all(lines.get_segments()[k][conv_axis][1] < 0 for k in mlps)
+    assert any(t.get_text() == "inactive" for t in ax.texts)
+
+
+def test_parallel_coordinates_of_one_family_leave_the_other_out():
+    ax = VIS.draw_parallel(family_trials(6, families=("mlp",)), FAMILIES, "val_accuracy", True).axes[0]
+    axes = parallel_axes(ax)
+    assert not any(n.startswith("conv_") for n in axes) and "family" in axes and "mlp_depth" in axes
+    wide = factory(MatplotlibSettings(dpi=40, dimensions=3)).draw_parallel(family_trials(6), FAMILIES, "val_accuracy", True)
+    assert len(parallel_axes(wide.axes[0])) == 3
+
+
+def test_with_trials_enough_the_parallel_axes_are_the_most_important():
+    trials = family_trials(40)
+    vis = factory(MatplotlibSettings(dpi=40, dimensions=2, trees=50))
+    ax = vis.draw_parallel(trials, FAMILIES, "val_accuracy", True).axes[0]
+    assert parallel_axes(ax) == ["family", "mlp_depth"], "the two dimensions the metric depends on"
+    assert "the most important" in ax.get_title()
+    ax = vis.draw_importance(trials, FAMILIES, "val_accuracy").axes[0]
+    active = {d.name for t in trials for d in FAMILIES.active_dimensions(t.vector.values)}
+    assert len(ax.patches) == 2 and f"top 2 of {len(active)} active dimensions" in ax.get_title()
+    assert f"the other {len(active) - 2} together" in ax.get_xlabel()
 
 
 def test_parallel_coordinates_one_line_per_completed_trial():
@@ -172,3 +245,5 @@ def test_settings_are_checked():
         MatplotlibSettings(pareto_x_direction="down")
     with pytest.raises(ValueError, match="trees"):
         MatplotlibSettings(trees=0)
+    with pytest.raises(ValueError, match="dimensions >= 1"):
+        MatplotlibSettings(dimensions=0)
