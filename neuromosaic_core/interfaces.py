@@ -12,6 +12,7 @@ import itertools
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
     CategoricalDimension,
-    ErrorClass,
     Experiment,
     SearchSpace,
     StrategySnapshot,
@@ -32,22 +32,34 @@ from neuromosaic_core.model import (
     TrialStatus,
 )
 
-#: The message of the failed result a withdrawn suggestion is told as (see
-#: :meth:`SearchStrategy.withdraw_suggestions`).
-SCREENED_OUT = "not trained: screened out by the surrogate model (pre-screening trained better-ranked candidates)"
-
 
 class SearchStrategy(abc.ABC):
     """ISearchStrategy: batch ask/tell, synchronous, usable as a plain library.
 
     Contract:
     - ``suggest_architectures(n)`` returns ``n`` vectors of the space (canonical form), none equal
-      to another pending suggestion (suggested and not yet told) unless the space is exhausted.
+      to a pending vector unless the space is exhausted. *Pending* means suggested (or marked
+      with :meth:`mark_pending`) and neither told nor forgotten since.
+    - It prefers vectors not tried yet: a vector is *tried* once a result for it was told
+      (:meth:`forget` does not make it tried).
     - ``update_with_results`` accepts any mix of completed and failed results; a failed result
       (``result.ok`` false, no metrics) must not stall the search.
     - Results may arrive in any order and for vectors the strategy never suggested (a resumed
       experiment replays its stored history this way).
+    - :meth:`mark_pending` tells it of vectors that will be evaluated although it did not suggest
+      them in this process (the interrupted trials a resume re-runs, warm-start proposals); their
+      results are told later as usual.
+    - :meth:`forget` withdraws pending vectors that will never get a result (screened out by a
+      surrogate, rejected as not novel): they stop being pending, are not tried, and may be
+      suggested again; a strategy waiting for its suggestions (a generation) must not stall.
     - The score is ``result.metrics[self.metric]``, to be maximised when ``self.maximize``.
+
+    The base class keeps the pending and tried vectors for its subclasses, by :meth:`vector_key`:
+    ``self._pending`` (a ``Counter``; a key is pending twice once the space is exhausted) and
+    ``self._evaluated`` (the tried keys). A strategy that adds a suggestion to ``_pending``, skips
+    pending keys when it proposes, and resolves a told vector with :meth:`_resolve` gets
+    :meth:`mark_pending` and :meth:`forget` right from the defaults. A strategy keeping its own
+    account (an optimiser's open trials) overrides both.
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True) -> None:
@@ -55,6 +67,8 @@ class SearchStrategy(abc.ABC):
         self.seed = seed
         self.metric = metric
         self.maximize = maximize
+        self._pending: Counter[str] = Counter()
+        self._evaluated: set[str] = set()
 
     def get_search_space(self) -> SearchSpace:
         return self.space
@@ -67,11 +81,47 @@ class SearchStrategy(abc.ABC):
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         """Learn from finished trials."""
 
+    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """``vectors`` will be evaluated and their results told, though this instance did not
+        suggest them: until then no suggestion may equal one (unless the space is exhausted).
+        A resume marks the interrupted trials it re-runs, so a restored or replayed strategy does
+        not propose the architectures that were in flight again.
+
+        The default counts each as pending in ``self._pending``."""
+        for vector in vectors:
+            self._pending[self.vector_key(vector)] += 1
+
+    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Pending ``vectors`` (suggested or marked) that will never get a result: pre-screening
+        trained others instead, or they were rejected before training. Each stops being pending
+        as if it had never been suggested, is not tried, and may be suggested again. Vectors not
+        pending are ignored.
+
+        The default takes each out of ``self._pending``."""
+        for vector in vectors:
+            self._resolve(self.vector_key(vector))
+
+    def vector_key(self, vector: ArchitectureVector) -> str:
+        """The key ``_pending`` and ``_evaluated`` keep ``vector`` under: its canonical form's key,
+        or its own key when it is not a point of the space (another space's history)."""
+        canonical = self.space.member(vector)
+        return canonical.key() if canonical is not None else vector.key()
+
+    def _resolve(self, key: str) -> bool:
+        """One pending instance of ``key`` ends (told or forgotten); False when none was pending."""
+        if self._pending.get(key, 0) <= 0:
+            return False
+        self._pending[key] -= 1
+        if self._pending[key] == 0:
+            del self._pending[key]
+        return True
+
     def state_dict(self) -> dict[str, Any] | None:
         """Everything the strategy has learnt and its random state, JSON-able, or None (the
         default) when it cannot take a snapshot. The orchestrator stores one every
-        ``search.snapshot_every`` trials; a resume restores it with :meth:`load_state_dict` and
-        tells the strategy only the trials finished after it, instead of its whole history.
+        ``search.snapshot_every`` trials; a resume restores it with :meth:`load_state_dict`, forgets
+        the vectors that were pending then (:meth:`forget`), and tells the strategy only the trials
+        finished after it, instead of its whole history.
 
         Contract: a strategy restored from ``state_dict()`` suggests what the original would
         have suggested next."""
@@ -80,19 +130,6 @@ class SearchStrategy(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (by this class, with the same settings)."""
         raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
-
-    def withdraw_suggestions(self, vectors: Sequence[ArchitectureVector]) -> None:
-        """Suggestions that will not be evaluated (pre-screening trained others instead): they
-        must stop being pending, or a strategy that waits for its suggestions (a generation, an
-        optimiser's open trials) would stall.
-
-        The default tells each as a failed result (``constraint_violation``, "not trained:
-        screened out"), which the contract above obliges every strategy to accept without
-        stalling; the strategy then treats it as a candidate not worth trying, which is what the
-        surrogate judged. A strategy may override this to forget them some other way.
-        """
-        failure = TrialResult.failure(ErrorClass.CONSTRAINT, SCREENED_OUT)
-        self.update_with_results([(vector, failure) for vector in vectors])
 
 
 def rng_state(rng: random.Random) -> list[Any]:
@@ -522,14 +559,14 @@ class MetaLearner(abc.ABC):
     def prescreen(self, strategy: SearchStrategy, n: int, factor: int) -> list[ArchitectureVector]:
         """``n`` suggestions of ``strategy``, pre-screened: once :attr:`ready`, ask it for
         ``factor`` x ``n`` candidates, keep the ``n`` best by :meth:`screen` and withdraw the
-        others (:meth:`SearchStrategy.withdraw_suggestions`). Before that, or with ``factor`` 1,
+        others (:meth:`SearchStrategy.forget`). Before that, or with ``factor`` 1,
         plain ``strategy.suggest_architectures(n)``: asking for more only to take the first would
         spend a strategy's random start (evolution's first population) on untrained candidates."""
         if factor <= 1 or not self.ready:
             return strategy.suggest_architectures(n)
         kept, rejected = self.screen(strategy.suggest_architectures(n * factor), n)
         if rejected:
-            strategy.withdraw_suggestions(rejected)
+            strategy.forget(rejected)
         return kept
 
     def generate_recommendations(self, n: int = 5, tried: Sequence[ArchitectureVector] = (),

@@ -193,8 +193,10 @@ class Orchestrator:
 
         The strategy's latest snapshot, when there is one of this strategy, is restored and only
         the trials it had not been told are read and told, so a large experiment resumes in a
-        fraction of a second. A meta-learner refits on everything, so with one the whole history
-        is read."""
+        fraction of a second. The trials that were open when the snapshot was taken are pending
+        in the restored strategy and are not in flight any more: they are forgotten first (the
+        interrupted ones are marked pending again when the search re-queues them). A meta-learner
+        refits on everything, so with one the whole history is read."""
         storage, strategy = self.c.storage, self.c.strategy
         snapshot = storage.load_snapshot(self.name) if self.s.search.snapshot_every else None
         if snapshot is not None and snapshot.strategy != self._strategy_identity():
@@ -205,6 +207,10 @@ class Orchestrator:
             strategy.load_state_dict(dict(snapshot.state))
             through, self._told = snapshot.told_through, expand_ranges(snapshot.told)
         history = storage.list_history(self.name, after=0 if self.c.meta is not None else through)
+        if snapshot is not None:
+            stale = [t.vector for t in history if t.id is not None and t.id > through and t.id not in self._told]
+            if stale:
+                strategy.forget(stale)
         finished = [t for t in history if t.result is not None and t.status != TrialStatus.INTERRUPTED]
         untold = [t for t in finished if t.id is not None and t.id > through and t.id not in self._told]
         if untold:
@@ -389,8 +395,6 @@ class Orchestrator:
             self._told.add(trial.id)
             self._open.discard(trial.id)
         self._since_snapshot += 1
-        if self.s.search.snapshot_every and self._since_snapshot >= self.s.search.snapshot_every:
-            self._snapshot()
         if self.c.meta is not None:
             self.c.meta.observe([(trial.vector, result)])
         self._notify("trial_finished", trial=trial)
@@ -427,12 +431,17 @@ class Orchestrator:
         for vector in self._warm_start(history):
             number += 1
             requeue.append(Trial(self.name, number, vector))
+        if requeue:
+            # Re-run and warm-start trials were not suggested by this strategy instance: without
+            # this it could propose the same architectures again, each copy a wasted trial.
+            self.c.strategy.mark_pending([t.vector for t in requeue])
         self._notify("experiment_started", experiment=experiment, config=self.config, run_dir=self.run_dir)
         self.log.info(f"preparing task {self.c.task.name!r}")
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
         self._abs_data_path = str(Path(self.data_path).resolve())
         self._abs_run_dir = self.run_dir.resolve()
         queue: deque[Trial] = deque(requeue)
+        trials: list[Trial] = []  # the batch being started
         in_flight: dict[asyncio.Task[TrialResult], Trial] = {}
         self._running: dict[str, tuple[Trial, asyncio.Task[TrialResult]]] = {}  # reuse key -> trial in flight
         workers = max(1, self.c.runner.workers)
@@ -444,6 +453,10 @@ class Orchestrator:
             self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
         try:
             while True:
+                # Snapshots are taken here, where every suggestion made so far is stored (a resume
+                # forgets the open trials a snapshot had pending; it cannot see unstored ones).
+                if self.s.search.snapshot_every and self._since_snapshot >= self.s.search.snapshot_every:
+                    self._snapshot()
                 if self.counts.completed >= target:
                     break
                 if self.counts.consecutive_failures >= self.s.search.max_failures:
@@ -493,6 +506,13 @@ class Orchestrator:
                 for task in done:
                     self._finish(in_flight.pop(task), task.result())
         finally:
+            # Suggestions and warm-start proposals never stored will never get a result.
+            unstored = [t.vector for t in (*trials, *queue) if t.id is None]
+            if unstored:
+                try:
+                    self.c.strategy.forget(unstored)
+                except Exception as exc:  # must not hide why the search stopped
+                    self.log.warning(f"strategy.forget failed: {type(exc).__name__}: {exc}")
             if in_flight:
                 # Interrupted (Ctrl-C, an error): stop the trials. Their rows stay `running`, which the
                 # next start turns into `interrupted` and re-runs, exactly as after a hard crash.

@@ -59,6 +59,11 @@ def tiny_space() -> SearchSpace:
     return SearchSpace([CategoricalDimension("only", choices=("a", "b"))])
 
 
+def twelve_point_space() -> SearchSpace:
+    """A space with exactly twelve points."""
+    return SearchSpace([CategoricalDimension("only", choices=tuple("abcdefghijkl"))])
+
+
 def synthetic_score(vector: ArchitectureVector) -> float:
     """A deterministic, smooth-ish score in [0, 1] for any vector of :func:`mixed_space`."""
     values = vector.values
@@ -117,6 +122,12 @@ class StrategyContract:
 
     def update(self, strategy: SearchStrategy, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         call_with_timeout(lambda: strategy.update_with_results(list(results)), self.call_timeout_s, "update_with_results")
+
+    def mark_pending(self, strategy: SearchStrategy, vectors: Sequence[ArchitectureVector]) -> None:
+        call_with_timeout(lambda: strategy.mark_pending(list(vectors)), self.call_timeout_s, "mark_pending")
+
+    def forget(self, strategy: SearchStrategy, vectors: Sequence[ArchitectureVector]) -> None:
+        call_with_timeout(lambda: strategy.forget(list(vectors)), self.call_timeout_s, "forget")
 
     def check_vectors(self, space: SearchSpace, vectors: Sequence[ArchitectureVector], n: int) -> None:
         assert isinstance(vectors, list), f"suggest_architectures must return a list, got {type(vectors).__name__}"
@@ -235,3 +246,62 @@ class StrategyContract:
         assert {v["only"] for v in vectors} == {"a", "b"}, "a duplicate was suggested before the space was exhausted"
         self.update(strategy, [(v, TrialResult(metrics={"val_accuracy": 0.5})) for v in vectors])
         self.check_vectors(space, self.suggest(strategy, 3), 3)  # exhausted and all evaluated
+
+    # -- pending vectors it did not suggest, and vectors forgotten -------------------------------
+
+    def test_marked_pending_vectors_are_not_suggested(self, space: SearchSpace) -> None:
+        """A resume re-runs the trials a crash cut off and marks them pending; the strategy, rebuilt
+        with the same seed (or restored), must not propose those architectures again."""
+        in_flight = self.suggest(self.make_strategy(space, 6), 5)
+        strategy = self.make_strategy(space, 6)
+        self.mark_pending(strategy, in_flight)
+        fresh = self.suggest(strategy, 5)
+        self.check_vectors(space, fresh, 5)
+        assert not {v.key() for v in in_flight} & {v.key() for v in fresh}, "a suggestion repeats a vector marked pending"
+        results = [(v, TrialResult(metrics={"val_accuracy": synthetic_score(v), "params": 1000.0})) for v in in_flight + fresh]
+        self.update(strategy, results[::-1])  # their results come like any other
+        self.check_vectors(space, self.suggest(strategy, 3), 3)
+
+    def test_marked_pending_in_a_tiny_space(self) -> None:
+        space = tiny_space()
+        for seed in range(4):  # each seed, either point: no lucky draw passes this
+            for marked, other in (("a", "b"), ("b", "a")):
+                strategy = self.make_strategy(space, seed)
+                self.mark_pending(strategy, [ArchitectureVector({"only": marked})])
+                assert [v["only"] for v in self.suggest(strategy, 1)] == [other], f"suggested {marked!r}, marked pending"
+
+    def test_forgotten_vectors_are_not_tried(self) -> None:
+        """Forgotten suggestions (screened out, rejected before training) are not tried: once the
+        rest of a small space is evaluated, they are what the strategy suggests next."""
+        space = twelve_point_space()
+        strategy = self.make_strategy(space, 8)
+        vectors = self.suggest(strategy, 12)
+        assert len({v.key() for v in vectors}) == 12, "a duplicate was suggested before the space was exhausted"
+        forgotten, evaluated = vectors[::2], vectors[1::2]
+        self.forget(strategy, forgotten)
+        self.update(strategy, [(v, TrialResult(metrics={"val_accuracy": 0.5})) for v in evaluated])
+        again = self.suggest(strategy, 6)
+        self.check_vectors(space, again, 6)
+        assert sorted(v["only"] for v in again) == sorted(v["only"] for v in forgotten), (
+            "a forgotten vector is treated as tried (the strategy preferred evaluated ones to it)"
+        )
+
+    def test_forgotten_vectors_stop_being_pending(self) -> None:
+        space = tiny_space()
+        strategy = self.make_strategy(space, 5)
+        self.forget(strategy, self.suggest(strategy, 2))
+        self.mark_pending(strategy, [ArchitectureVector({"only": "a"})])
+        self.forget(strategy, [ArchitectureVector({"only": "a"})])
+        again = self.suggest(strategy, 2)
+        assert {v["only"] for v in again} == {"a", "b"}, "a forgotten vector is still pending"
+
+    def test_forgetting_does_not_stall(self, space: SearchSpace) -> None:
+        """Pre-screening forgets most suggestions: a strategy waiting for its suggestions (a
+        generation, an optimiser's open trials) must go on."""
+        strategy = self.make_strategy(space, 9)
+        for _ in range(6):
+            vectors = self.suggest(strategy, 6)
+            self.check_vectors(space, vectors, 6)
+            self.forget(strategy, vectors[2:])
+            self.update(strategy, [(v, TrialResult(metrics={"val_accuracy": synthetic_score(v), "params": 1000.0}))
+                                   for v in vectors[:2]])

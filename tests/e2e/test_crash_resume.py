@@ -15,7 +15,8 @@ and killed too). A few kills hit only the orchestrator process: its trial proces
 on their own (the harness watches its parent). After the kills the same command runs to completion.
 
 Checked: nothing completed is ever lost, exactly ``search.trials`` trials complete, no architecture is
-trained and counted twice, interrupted trials are re-run in place (even when a resume dies before
+trained and counted twice nor proposed again (the trials complete ``search.trials`` distinct
+architectures), interrupted trials are re-run in place (even when a resume dies before
 re-launching them), no trial process outlives its orchestrator, and the database is intact.
 """
 
@@ -256,3 +257,13 @@ def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_
             (NAME,),
         ).fetchall()
     assert not trained, f"the same architecture trained more than once (trial numbers): {[n for _, n in trained]}\n{report}"
+
+    # Nor proposed twice: the trials a crash cut off are re-run, and the resumed strategy knows them
+    # as pending, so the budget buys TRIALS distinct architectures (the space has millions).
+    with closing(sqlite3.connect(db)) as conn:
+        repeats = conn.execute(
+            "select group_concat(t.number) from trials t join experiments e on t.experiment_id = e.id "
+            "where e.name = ? and t.status = 'completed' group by t.reuse_key having count(*) > 1",
+            (NAME,),
+        ).fetchall()
+    assert not repeats, f"completed trials repeat an architecture (trial numbers): {[n for (n,) in repeats]}\n{report}"

@@ -14,7 +14,7 @@ import pytest
 from neuromosaic_core.cli import build_components
 from neuromosaic_core.config import preflight, register_config_nodes
 from neuromosaic_core.errors import ConfigError, NeuromosaicError
-from neuromosaic_core.interfaces import SCREENED_OUT, LLMProvider
+from neuromosaic_core.interfaces import LLMProvider
 from neuromosaic_core.orchestrator import Orchestrator
 from neuromosaic_core.plugins import PluginSystem
 
@@ -67,35 +67,26 @@ def test_a_prescreened_search_reaches_its_budget_with_every_strategy(tmp_path, s
     withdrawn = []
 
     def count_withdrawals(components):
-        original = components.strategy.withdraw_suggestions
+        original = components.strategy.forget
 
-        def withdraw(vectors):
+        def forget(vectors):
             withdrawn.extend(vectors)
             original(vectors)
 
-        components.strategy.withdraw_suggestions = withdraw
+        components.strategy.forget = forget
 
-    summary, _, stored = search(tmp_path, system, "screened", "search.trials=20", "meta=surrogate", "search.prescreen=5",
+    summary, components, stored = search(tmp_path, system, "screened", "search.trials=20", "meta=surrogate", "search.prescreen=5",
                                 "meta.min_results=4", strategy=strategy, spy=count_withdrawals)
     assert summary["stopped"] == "completed"
     assert summary["trials"]["completed"] == 20 == len(stored)
     assert summary["trials"]["failed"] == summary["trials"]["invalid"] == 0  # screened-out candidates are not trials
     # The first 4 trials come straight from the strategy; each of the other 16 is the best of 5.
     assert len(withdrawn) == 16 * 4
-    assert not {t.vector.key() for t in stored} & {v.key() for v in withdrawn}
-
-
-def test_the_default_withdraw_tells_screened_out_failures(system):
-    from neuromosaic_core.library import create_encoder, create_strategy
-
-    space = create_encoder("nasbench201", system=system).search_space()
-    strategy = create_strategy("random", space, seed=0, system=system)
-    told = []
-    strategy.update_with_results = told.extend
-    vectors = strategy.suggest_architectures(3)
-    strategy.withdraw_suggestions(vectors)
-    assert [v for v, _ in told] == vectors
-    assert all(not r.ok and r.error.message == SCREENED_OUT for _, r in told)
+    # Screened-out candidates are forgotten, not tried: one may be proposed and trained later, and
+    # the strategy counts as tried exactly the 20 distinct architectures trained (before, each of
+    # the 64 was told as a failure and never proposed again).
+    assert len({t.vector.key() for t in stored}) == 20
+    assert len(components.strategy._evaluated) == 20
 
 
 def test_recommendations_are_stored_in_the_summary(tmp_path, system):

@@ -405,3 +405,32 @@ def test_a_crash_with_trials_in_flight_resumes_telling_each_finished_trial_exact
     told = before.told_keys + after.told_keys
     assert sorted(told) == sorted(finished)  # every finished trial told once, across the crash
     assert stuck[0].vector.key() in after.told_keys  # the cut-off trial re-ran after the resume
+    # the snapshot had it pending; the resume forgot that and marked the re-run pending instead
+    assert after.pending == 0
+    completed = [t.vector.key() for t in storage.list_trials("exp", TrialStatus.COMPLETED)]
+    assert len(set(completed)) == len(completed) == 10
+
+
+def test_a_resume_does_not_propose_the_trial_in_flight_again(tmp_path):
+    """Killed with a trial in flight and no snapshot to restore (snapshots off here; after a
+    SIGKILL, one older than the trial): the rebuilt strategy draws the same numbers as the original,
+    and must not propose the re-run trial's architecture again."""
+    storage = InMemoryResultsDB()
+    first, _ = random_orchestrator(tmp_path, storage, 10, runner=HangsOnThirdJob(), snapshot_every=0, workers=2)
+
+    async def crash_after_five_completed():
+        task = asyncio.create_task(first.run())
+        while storage.count_trials("exp").get(TrialStatus.COMPLETED, 0) < 5:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(crash_after_five_completed())
+    stuck = storage.list_trials("exp", TrialStatus.RUNNING)  # the hung trial, and the other worker's if it was running
+    resumed, after = random_orchestrator(tmp_path, storage, 10, snapshot_every=0, workers=2)
+    summary = asyncio.run(resumed.run())
+    completed = [t.vector.key() for t in storage.list_trials("exp", TrialStatus.COMPLETED)]
+    assert summary["trials"]["completed"] == 10 and summary["trials"]["reused"] == 0
+    assert len(set(completed)) == 10, "a completed trial repeats the architecture of another"
+    assert {t.vector.key() for t in stuck} <= set(completed) and after.pending == 0

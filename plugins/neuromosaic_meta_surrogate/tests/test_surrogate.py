@@ -11,7 +11,7 @@ import pytest
 from neuromosaic_meta_surrogate import SurrogateSettings, factory
 from neuromosaic_meta_surrogate.forest import ForestSurrogate
 
-from neuromosaic_core.interfaces import SCREENED_OUT, SearchStrategy
+from neuromosaic_core.interfaces import SearchStrategy
 from neuromosaic_core.model import (
     ArchitectureVector,
     CategoricalDimension,
@@ -135,11 +135,14 @@ def test_not_ready_until_twice_the_dimensions_then_order_is_kept():
 
 
 class Listing(SearchStrategy):
-    """Suggests sampled vectors; records what it was told."""
+    """Suggests sampled vectors; records what it was told and what it was asked to forget."""
 
     def __init__(self):
         super().__init__(SPACE)
-        self.rng, self.told = random.Random(5), []
+        self.rng, self.told, self.forgotten = random.Random(5), [], []
+
+    def forget(self, vectors):
+        self.forgotten.extend(vectors)
 
     def suggest_architectures(self, n):
         return [SPACE.sample(self.rng) for _ in range(n)]
@@ -152,14 +155,13 @@ def test_prescreen_asks_k_times_keeps_the_best_and_withdraws_the_others():
     surrogate, strategy = fitted(acquisition="mean"), Listing()
     kept = surrogate.prescreen(strategy, 2, 10)
     assert len(kept) == 2
-    assert len(strategy.told) == 18  # the 18 not trained, told as screened-out failures
-    assert all(not r.ok and r.error.message == SCREENED_OUT for _, r in strategy.told)
-    assert min(v["width"] for v in kept) >= max(v["width"] for v, _ in strategy.told) - 8
+    assert len(strategy.forgotten) == 18 and strategy.told == []  # the 18 not trained are forgotten, not told as failures
+    assert min(v["width"] for v in kept) >= max(v["width"] for v in strategy.forgotten) - 8
 
 
 def test_prescreen_before_ready_is_the_plain_strategy():
     surrogate, strategy = ForestSurrogate(SPACE), Listing()
-    assert len(surrogate.prescreen(strategy, 3, 10)) == 3 and strategy.told == []
+    assert len(surrogate.prescreen(strategy, 3, 10)) == 3 and strategy.told == strategy.forgotten == []
 
 
 def test_recommendations_name_the_driving_choice_and_untried_vectors():

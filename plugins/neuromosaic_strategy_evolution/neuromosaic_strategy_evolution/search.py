@@ -71,7 +71,7 @@ class EvolutionSearch(SearchStrategy):
       canonicalised.
     - Failed results, results without a finite value of every objective and vectors outside the
       space never join the population.
-    - No suggestion repeats a pending suggestion or an evaluated vector: after ``max_retries``
+    - No suggestion repeats a pending vector (suggested or marked pending) or an evaluated one: after ``max_retries``
       children it samples at random, after ``max_retries`` samples it accepts an evaluated vector
       and, when the space is exhausted, a pending one, so a tiny space never loops forever.
     - All randomness comes from a ``random.Random(seed)`` of its own (DEAP's NSGA-II selection
@@ -101,8 +101,6 @@ class EvolutionSearch(SearchStrategy):
         weights = tuple(1.0 if up else -1.0 for _, up in self.objectives)
         self._fitness_class: type[base.Fitness] = type("ObjectiveFitness", (base.Fitness,), {"weights": weights})
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._pending: Counter[str] = Counter()  # a Counter: duplicates exist once the space is exhausted
-        self._evaluated: set[str] = set()
         self._archive: dict[str, Individual] = {}  # every success, latest per vector, in arrival order
         self._aging: deque[Individual] = deque()  # aging mode: the population, oldest first
         self._arrivals = 0
@@ -241,6 +239,18 @@ class EvolutionSearch(SearchStrategy):
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutate(self.space, parent, self._rng, self.max_retries)
 
+    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Pending like suggestions, and counted towards the random start like them."""
+        super().mark_pending(vectors)
+        self._seen += len(vectors)
+
+    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """No longer pending, and no longer counted towards the random start: a suggestion never evaluated
+        is taken back."""
+        for vector in vectors:
+            if self._resolve(self.vector_key(vector)):
+                self._seen = max(0, self._seen - 1)
+
     # -- snapshots --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -271,11 +281,7 @@ class EvolutionSearch(SearchStrategy):
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if self._pending.get(key, 0) > 0:
-                self._pending[key] -= 1
-                if self._pending[key] == 0:
-                    del self._pending[key]
-            else:
+            if not self._resolve(key):
                 self._seen += 1  # a replayed or foreign result counts towards the random start
             self._evaluated.add(key)
             if canonical is None or not result.ok:

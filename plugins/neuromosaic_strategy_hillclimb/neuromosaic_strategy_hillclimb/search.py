@@ -29,7 +29,7 @@ class HillClimbSearch(SearchStrategy):
       is canonicalised. With no usable parent yet (everything failed) it samples at random.
     - A vector whose result failed is remembered and never becomes a parent, even if it reported
       metrics, and even if it is evaluated again later.
-    - No suggestion repeats a pending suggestion or an evaluated vector: after ``max_retries``
+    - No suggestion repeats a pending vector (suggested or marked pending) or an evaluated one: after ``max_retries``
       mutations it samples at random instead, and after ``max_retries`` samples it accepts a
       vector already evaluated (or, when the space is exhausted, a pending one), so a tiny space
       never loops forever.
@@ -55,8 +55,6 @@ class HillClimbSearch(SearchStrategy):
         self.top_k = top_k
         self.max_retries = max_retries
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._pending: Counter[str] = Counter()  # a Counter: duplicates exist once the space is exhausted
-        self._evaluated: set[str] = set()
         self._failed: set[str] = set()
         self._scores: dict[str, tuple[float, ArchitectureVector]] = {}  # in order of first success
         self._seen = 0  # suggestions made plus results told for vectors that were not pending
@@ -133,6 +131,18 @@ class HillClimbSearch(SearchStrategy):
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutation.mutate(self.space, parent, self._rng, self.max_retries)
 
+    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Pending like suggestions, and counted towards the warm-up like them."""
+        super().mark_pending(vectors)
+        self._seen += len(vectors)
+
+    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """No longer pending, and no longer counted towards the warm-up: a suggestion never evaluated
+        is taken back."""
+        for vector in vectors:
+            if self._resolve(self.vector_key(vector)):
+                self._seen = max(0, self._seen - 1)
+
     # -- snapshots --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -160,11 +170,7 @@ class HillClimbSearch(SearchStrategy):
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if self._pending.get(key, 0) > 0:
-                self._pending[key] -= 1
-                if self._pending[key] == 0:
-                    del self._pending[key]
-            else:
+            if not self._resolve(key):
                 self._seen += 1  # a replayed or foreign result counts towards the warm-up
             self._evaluated.add(key)
             if not result.ok:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,7 +81,7 @@ class LLMGuidedSearch(SearchStrategy):
       when nothing succeeded yet. Missing proposals and a raising provider are replaced likewise.
     - The history in the prompt is rebuilt from whatever ``update_with_results`` is told, so a
       resumed experiment (which replays its stored history) prompts exactly as the original did.
-    - No suggestion repeats a pending suggestion unless the space is exhausted; all randomness
+    - No suggestion repeats a pending vector (suggested or marked pending) unless the space is exhausted; all randomness
       comes from a ``random.Random(seed)`` of the strategy's own, so a seed, a deterministic
       provider and a history give the same suggestions every time.
     """
@@ -105,9 +104,7 @@ class LLMGuidedSearch(SearchStrategy):
             raise TypeError(f"provider must implement neuromosaic_core.interfaces.LLMProvider, got {type(provider).__name__}")
         self.provider = provider
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._pending: Counter[str] = Counter()  # a Counter: duplicates exist once the space is exhausted
-        self._pending_vectors: dict[str, ArchitectureVector] = {}
-        self._evaluated: set[str] = set()
+        self._pending_vectors: dict[str, ArchitectureVector] = {}  # the pending vectors, for the prompt
         self._failed: set[str] = set()
         self._scores: dict[str, tuple[float, ArchitectureVector]] = {}  # in order of first success
         self._failures: dict[str, tuple[ArchitectureVector, str]] = {}  # most recent last
@@ -284,16 +281,34 @@ class LLMGuidedSearch(SearchStrategy):
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutate(self.space, parent, self._rng, self.settings.max_retries)
 
+    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Pending like suggestions (the prompt lists them as being evaluated), and counted towards
+        the warm-up like them."""
+        for vector in vectors:
+            canonical = self.space.member(vector)
+            key = canonical.key() if canonical is not None else vector.key()
+            self._pending[key] += 1
+            if canonical is not None:
+                self._pending_vectors[key] = canonical
+            self._seen += 1
+
+    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """No longer pending (nor in the prompt), and no longer counted towards the warm-up."""
+        for vector in vectors:
+            key = self.vector_key(vector)
+            if self._resolve(key):
+                self._seen = max(0, self._seen - 1)
+                if key not in self._pending:
+                    self._pending_vectors.pop(key, None)
+
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if self._pending.get(key, 0) > 0:
-                self._pending[key] -= 1
-                if self._pending[key] == 0:
-                    del self._pending[key]
+            if self._resolve(key):
+                if key not in self._pending:
                     self._pending_vectors.pop(key, None)
             else:
                 self._seen += 1  # a replayed or foreign result counts towards the warm-up

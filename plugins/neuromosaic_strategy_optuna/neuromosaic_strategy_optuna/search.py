@@ -90,8 +90,7 @@ class OptunaSearch(SearchStrategy):
                 directions=["maximize" if up else "minimize" for _, up in self.objectives],
             )
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._pending: dict[str, deque[int]] = {}  # vector key -> numbers of its running Optuna trials
-        self._evaluated: set[str] = set()
+        self._running: dict[str, deque[int]] = {}  # pending vector key -> numbers of its running Optuna trials
 
     @property
     def multi_objective(self) -> bool:
@@ -119,7 +118,7 @@ class OptunaSearch(SearchStrategy):
     @property
     def pending(self) -> int:
         """How many suggestions have not been told yet."""
-        return sum(len(numbers) for numbers in self._pending.values())
+        return sum(len(numbers) for numbers in self._running.values())
 
     @property
     def evaluated(self) -> int:
@@ -172,7 +171,7 @@ class OptunaSearch(SearchStrategy):
         with _quiet():
             for _ in range(n):
                 number, vector = self._propose()
-                self._pending.setdefault(vector.key(), deque()).append(number)
+                self._running.setdefault(vector.key(), deque()).append(number)
                 suggestions.append(vector)
         return suggestions
 
@@ -185,20 +184,20 @@ class OptunaSearch(SearchStrategy):
         for _ in range(min(self.max_retries, MODEL_RETRIES)):
             trial, vector = self._ask()
             key = vector.key()
-            if key not in self._pending and key not in self._evaluated:
+            if key not in self._running and key not in self._evaluated:
                 return trial.number, vector
             # A repeat: failed trials stay out of Optuna's models, so this one does not distort them.
             self.study.tell(trial, state=TrialState.FAIL)
             if first is None:
                 first = vector
-            if not_pending is None and key not in self._pending:
+            if not_pending is None and key not in self._running:
                 not_pending = vector
         for _ in range(self.max_retries):
             vector = self.space.canonicalize(self.space.sample(self._rng))
             key = vector.key()
-            if key not in self._pending and key not in self._evaluated:
+            if key not in self._running and key not in self._evaluated:
                 return self._enqueued(vector), vector
-            if not_pending is None and key not in self._pending:
+            if not_pending is None and key not in self._running:
                 not_pending = vector
         chosen = not_pending if not_pending is not None else first
         assert chosen is not None  # max_retries >= 1
@@ -212,6 +211,28 @@ class OptunaSearch(SearchStrategy):
         assert asked == vector, (asked.values, vector.values)
         return trial.number
 
+    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Each becomes a running Optuna trial of its own (as a suggestion does), told when its result
+        comes. Vectors that are not points of the space are ignored (so are their results)."""
+        with _quiet():
+            for vector in vectors:
+                canonical = self.space.member(vector)
+                if canonical is not None:
+                    self._running.setdefault(canonical.key(), deque()).append(self._enqueued(canonical))
+
+    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
+        """Each one's running Optuna trial is told ``FAIL``: failed trials stay out of the sampler's
+        models, and the vector is not counted as evaluated, so it may be suggested again."""
+        with _quiet():
+            for vector in vectors:
+                key = self.vector_key(vector)
+                numbers = self._running.get(key)
+                if numbers:
+                    number = numbers.pop()
+                    if not numbers:
+                        del self._running[key]
+                    self.study.tell(number, state=TrialState.FAIL)
+
     # -- tell -------------------------------------------------------------------------------
 
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
@@ -223,11 +244,11 @@ class OptunaSearch(SearchStrategy):
                 key = canonical.key()
                 values = self._objective_values(result)
                 state = TrialState.COMPLETE if values is not None else TrialState.FAIL
-                numbers = self._pending.get(key)
+                numbers = self._running.get(key)
                 if numbers:
                     number = numbers.popleft()
                     if not numbers:
-                        del self._pending[key]
+                        del self._running[key]
                     self.study.tell(number, values, state=state)
                 else:
                     self._add(canonical, values, state)

@@ -14,8 +14,8 @@ from neuromosaic_core.model import ArchitectureVector, SearchSpace, TrialResult
 class RandomSearch(SearchStrategy):
     """Draws each suggestion uniformly per active dimension with a seeded ``random.Random``.
 
-    A draw equal to a pending suggestion (suggested, not yet told) is rejected, and so, if
-    possible, is one equal to an evaluated vector. After ``max_retries`` draws the first draw that
+    A draw equal to a pending vector (suggested or marked pending, neither told nor forgotten) is
+    rejected, and so, if possible, is one equal to an evaluated vector. After ``max_retries`` draws the first draw that
     is not pending is accepted even if it was evaluated before; if every draw was pending (the
     space is exhausted) the first draw is accepted. So a tiny space never loops forever, and the
     same seed with the same history gives the same suggestions.
@@ -34,8 +34,6 @@ class RandomSearch(SearchStrategy):
             raise ValueError(f"expected max_retries >= 1, got {max_retries}")
         self.max_retries = max_retries
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._pending: Counter[str] = Counter()  # a Counter: duplicates exist once the space is exhausted
-        self._evaluated: set[str] = set()
 
     @property
     def pending(self) -> int:
@@ -78,11 +76,8 @@ class RandomSearch(SearchStrategy):
     def update_with_results(self, results: Sequence[tuple[ArchitectureVector, TrialResult]]) -> None:
         # Random search ignores the scores; it only tracks what is pending and what is known.
         for vector, _result in results:
-            key = self._key(vector)
-            if self._pending.get(key, 0) > 0:
-                self._pending[key] -= 1
-                if self._pending[key] == 0:
-                    del self._pending[key]
+            key = self.vector_key(vector)
+            self._resolve(key)
             self._evaluated.add(key)
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,9 +88,3 @@ class RandomSearch(SearchStrategy):
         set_rng_state(self._rng, state["rng"])
         self._pending = Counter(state["pending"])
         self._evaluated = set(state["evaluated"])
-
-    def _key(self, vector: ArchitectureVector) -> str:
-        try:
-            return self.space.canonicalize(vector).key()
-        except (KeyError, TypeError, ValueError):  # a vector of another space: keep its own identity
-            return vector.key()
