@@ -683,3 +683,13 @@ def test_settings_reject_bad_values(kwargs):
 def test_stats_is_an_attrs_object():
     stats = LLMStats(asked=3, replaced=3, provider_errors=1)
     assert stats.summary() == "calls=0, asked=3, parsed_ok=0, repaired=0, replaced=3, provider_errors=1"
+
+
+def test_marked_pending_vectors_are_in_the_prompt_until_forgotten():
+    strategy, provider = scripted(json.dumps([MLP]), json.dumps([MLP]))
+    strategy.mark_pending([vec(**CONV)])  # a trial a resume re-runs
+    strategy.suggest_architectures(1)
+    assert f"Being evaluated now (do not repeat):\n- {json.dumps(CONV)}" in provider.prompts[0]
+    strategy.forget([vec(**CONV), vec(**MLP)])  # neither will get a result
+    assert strategy.suggest_architectures(1) == [vec(**MLP)]  # forgotten, so not a repeat: the LLM's proposal is used
+    assert "Being evaluated now" not in provider.prompts[1] and "0 evaluated" in provider.prompts[1]

@@ -391,3 +391,16 @@ def test_does_not_touch_global_random_state():
     random.seed(99)
     run(make(mixed_space(), 0, n_startup_trials=2), synthetic_score, trials=10, batch=2)
     assert random.random() == expected
+
+
+def test_a_marked_vector_is_a_running_trial_and_a_forgotten_one_a_failed_trial_not_evaluated():
+    space = mixed_space()
+    strategy = make(space, 0)
+    resumed = space.canonicalize(space.sample(random.Random(1)))
+    strategy.mark_pending([resumed])
+    assert [t.state for t in strategy.study.trials] == [TrialState.RUNNING]
+    assert space.canonicalize(strategy.study.trials[0].params) == resumed
+    (suggested,) = strategy.suggest_architectures(1)
+    strategy.forget([suggested, resumed])
+    assert [t.state for t in strategy.study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert strategy.pending == 0 and strategy.evaluated == 0
