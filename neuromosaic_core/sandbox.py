@@ -28,9 +28,11 @@ logs a warning once and says so in ``Outcome.isolation`` (``"process-group"``).
 
 In both modes the rlimits of :class:`Limits` apply to every process of the command (address
 space, CPU time, processes, file size; no core dumps); the wall-clock ``timeout_s``, a flood of
-output beyond ``Limits.output_mb``, or cancelling the coroutine kill the whole process tree. psutil
-samples the tree for the peak resident memory (summed) and CPU seconds; the kernel's accounting of
-reaped children (``wait4``) backs the CPU figure.
+output beyond ``Limits.output_mb``, more processes and threads than ``Limits.processes`` or more
+CPU time in all than ``Limits.cpu_seconds`` (a fork bomb), or cancelling the coroutine kill the
+whole process tree. psutil samples the tree every 50 ms for its peak memory (the summed
+proportional set size: pages shared by forked processes count once, see :class:`Outcome`) and CPU
+seconds; the kernel's accounting of reaped children (``wait4``) backs the CPU figure.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import math
 import os
 import resource
 import select
@@ -80,24 +83,49 @@ class Limits:
     """Per-run limits. ``None`` means unlimited.
 
     ``memory_mb`` is the address-space limit (RLIMIT_AS) of each process: torch maps ~650 MB of
-    virtual memory on import, so leave room. ``processes`` (RLIMIT_NPROC) counts every process and
-    thread of the sandbox uid. ``output_mb``: more stdout+stderr than this kills the command.
-    ``tmp_mb``: size of the private ``/tmp``.
+    virtual memory on import, so leave room. ``cpu_seconds``: CPU time of the whole sandbox (all
+    its processes together, sampled; more kills it at once) and of each process (RLIMIT_CPU);
+    :func:`default_cpu_seconds` derives one from the timeout. ``processes``: processes and threads
+    the sandbox may hold at once (a training job needs a handful: torch with one intra-op thread
+    runs in one); more kills it at once, so a fork bomb ends in a moment instead of at the
+    timeout. The kernel's backstop while that is sampled is RLIMIT_NPROC on the sandbox's uid:
+    ``uid_processes``, or twice ``processes`` (sandboxes running at once share the uid: a runner
+    of N workers passes ``2 * processes * N``). ``output_mb``: more stdout+stderr than this kills
+    the command. ``tmp_mb``: size of the private ``/tmp``.
     """
 
     timeout_s: float
     memory_mb: int | None = 4096
     cpu_seconds: int | None = None
-    processes: int | None = 64
+    processes: int | None = 32
     file_size_mb: int | None = 512
     output_mb: int | None = 16
     tmp_mb: int = 64
+    uid_processes: int | None = None
+
+    @property
+    def nproc(self) -> int | None:
+        """RLIMIT_NPROC for the sandbox's uid (see the class docstring)."""
+        if self.processes is None:
+            return None
+        return self.uid_processes or 2 * self.processes
+
+
+def default_cpu_seconds(timeout_s: float) -> int:
+    """The CPU-time limit a trial gets unless told otherwise: a trial runs one intra-op thread,
+    so it uses at most about one CPU second per second of its timeout; a quarter more and 5 s
+    leave room for its other threads (autograd, a GPU driver). A sandbox burning more (many
+    processes spinning at once) is stopped before its timeout."""
+    return math.ceil(timeout_s * 1.25) + 5
 
 
 @attrs.frozen
 class Outcome:
     """How the command ended. ``returncode`` is negative for a signal (``-9``: killed), None when
-    unknown. ``output`` is the tail of stdout+stderr (at most :data:`OUTPUT_KEPT` bytes, decoded)."""
+    unknown. ``output`` is the tail of stdout+stderr (at most :data:`OUTPUT_KEPT` bytes, decoded).
+    ``peak_memory_mb``: the peak of the sandbox's real memory, the summed proportional set size
+    (PSS) of its processes: a page shared by forked processes counts once in all, not once each.
+    ``processes_exceeded``/``cpu_exceeded``: stopped at ``Limits.processes``/``Limits.cpu_seconds``."""
 
     returncode: int | None
     output: str
@@ -108,6 +136,8 @@ class Outcome:
     isolation: str
     output_exceeded: bool = False
     output_bytes: int = 0
+    processes_exceeded: bool = False
+    cpu_exceeded: bool = False
 
     def describe(self) -> str:
         """A short cause in words: ``timeout``, ``too much output``, ``killed by signal 11 (SIGSEGV)``, ..."""
@@ -115,6 +145,10 @@ class Outcome:
             return "timeout"
         if self.output_exceeded:
             return f"too much output ({self.output_bytes / (1 << 20):.0f} MB before it was stopped)"
+        if self.processes_exceeded:
+            return "too many processes (a fork bomb?): stopped at the process limit"
+        if self.cpu_exceeded:
+            return f"CPU time limit: used {self.cpu_seconds:.0f} CPU seconds"
         code = self.returncode
         if code is None:
             return "unknown exit status"
@@ -237,7 +271,7 @@ def bwrap_argv(argv: Sequence[str], workdir: Path, limits: Limits, readable: Ite
     else:
         # The process limit is set inside the new user namespace, where it counts the sandbox's own
         # processes; set on bwrap it would count every process of the calling user.
-        nproc = ["prlimit", f"--nproc={limits.processes}:{limits.processes}", "--"] if limits.processes and shutil.which("prlimit") else []
+        nproc = ["prlimit", f"--nproc={limits.nproc}:{limits.nproc}", "--"] if limits.nproc and shutil.which("prlimit") else []
         cmd += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", "--", *nproc, *argv]
     return cmd
 
@@ -251,7 +285,7 @@ def _set_limits(limits: Limits) -> None:  # pragma: no cover - runs in the child
     if limits.cpu_seconds is not None:
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
     if os.geteuid() == 0:  # binds the sandbox uid after setpriv; a normal user's limit is set inside (bwrap_argv)
-        cap(resource.RLIMIT_NPROC, limits.processes)
+        cap(resource.RLIMIT_NPROC, limits.nproc)
     cap(resource.RLIMIT_FSIZE, None if limits.file_size_mb is None else limits.file_size_mb << 20)
     cap(resource.RLIMIT_CORE, 0)
 
@@ -269,16 +303,36 @@ def _warn_fallback_once() -> None:
             print("warning: bubblewrap not found; trials are not isolated", file=sys.stderr)
 
 
-class _Monitor:
-    """psutil samples of a process tree: the peak of the summed RSS and the CPU seconds seen."""
+def proportional_memory(proc: Any) -> int:
+    """A process's proportional set size in bytes (its pages, each shared one divided among the
+    processes sharing it), from ``/proc/PID/smaps_rollup``; its RSS where that cannot be read."""
+    try:
+        with open(f"/proc/{proc.pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return int(proc.memory_info().rss)
 
-    def __init__(self, pid: int) -> None:
+
+class TreeSampler:
+    """Samples of a process tree (:meth:`sample`, psutil): the peak of its summed PSS (see
+    :attr:`Outcome.peak_memory_mb`), its CPU seconds, and whether it passed ``limits.processes``
+    (processes and threads) or ``limits.cpu_seconds`` (all processes together), in which case
+    ``exceeded`` says which (``"processes"``, ``"cpu"``) and ``on_exceeded`` is called once.
+    ``skip``: PIDs that are not part of it (a warm worker around a trial)."""
+
+    def __init__(self, pid: int, limits: Limits | None = None, on_exceeded: Callable[[str], None] | None = None,
+                 skip: Iterable[int] = ()) -> None:
         self.pid = pid
-        self.peak_rss = 0
-        self.cpu: dict[tuple[int, float], float] = {}
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"sandbox-monitor-{pid}", daemon=True)
-        self.thread.start()
+        self.limits = limits
+        self.on_exceeded = on_exceeded
+        self.skip = set(skip)
+        self.peak_memory = 0
+        self.cpu: dict[tuple[int, float], float] = {}  # with the children each has reaped
+        self.own_cpu: dict[tuple[int, float], float] = {}
+        self.exceeded: str | None = None
 
     def tree(self) -> list:
         import psutil
@@ -292,16 +346,43 @@ class _Monitor:
     def sample(self) -> None:
         import psutil
 
-        rss = 0
+        memory = tasks = 0
         for proc in self.tree():
+            if proc.pid in self.skip:
+                continue
             try:
                 with proc.oneshot():
-                    rss += proc.memory_info().rss
+                    tasks += proc.num_threads()
                     t = proc.cpu_times()
-                    self.cpu[(proc.pid, proc.create_time())] = t.user + t.system + t.children_user + t.children_system
+                    key = (proc.pid, proc.create_time())
+                    self.cpu[key] = t.user + t.system + t.children_user + t.children_system
+                    self.own_cpu[key] = t.user + t.system
+                    memory += proportional_memory(proc)
             except psutil.Error:
                 continue
-        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_memory = max(self.peak_memory, memory)
+        limits = self.limits
+        if limits is None or self.exceeded is not None:
+            return
+        if limits.processes is not None and tasks > limits.processes:
+            self.exceeded = "processes"
+        elif limits.cpu_seconds is not None and sum(self.own_cpu.values()) > limits.cpu_seconds:
+            self.exceeded = "cpu"
+        if self.exceeded is not None and self.on_exceeded is not None:
+            self.on_exceeded(self.exceeded)
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+class _Monitor(TreeSampler):
+    """A :class:`TreeSampler` in a thread of its own, every :data:`SAMPLE_INTERVAL_S`."""
+
+    def __init__(self, pid: int, limits: Limits | None = None, on_exceeded: Callable[[str], None] | None = None) -> None:
+        super().__init__(pid, limits, on_exceeded)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"sandbox-monitor-{pid}", daemon=True)
+        self.thread.start()
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -491,12 +572,12 @@ async def run_sandboxed(argv: list[str], workdir: Path, limits: Limits, env: Map
         return Outcome(127, f"cannot start {full[0]}: {exc}", False, 0.0, 0.0, 0.0, isolation)
     os.close(write_fd)
     loop = asyncio.get_running_loop()
-    exceeded: asyncio.Future[None] = loop.create_future()
+    exceeded: asyncio.Future[str] = loop.create_future()  # which limit stopped it: output, processes, cpu
 
-    def on_exceeded() -> None:
-        loop.call_soon_threadsafe(lambda: exceeded.done() or exceeded.set_result(None))
+    def on_exceeded(what: str = "output") -> None:
+        loop.call_soon_threadsafe(lambda: exceeded.done() or exceeded.set_result(what))
 
-    monitor = _Monitor(proc.pid)
+    monitor = _Monitor(proc.pid, limits, on_exceeded)
     tail = _OutputTail(read_fd, None if limits.output_mb is None else limits.output_mb << 20, on_exceeded)
     waited = in_thread(os.wait4, proc.pid, 0)
     timed_out = False
@@ -531,10 +612,13 @@ async def run_sandboxed(argv: list[str], workdir: Path, limits: Limits, env: Map
     _kill_tree(proc.pid, monitor)  # stragglers of the process group (in the fallback mode)
     output = tail.finish()
     release()
-    cpu = max(usage.ru_utime + usage.ru_stime, sum(monitor.cpu.values()))
-    peak = max(monitor.peak_rss, usage.ru_maxrss * 1024) / (1 << 20)
+    cpu = max(usage.ru_utime + usage.ru_stime, monitor.cpu_seconds())
+    # ru_maxrss (the largest single process's RSS) only when no sample saw it: a command of a few ms
+    peak = (monitor.peak_memory or usage.ru_maxrss * 1024) / (1 << 20)
+    stopped = exceeded.result() if exceeded.done() and not exceeded.cancelled() and not timed_out else None
     return Outcome(returncode, output, timed_out, round(peak, 1), round(cpu, 3), round(wall, 3), isolation,
-                   output_exceeded=tail.exceeded and not timed_out, output_bytes=tail.total)
+                   output_exceeded=tail.exceeded and not timed_out and stopped in (None, "output"), output_bytes=tail.total,
+                   processes_exceeded=stopped == "processes", cpu_exceeded=stopped == "cpu")
 
 
 def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:

@@ -179,7 +179,7 @@ CASES: list[HostileCase] = [
     HostileCase(
         "fork_bomb",
         model_code('while True:\n    if os.fork() == 0:\n        time.sleep(1000)', head="import os\nimport time\n" + HEAD),
-        True, INVALID + r"import\]", r"Resource temporarily unavailable|timeout|BlockingIOError",
+        True, INVALID + r"import\]", r"too many processes|Resource temporarily unavailable|timeout|BlockingIOError",
         "forks until the process limit stops it",
     ),
     HostileCase(

@@ -29,7 +29,17 @@ from loguru import logger
 
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import converter
-from neuromosaic_core.sandbox import SANDBOX_UID, Limits, Outcome, _chown_tree, _set_limits, bwrap_argv, empty_directory
+from neuromosaic_core.sandbox import (
+    SAMPLE_INTERVAL_S,
+    SANDBOX_UID,
+    Limits,
+    Outcome,
+    TreeSampler,
+    _chown_tree,
+    _set_limits,
+    bwrap_argv,
+    empty_directory,
+)
 
 if TYPE_CHECKING:
     from neuromosaic_runner_local.runner import LocalRunner
@@ -109,8 +119,6 @@ class _Worker:
             return []
 
     async def run(self, job: TrialJob, trial_dir: Path, limits: Limits) -> Outcome:
-        import psutil
-
         from neuromosaic_runner_local.runner import is_regular_file
 
         job_dir = self.dir / f"job-{next(_ids)}-{uuid.uuid4().hex[:8]}"
@@ -122,20 +130,20 @@ class _Worker:
         (job_dir / "job.json").write_text(json.dumps(converter.unstructure(inner)))
         if self.sandboxed and os.geteuid() == 0:
             _chown_tree(job_dir, SANDBOX_UID, SANDBOX_UID)
-        baseline = {p.pid for p in self.tree()}
-        peak = 0
+        assert self.proc is not None
+        watch = TreeSampler(self.proc.pid, limits, skip=[p.pid for p in self.tree()])  # the trial: what the worker forks
         start = time.monotonic()
 
         async def sample() -> None:
-            nonlocal peak
+            while watch.exceeded is None:
+                watch.sample()
+                await asyncio.sleep(SAMPLE_INTERVAL_S)
+            # Too many processes or too much CPU time: the trial's processes are killed until none is
+            # left (the worker reaps its child and answers with its output); the worker is replaced.
+            self.dirty = True
             while True:
-                rss = 0
-                for proc in self.tree():
-                    if proc.pid not in baseline:
-                        with contextlib.suppress(psutil.Error):
-                            rss += proc.memory_info().rss
-                peak = max(peak, rss)
-                await asyncio.sleep(0.05)
+                self.kill_trial(watch.skip)
+                await asyncio.sleep(SAMPLE_INTERVAL_S)
 
         request = {"job": str(job_dir / "job.json"), "timeout": limits.timeout_s, "cpu_seconds": limits.cpu_seconds,
                    "output_limit": None if limits.output_mb is None else limits.output_mb << 20}
@@ -151,8 +159,11 @@ class _Worker:
             status = self.proc.returncode if self.proc is not None else None
             if status is not None and self.sandboxed and 128 < status < 128 + 65:
                 status = 128 - status  # bwrap reports a command killed by signal N as 128+N
-            return Outcome(status if status else None, str(exc), False, round(peak / (1 << 20), 1), 0.0,
-                           round(time.monotonic() - start, 3), self.runner.isolation)
+            stopped = watch.exceeded
+            return Outcome(-signal.SIGKILL if stopped else status if status else None, "" if stopped else str(exc), False,
+                           round(watch.peak_memory / (1 << 20), 1), round(watch.cpu_seconds(), 3),
+                           round(time.monotonic() - start, 3), self.runner.isolation,
+                           processes_exceeded=stopped == "processes", cpu_exceeded=stopped == "cpu")
         finally:
             sampler.cancel()
             for name in ("result.json", "weights.pt"):
@@ -175,21 +186,53 @@ class _Worker:
             self.dirty = True
         if (reply.get("timed_out") or reply.get("output_exceeded")) and not self.sandboxed:
             self.dirty = True  # without a PID namespace the worker cannot tell whether all of the trial is gone
-        peak_mb = max(peak / (1 << 20), float(reply.get("max_rss_mb", 0.0)))
-        return Outcome(reply["returncode"], reply["output"], bool(reply["timed_out"]), round(peak_mb, 1),
-                       round(float(reply["cpu_seconds"]), 3), round(float(reply["wall_seconds"]), 3), self.runner.isolation,
-                       output_exceeded=bool(reply["output_exceeded"]), output_bytes=int(reply["output_bytes"]))
+        # The trial's summed PSS (pages it shares with the warm worker count half); its own RSS
+        # (wait4) only when no sample saw it: a trial of a few ms.
+        peak_mb = watch.peak_memory / (1 << 20) or float(reply.get("max_rss_mb", 0.0))
+        stopped = watch.exceeded
+        return Outcome(reply["returncode"], reply["output"], bool(reply["timed_out"]) and not stopped, round(peak_mb, 1),
+                       round(max(float(reply["cpu_seconds"]), watch.cpu_seconds()), 3), round(float(reply["wall_seconds"]), 3),
+                       self.runner.isolation, output_exceeded=bool(reply["output_exceeded"]) and not stopped,
+                       output_bytes=int(reply["output_bytes"]), processes_exceeded=stopped == "processes",
+                       cpu_exceeded=stopped == "cpu")
+
+    def kill_trial(self, worker_pids: set[int]) -> None:
+        """SIGKILL what the worker's trial started: every process under the worker but the worker
+        (and bubblewrap around it), each with its process group (the trial's session)."""
+        import psutil
+
+        worker_groups = set()
+        for pid in worker_pids:
+            with contextlib.suppress(OSError):
+                worker_groups.add(os.getpgid(pid))
+        for proc in self.tree():
+            if proc.pid in worker_pids:
+                continue
+            with contextlib.suppress(OSError):
+                group = os.getpgid(proc.pid)
+                if group not in worker_groups:  # a child not yet in its own session: only itself
+                    os.killpg(group, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+    def kill(self) -> list[Any]:
+        """SIGKILL the worker and everything under it; returns what was killed."""
+        import psutil
+
+        tree = self.tree()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        return tree
 
     async def stop(self) -> None:
         import psutil
 
         if self.proc is not None:
-            tree = self.tree()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            for proc in tree:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
+            tree = self.kill()
             await self.proc.wait()
             # Until they are gone they count against the sandbox uid's process limit, which the
             # next worker needs: wait for the namespace to be torn down.

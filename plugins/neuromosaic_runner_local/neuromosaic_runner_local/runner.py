@@ -27,7 +27,7 @@ from loguru import logger
 
 from neuromosaic_core.interfaces import Runner, TrialJob
 from neuromosaic_core.model import ErrorClass, ExperimentError, TrialResult, converter
-from neuromosaic_core.sandbox import Limits, Outcome, resolve_isolation, run_sandboxed
+from neuromosaic_core.sandbox import Limits, Outcome, default_cpu_seconds, resolve_isolation, run_sandboxed
 from neuromosaic_runner_local import LocalRunnerSettings
 
 OUTPUT_TAIL = 2000
@@ -92,12 +92,20 @@ def usage_metrics(outcome: Outcome) -> dict[str, float]:
             "wall_seconds": float(outcome.wall_seconds)}
 
 
-def failure_from_outcome(outcome: Outcome, timeout_s: float, output_mb: int | None) -> TrialResult:
+def failure_from_outcome(outcome: Outcome, timeout_s: float, output_mb: int | None, limits: Limits | None = None) -> TrialResult:
     """A failed TrialResult, in words, for a trial process that did not leave a usable result."""
     metrics = usage_metrics(outcome)
     tail = outcome.output[-OUTPUT_TAIL:].strip()
     if outcome.timed_out:
         error = ExperimentError(ErrorClass.TIMEOUT, f"trial exceeded its {timeout_s:g} s limit; its processes were killed")
+    elif outcome.processes_exceeded:
+        most = f" (runner.processes={limits.processes})" if limits is not None else ""
+        error = ExperimentError(ErrorClass.CRASH, f"too many processes: the trial started more processes and threads than it may{most}, "
+                                                  "a fork bomb?; its processes were killed")
+    elif outcome.cpu_exceeded:
+        most = f"{limits.cpu_seconds} " if limits is not None else ""
+        error = ExperimentError(ErrorClass.TIMEOUT, f"trial used more than its {most}CPU seconds (runner.cpu_seconds), all its "
+                                                    "processes together; its processes were killed")
     elif outcome.output_exceeded:
         error = ExperimentError(ErrorClass.CRASH, f"too much output: more than {output_mb} MB on stdout/stderr; its processes were killed")
     else:
@@ -125,9 +133,13 @@ class LocalRunner(Runner):
         logger.debug(f"local runner: mode={self.settings.mode}, isolation={self.isolation}, workers={self.workers}")
 
     def limits(self, timeout_s: float) -> Limits:
+        """A trial's limits: ``cpu_seconds=auto`` derives the CPU time from the timeout; the kernel's
+        process backstop is shared by the ``workers`` sandboxes that run at once (one uid)."""
         s = self.settings
-        return Limits(timeout_s=timeout_s, memory_mb=s.memory_mb, cpu_seconds=s.cpu_seconds, processes=s.processes,
-                      file_size_mb=s.file_size_mb, output_mb=s.output_mb)
+        cpu = default_cpu_seconds(timeout_s) if s.cpu_seconds == "auto" else s.cpu_seconds
+        uid = 2 * s.processes * self.workers if s.processes else None
+        return Limits(timeout_s=timeout_s, memory_mb=s.memory_mb, cpu_seconds=cpu, processes=s.processes,
+                      file_size_mb=s.file_size_mb, output_mb=s.output_mb, uid_processes=uid)
 
     def prepare(self, job: TrialJob) -> tuple[Path, TrialJob]:
         """The trial directory and the job as the sandbox sees it (weights written inside the directory)."""
@@ -146,25 +158,27 @@ class LocalRunner(Runner):
 
     async def run_trial(self, job: TrialJob) -> TrialResult:
         trial_dir, inner = self.prepare(job)
+        limits = self.limits(job.timeout_s)
         if self._pool is not None:
-            outcome = await self._pool.run(inner, trial_dir, self.limits(job.timeout_s))
+            outcome = await self._pool.run(inner, trial_dir, limits)
         else:
             argv = [self.python, "-m", "neuromosaic_core.harness", str(trial_dir / "job.json")]
-            outcome = await run_sandboxed(argv, trial_dir, self.limits(job.timeout_s), trial_environment(),
+            outcome = await run_sandboxed(argv, trial_dir, limits, trial_environment(),
                                           readable=[job.code_path, job.data_path], isolation=self.isolation,
                                           gpu=job.device != "cpu")
-        return self.collect(job, trial_dir, outcome)
+        return self.collect(job, trial_dir, outcome, limits)
 
-    def collect(self, job: TrialJob, trial_dir: Path, outcome: Outcome) -> TrialResult:
+    def collect(self, job: TrialJob, trial_dir: Path, outcome: Outcome, limits: Limits | None = None) -> TrialResult:
         """Turn what the sandbox saw and what the harness wrote into the trial's result."""
         write_trial_file(trial_dir / "output.log", outcome.output)
         result_path = trial_dir / "result.json"
         weights = trial_dir / WEIGHTS_IN_TRIAL
-        finished = outcome.returncode == 0 and not outcome.timed_out and not outcome.output_exceeded
+        finished = (outcome.returncode == 0 and not outcome.timed_out and not outcome.output_exceeded
+                    and not outcome.processes_exceeded and not outcome.cpu_exceeded)
         if not (finished and (result_path.is_symlink() or result_path.exists())):
             if is_regular_file(weights) or weights.is_symlink():
                 weights.unlink()
-            return failure_from_outcome(outcome, job.timeout_s, self.settings.output_mb)
+            return failure_from_outcome(outcome, job.timeout_s, self.settings.output_mb, limits)
         try:
             result = converter.structure(json.loads(read_trial_file(result_path)), TrialResult)
         except Exception as exc:  # noqa: BLE001 - the file is written by untrusted code's process

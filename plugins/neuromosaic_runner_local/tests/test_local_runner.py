@@ -417,3 +417,41 @@ def test_each_pooled_trial_starts_with_an_empty_private_tmp_and_home(tmp_path, d
     assert started == 1  # the same warm worker served both (and could remove everything trial 1 left)
     log = (tmp_path / "t2" / "output.log").read_text()
     assert "SEEN [] HOME" in log, log[-2000:]
+
+
+BOMB = "while True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+
+
+@pytest.mark.parametrize("mode", ["fresh", "pool"])
+def test_a_fork_bomb_is_stopped_at_once_and_reported_in_words(tmp_path, data, mode):
+    """A fork bomb that keeps retrying (not one that dies at the first failed fork) is stopped at
+    the process limit, not at the timeout; in the pool, the next trial still trains."""
+    from neuromosaic_core.sandbox import bubblewrap_available
+    from neuromosaic_core.testing.hostile import write_unvalidated_python
+
+    if not bubblewrap_available():
+        pytest.skip("bubblewrap (bwrap) is not installed: as root only the sandbox's uid makes the process limit bind")
+    python = write_unvalidated_python(tmp_path / "driver")
+
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(mode=mode, workers=1, python=str(python)))
+        try:
+            bomb = await runner.run_trial(job(tmp_path, data, _script_model(BOMB), trial=1, timeout=120))
+            good = await runner.run_trial(job(tmp_path, data, NET, trial=2))
+            return bomb, good
+        finally:
+            await runner.close()
+
+    bomb, good = run(scenario())
+    assert bomb.error.error_class is ErrorClass.CRASH, bomb.error
+    assert "too many processes" in bomb.error.message and "runner.processes=32" in bomb.error.message
+    assert bomb.metrics["peak_memory_mb"] < 2048  # the sandbox's memory, not the sum over its forks
+    assert good.ok, good.error
+
+
+def test_trials_get_a_cpu_time_limit_derived_from_their_timeout_unless_told():
+    from neuromosaic_core.sandbox import default_cpu_seconds
+
+    assert LocalRunner().limits(100).cpu_seconds == default_cpu_seconds(100) > 100
+    assert LocalRunner(LocalRunnerSettings(cpu_seconds=7)).limits(100).cpu_seconds == 7
+    assert LocalRunner(LocalRunnerSettings(cpu_seconds=None)).limits(100).cpu_seconds is None
