@@ -165,13 +165,25 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         codegen_name=codegen_name,
         fallback=fallback,
         runner=make("runner"),
-        storage=make("storage"),
+        storage=_encrypted(make("storage"), core.encryption),
         task=make("task"),
         task_settings=resolved.settings("task"),
         visualizers=[(c.name, c.factory(settings=s)) for c, s in resolved.visualizers],
         meta=meta,
         meta_settings=resolved.meta[1] if resolved.meta is not None else None,
     )
+
+
+def _encrypted(storage: Any, settings: Any) -> Any:
+    """The storage, behind encryption at rest: sealing what it writes when ``encryption.enabled``,
+    and always opening what it reads (a stored value carries its key's fingerprint)."""
+    from neuromosaic_core.encryption import EncryptedResultsDB, Keyring
+
+    try:
+        return EncryptedResultsDB(storage, Keyring.from_environment(settings.key_file), encrypt=settings.enabled)
+    except NeuromosaicError:
+        storage.close()
+        raise
 
 
 def plugins_main(argv: list[str] | None = None) -> None:

@@ -251,6 +251,24 @@ def check_storage(resolved: ResolvedConfig) -> None:
         raise StorageError(f"cannot check storage {component.name!r} ({url}): {type(exc).__name__}: {first}") from None
 
 
+def check_encryption(resolved: ResolvedConfig) -> None:
+    """With ``encryption.enabled``: a key must be given, readable, and not kept in the database's
+    own folder (raises :class:`~neuromosaic_core.encryption.EncryptionKeyError`, one line)."""
+    settings = resolved.core.encryption
+    if not settings.enabled:
+        return
+    from neuromosaic_core.encryption import EncryptionKeyError, check_key_location, key_from_environment
+    from neuromosaic_core.results import sqlite_path
+
+    if key_from_environment(settings.key_file) is None:
+        raise EncryptionKeyError("encryption.enabled is true but no key is given; set encryption.key_file (or "
+                                 "$NEUROMOSAIC_ENCRYPTION_KEY / $NEUROMOSAIC_ENCRYPTION_KEY_FILE); "
+                                 "`neuromosaic-results keygen FILE` makes one")
+    database = sqlite_path(str(getattr(resolved.components["storage"][1], "url", "") or ""))
+    check_key_location(os.environ.get("NEUROMOSAIC_ENCRYPTION_KEY_FILE") or settings.key_file,
+                       [database.parent] if database is not None else [])
+
+
 def preflight(overrides: list[str], system: PluginSystem, storage: bool = False) -> ResolvedConfig:
     """Compose and check the configuration the command line asks for; raise ConfigError.
 
@@ -283,6 +301,7 @@ def preflight(overrides: list[str], system: PluginSystem, storage: bool = False)
         checked = resolve(cfg, system)
         if storage:
             check_storage(checked)
+            check_encryption(checked)
         resolved = resolved or checked
     assert resolved is not None
     return resolved

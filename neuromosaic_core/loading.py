@@ -4,7 +4,9 @@
     model = load_best_model("runs/mnist1d-mlp_conv1d-random")
 
 The generated code is validated again before it is imported (it is your own run's code, but the
-file may have been edited since).
+file may have been edited since). Code and weights encrypted at rest (docs/security.md) are
+decrypted in memory with the operator's key (``$NEUROMOSAIC_ENCRYPTION_KEY`` or
+``$NEUROMOSAIC_ENCRYPTION_KEY_FILE``); nothing is written back in clear.
 """
 
 from __future__ import annotations
@@ -16,12 +18,27 @@ from typing import Any
 
 def load_model(code_path: str | Path, weights_path: str | Path) -> Any:
     """Build ``Net`` from a generated module and load its trained weights; returns it in eval mode."""
+    import io
+
+    from neuromosaic_core.encryption import bytes_fingerprint, read_file
+
+    code = read_file(code_path)
+    weights = read_file(weights_path)
     import torch
 
     from neuromosaic_core.harness.training import load_generated_module
 
-    model = load_generated_module(code_path, "neuromosaic_loaded_model").Net()
-    model.load_state_dict(torch.load(weights_path, weights_only=True))
+    if bytes_fingerprint(Path(code_path).read_bytes()) is None:
+        module = load_generated_module(code_path, "neuromosaic_loaded_model")
+    else:  # decrypted into a private temporary file that is gone once imported
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="neuromosaic-load-") as tmp:
+            clear = Path(tmp) / "model.py"
+            clear.write_bytes(code)
+            module = load_generated_module(clear, "neuromosaic_loaded_model")
+    model = module.Net()
+    model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
     return model.eval()
 
 

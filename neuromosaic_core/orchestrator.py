@@ -23,6 +23,7 @@ from loguru import logger
 from neuromosaic_core.codegen.pipeline import CodeGenFailed, generate_validated_code, lookup_cached
 from neuromosaic_core.constraints import ConstraintValidator
 from neuromosaic_core.display import SearchProgress
+from neuromosaic_core.encryption import EncryptedResultsDB, check_experiment_key, raw_storage, seal_run_dir, seal_trial_files
 from neuromosaic_core.errors import NeuromosaicError
 from neuromosaic_core.interfaces import (
     ArchitectureEncoder,
@@ -129,6 +130,9 @@ class Orchestrator:
         self._told: set[int] = set()  # ids of stored trials the strategy has been told (see _snapshot)
         self._open: set[int] = set()  # ids of stored trials not told yet: running or queued to re-run
         self._since_snapshot = 0  # trials told since the last strategy snapshot
+        storage = components.storage
+        #: The keys of encryption at rest when it is on: code and weights are sealed as each trial ends.
+        self._keys = storage.keys if isinstance(storage, EncryptedResultsDB) and storage.encrypt else None
 
     # -- observers ---------------------------------------------------------------------------
 
@@ -389,6 +393,10 @@ class Orchestrator:
                 self.counts.failed += 1
                 log.warning(f"failed ({result.error.error_class.value}): {result.error.message}")
             self.counts.consecutive_failures += 1
+        if self._keys is not None:  # the trial is over: its code and weights leave the clear
+            # (a reused result's weights belong to the trial that trained them, maybe in another run)
+            seal_trial_files(self._keys, self.run_dir / "code" / f"trial-{trial.number:04d}.py",
+                             result.weights_path if trial.reused_from is None else None)
         self.c.storage.save_trial(trial)
         self.c.strategy.update_with_results([(trial.vector, result)])
         if trial.id is not None:
@@ -425,6 +433,9 @@ class Orchestrator:
         if current is not None:
             for sig in (signal.SIGTERM, signal.SIGHUP):  # a closed terminal or ssh session too
                 asyncio.get_running_loop().add_signal_handler(sig, current.cancel)
+        if self._keys is not None:
+            check_experiment_key(self.c.storage, self.name, self._keys)  # a resume with another key stops here
+            seal_run_dir(self.run_dir, self._keys)  # what a crash left in clear
         experiment, history, requeue = self._open_experiment()
         self._open = {t.id for t in requeue if t.id is not None}
         number = self.c.storage.max_trial_number(self.name)
@@ -637,10 +648,14 @@ class Orchestrator:
                 self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
             except Exception as exc:  # a broken plot must not lose a finished search
                 self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")
+        if self._keys is not None:
+            seal_run_dir(self.run_dir, self._keys)  # the best trial's code and weights just materialised
         try:  # the report embeds the plots just written; `neuromosaic-report` rebuilds it any time
             from neuromosaic_core.report import build_report
 
-            build_report(self.c.storage, [self.name], self.run_dir / "report.html", top_k=self.s.search.top_k,
+            # Encrypted at rest, the run directory's report shows no code: it reads the values as stored.
+            reading = raw_storage(self.c.storage) if self._keys is not None else self.c.storage
+            build_report(reading, [self.name], self.run_dir / "report.html", top_k=self.s.search.top_k,
                          plot_files={self.name: rendered}, elapsed_seconds={self.name: elapsed} if elapsed is not None else None)
             self.log.info("wrote report.html")
         except Exception as exc:  # nor a broken report

@@ -32,6 +32,7 @@ import attrs
 from loguru import logger
 
 from neuromosaic_core import analysis, results
+from neuromosaic_core.encryption import is_encrypted_text
 from neuromosaic_core.errors import NeuromosaicError, run_console_script
 from neuromosaic_core.interfaces import ResultsDB, Visualizer
 from neuromosaic_core.model import Experiment, SearchSpace, Trial, TrialStatus
@@ -494,6 +495,9 @@ def _experiment_section(index: int, r: ExperimentReport) -> str:
         parts.append(_table(["#", "trial", _e(r.metric), "params", "architecture"], rows, numeric=(0, 1, 2, 3)))
         for rank, t in enumerate(r.top, 1):
             code = t.code if t.code is not None else "(no code stored: a lookup runner, or reused without code)"
+            if is_encrypted_text(code):
+                code = ("(encrypted at rest: `neuromosaic-report` or `neuromosaic-results show` with the key set "
+                        "(encryption.key_file) shows it)")
             parts.append(f'<details{" open" if rank == 1 else ""} id="code-{index}-{t.number}">'
                          f"<summary>#{rank}: trial {t.number} code</summary>"
                          f'<pre><code class="language-python">{_e(code)}</code></pre></details>')

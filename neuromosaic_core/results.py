@@ -150,8 +150,15 @@ def open_results(url: str = DEFAULT_URL, *, create: bool = False) -> ResultsDB:
         schemes = tuple(component.metadata.get("url_schemes") or ())
         served.extend(schemes)
         if scheme in schemes:
+            from neuromosaic_core.encryption import EncryptedResultsDB, Keyring, key_from_environment
+
             settings = structure_settings({"url": url}, component.settings, "storage") if component.settings else None
-            return component.factory(settings=settings)
+            key = key_from_environment()  # before opening: a malformed key leaves nothing open
+            db = component.factory(settings=settings)
+            # With the operator's key, reading decrypts what is encrypted at rest (each value names its
+            # key; nothing is sealed here). Without one, code encrypted at rest stays so, and `trial`
+            # refuses to show it in one line (require_open).
+            return EncryptedResultsDB(db, Keyring(key)) if key is not None else db
     valid = ", ".join(sorted(set(served))) or "none (no storage plugin is installed)"
     raise StorageError(f"no installed storage backend serves {scheme!r} URLs ({url}); schemes served: {valid}")
 
@@ -247,7 +254,9 @@ def trial(db: ResultsDB, experiment: str, number: int) -> Trial:
     found = db.find_trial(experiment, number)
     if found is None:
         raise UnknownTrialError(experiment, number, [t.number for t in db.list_history(experiment)])
-    return found
+    from neuromosaic_core.encryption import require_open
+
+    return require_open(found)  # code encrypted at rest with a key not given: one line naming the setting
 
 
 # -- records and export ----------------------------------------------------------------------
@@ -400,6 +409,15 @@ def build_parser() -> Any:
     bak = sub.add_parser("backup", parents=[common], help="a consistent copy of the database, safe while a search writes")
     bak.add_argument("target", help="file to write (SQLite: a database file; PostgreSQL: pg_dump's SQL)")
     bak.add_argument("--force", action="store_true", help="overwrite an existing target")
+    keygen = sub.add_parser("keygen", help="write a new encryption key to a file (mode 0600) for encryption.key_file")
+    keygen.add_argument("target", help="key file to create (keep it away from the database and the run directories)")
+    rekey = sub.add_parser("rekey", parents=[common],
+                           help="re-encrypt the database (and run directories) under a new key; rerun after an interruption")
+    rekey.add_argument("--new-key-file", default=None,
+                       help="file holding the new key (default: $NEUROMOSAIC_NEW_ENCRYPTION_KEY); the current key comes "
+                            "from $NEUROMOSAIC_ENCRYPTION_KEY or $NEUROMOSAIC_ENCRYPTION_KEY_FILE")
+    rekey.add_argument("--run-dir", action="append", default=[], metavar="DIR",
+                       help="a run directory whose code, weights and code history to re-encrypt too (repeatable)")
     return parser
 
 
@@ -437,12 +455,71 @@ def _print_json(value: Any) -> None:
 
 def run_command(args: Any) -> int:
     """Run one parsed ``neuromosaic-results`` command; raise :class:`NeuromosaicError` for bad input."""
+    if args.command == "keygen":
+        return _keygen(Path(args.target).expanduser())
     url = args.url or default_url()
+    if args.command == "rekey":
+        return _rekey(url, args)
     db = open_results(url)
     try:
         return _dispatch(db, url, args)
     finally:
         db.close()
+
+
+def _keygen(target: Path) -> int:
+    from neuromosaic_core.encryption import fingerprint, generate_key, parse_key
+
+    if target.exists():
+        raise ResultsError(f"{target} already exists; a key file is never overwritten (choose another name)")
+    if not target.parent.is_dir():
+        raise ResultsError(f"cannot write {target}: directory {target.parent} does not exist")
+    key = generate_key()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    print(f"wrote a new key to {target} (fingerprint {fingerprint(parse_key(key, str(target)))}); "
+          "keep it away from the data and back it up: without it the encrypted data cannot be read")
+    return 0
+
+
+def _rekey(url: str, args: Any) -> int:
+    """``rekey``: every trial's secret values, then each ``--run-dir``, under the new key."""
+    from neuromosaic_core.encryption import (
+        NEW_KEY_ENV,
+        EncryptionKeyError,
+        Keyring,
+        key_from_environment,
+        parse_key,
+        read_key_file,
+        rekey_database,
+        rekey_run_dir,
+    )
+
+    if args.new_key_file:
+        new = read_key_file(args.new_key_file, "--new-key-file")
+    elif os.environ.get(NEW_KEY_ENV):
+        new = parse_key(os.environ[NEW_KEY_ENV], f"${NEW_KEY_ENV}")
+    else:
+        raise EncryptionKeyError(f"rekey needs the new key: --new-key-file FILE or ${NEW_KEY_ENV}")
+    old = key_from_environment()
+    keys = Keyring(new, [old] if old is not None else [])
+    run_dirs = [Path(d).expanduser() for d in args.run_dir]
+    for d in run_dirs:
+        if not d.is_dir():
+            raise ResultsError(f"run directory {d} does not exist")
+    db = open_results(url)
+    try:
+        counts = rekey_database(db, keys)
+    finally:
+        db.close()
+    print(f"{url}: {counts.trials} trial(s) re-encrypted, {counts.kept} already under key {keys.primary} or with nothing secret",
+          flush=True)
+    for d in run_dirs:
+        done = rekey_run_dir(d, keys)
+        print(f"{d}: {done.files} file(s) re-encrypted, {done.histories} git history(ies) rewritten", flush=True)
+    print(f"every encrypted value is now under key {keys.primary}; the old key is no longer needed for these")
+    return 0
 
 
 def _dispatch(db: ResultsDB, url: str, args: Any) -> int:

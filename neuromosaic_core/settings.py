@@ -167,6 +167,18 @@ class LogSettings:
 
 
 @attrs.frozen
+class EncryptionSettings:
+    """Encryption at rest (docs/security.md). ``enabled``: encrypt trial code, code-generation
+    prompts and responses, and the run directory's code, weights and code history. ``key_file``: a
+    file holding the key (``neuromosaic-results keygen`` writes one); ``$NEUROMOSAIC_ENCRYPTION_KEY``
+    (the key itself) or ``$NEUROMOSAIC_ENCRYPTION_KEY_FILE`` take precedence. The key is never
+    part of the config and never stored beside the data."""
+
+    enabled: bool = False
+    key_file: str = ""
+
+
+@attrs.frozen
 class CoreSettings:
     """Everything in the composed config that is not a component node."""
 
@@ -176,6 +188,7 @@ class CoreSettings:
     constraints: Constraints = attrs.field(factory=Constraints)
     harness: HarnessSettings = attrs.field(factory=HarnessSettings)
     log: LogSettings = attrs.field(factory=LogSettings)
+    encryption: EncryptionSettings = attrs.field(factory=EncryptionSettings)
     visualizers: list[str] = attrs.field(factory=list)
     debug: bool = False
 

@@ -48,6 +48,7 @@ from neuromosaic_api.ratelimit import TokenBucketLimiter, retry_after
 from neuromosaic_api.searches import SearchManager, SearchStateError, SettingsError
 from neuromosaic_api.settings import ApiSettings
 from neuromosaic_core import results
+from neuromosaic_core.encryption import EncryptionKeyError
 from neuromosaic_core.interfaces import ResultsDB
 from neuromosaic_core.model import TrialStatus
 
@@ -339,6 +340,11 @@ def create_app(settings: ApiSettings, db: ResultsDB | None = None) -> FastAPI:
     async def refused_settings(_: Request, exc: SettingsError) -> SafeJSONResponse:
         # a start whose stored definition the current policy refuses (an older version stored it)
         return _field_error(["definition", "overrides"] + ([exc.index] if exc.index is not None else []), str(exc))
+
+    @app.exception_handler(EncryptionKeyError)
+    async def no_key(_: Request, exc: EncryptionKeyError) -> SafeJSONResponse:
+        # encrypted at rest, and this server was started without the key (or with another one)
+        return _json(503, {"detail": str(exc)})
 
     @app.exception_handler(SearchStateError)
     async def search_state(_: Request, exc: SearchStateError) -> SafeJSONResponse:

@@ -5,6 +5,10 @@ on resume); on ``trial_finished`` it commits the trial's code as ``trial-NNNN.py
 ``trial-NNNN.json``) and tags the commit ``trial-NNNN``. It never breaks a search: every error is
 logged (loguru) and swallowed, and without a ``git`` executable it logs one warning and records
 nothing.
+
+With encryption at rest (``encryption.enabled=true``, docs/security.md) the ``.py`` files are
+committed encrypted with the operator's key; ``trial-NNNN.json`` (status, metrics, architecture)
+stays in clear. A missing or bad key stops the search before this observer runs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ _history: CodeHistory | None = None
 _warned_missing = False
 
 
+def _keys(config: Any) -> Any:
+    """The keys of encryption at rest when the search has it on, else None."""
+    try:
+        section = config["encryption"]
+        enabled, key_file = bool(section["enabled"]), str(section.get("key_file") or "")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    if not enabled:
+        return None
+    from neuromosaic_core.encryption import Keyring
+
+    return Keyring.from_environment(key_file)
+
+
 def _metric(config: Any) -> str | None:
     try:
         return str(config["search"]["metric"])
@@ -35,7 +53,7 @@ def experiment_started(experiment: Any, config: Any, run_dir: Any) -> None:
     global _history, _warned_missing
     _history = None
     try:
-        history = CodeHistory()
+        history = CodeHistory(keys=_keys(config))
         if history.git is None:
             if not _warned_missing:
                 logger.warning("git observer: no `git` executable on PATH; trial code is not versioned")

@@ -73,8 +73,10 @@ class CodeHistory:
     catch everything it raises.
     """
 
-    def __init__(self, git: str | None = None) -> None:
+    def __init__(self, git: str | None = None, keys: Any = None) -> None:
         self.git = git or shutil.which("git")
+        #: A :class:`neuromosaic_core.encryption.Keyring` when code is committed encrypted.
+        self.keys = keys
         self.repo: Path | None = None
         self.metric: str | None = None
         self.commit_seconds: list[float] = []
@@ -135,8 +137,11 @@ class CodeHistory:
         stem = f"trial-{trial.number:04d}"
         record = trial_record(trial)
         with self._lock:
-            (self.repo / f"{stem}.py").write_text(trial.code)
-            (self.repo / CURRENT).write_text(trial.code)
+            code = trial.code.encode("utf-8")
+            if self.keys is not None:
+                code = self.keys.encrypt_bytes(code)
+            (self.repo / f"{stem}.py").write_bytes(code)
+            (self.repo / CURRENT).write_bytes(code)
             (self.repo / f"{stem}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             message = f"trial {trial.number:04d}: {record['status']} {metric_summary(trial, self.metric)}".rstrip()
             if trial.reused_from is not None:

@@ -176,3 +176,36 @@ def test_a_resume_after_checking_out_an_old_trial_commits_on_main(tmp_path, warn
     assert warnings == []
     assert git(repo, "rev-parse", "main") == git(repo, "rev-parse", "trial-0003")
     assert git(repo, "rev-list", "--count", "main").strip() == "3"
+
+
+def test_with_encryption_at_rest_the_code_is_committed_encrypted_and_the_record_in_clear(tmp_path, monkeypatch, warnings):
+    pytest.importorskip("cryptography")
+    from neuromosaic_core.encryption import Keyring, bytes_fingerprint, generate_key, parse_key
+
+    key = generate_key()
+    monkeypatch.setenv("NEUROMOSAIC_ENCRYPTION_KEY", key)
+    run_dir = tmp_path / "run"
+    observer.experiment_started(Experiment("exp", "digits"), {**CONFIG, "encryption": {"enabled": True, "key_file": ""}}, run_dir)
+    observer.trial_finished(trial(1, width=8))
+    observer.trial_finished(trial(2, width=16))
+    repo = run_dir / "code-history"
+    assert warnings == []
+    keys = Keyring(parse_key(key, "k"))
+    for name in ("trial-0001.py", "model.py"):
+        shown = subprocess.run(["git", "-C", str(repo), "show", f"trial-0001:{name}"], capture_output=True, check=True).stdout
+        assert b"class Net" not in shown and bytes_fingerprint(shown) == keys.primary
+        assert keys.decrypt_bytes(shown, name).decode() == code(8)
+    record = json.loads(git(repo, "show", "trial-0002:trial-0002.json"))
+    assert record["metrics"]["params"] == 1600.0  # metrics stay in clear
+    assert git(repo, "log", "-1", "--format=%s", "trial-0002").startswith("trial 0002: completed val_accuracy=")
+
+
+def test_with_encryption_on_and_no_key_nothing_is_committed_in_clear(tmp_path, monkeypatch, warnings):
+    pytest.importorskip("cryptography")
+    monkeypatch.delenv("NEUROMOSAIC_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("NEUROMOSAIC_ENCRYPTION_KEY_FILE", raising=False)
+    run_dir = tmp_path / "run"
+    observer.experiment_started(Experiment("exp", "digits"), {**CONFIG, "encryption": {"enabled": True, "key_file": ""}}, run_dir)
+    observer.trial_finished(trial(1))
+    assert any("no key is given" in w for w in warnings)
+    assert not (run_dir / "code-history" / "trial-0001.py").exists()
