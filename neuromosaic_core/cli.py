@@ -152,6 +152,14 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         wanted = getattr(resolved.settings("strategy"), "provider", "") or ""
         if wanted in ("", codegen_name) and isinstance(codegen, LLMProvider):
             strategy_kwargs["provider"] = codegen
+    runner = make("runner")
+    check_trust = getattr(runner, "check_code_trust", None)  # a runner that may lack a sandbox says whether it runs this code
+    if check_trust is not None:
+        try:
+            check_trust(codegen, codegen_name)
+        except NeuromosaicError:
+            codegen.close()
+            raise
     meta = None
     if resolved.meta is not None:
         meta_component, meta_settings = resolved.meta
@@ -164,7 +172,7 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         codegen=codegen,
         codegen_name=codegen_name,
         fallback=fallback,
-        runner=make("runner"),
+        runner=runner,
         storage=_encrypted(make("storage"), core.encryption),
         task=make("task"),
         task_settings=resolved.settings("task"),

@@ -102,3 +102,21 @@ def test_a_search_with_hostile_trials_completes_and_records_each_reason(tmp_path
     reasons = [f"{cls}: {msg}" for _, (cls, msg) in sorted(failed.items())]
     for name, reason in zip(HOSTILE, reasons, strict=True):
         assert re.search(CASES_BY_NAME[name].reason, reason, re.I | re.S), (name, reason[:300])
+
+
+def test_an_llm_search_without_bubblewrap_refuses_to_start_in_one_line(tmp_path):
+    """Where bubblewrap is missing (here: not on PATH), code an LLM writes would run unsandboxed:
+    the search refuses to start, before any request to the model, and says what to do."""
+    no_bwrap = tmp_path / "bin"
+    no_bwrap.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
+    env["PATH"] = str(no_bwrap)
+    args = ["task=digits", "codegen=openai", "codegen.base_url=http://127.0.0.1:9/v1", "codegen.model=x",
+            "search.trials=1", "visualizers=[]", f"hydra.run.dir={tmp_path / 'run'}"]
+    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "bubblewrap" in line]
+    assert len(errors) == 1 and "apt-get install bubblewrap" in errors[0] and "runner.isolation=process-group" in errors[0], proc.stderr[-2000:]

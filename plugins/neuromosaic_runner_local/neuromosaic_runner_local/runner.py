@@ -21,10 +21,12 @@ import shutil
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 from loguru import logger
 
+from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.interfaces import Runner, TrialJob
 from neuromosaic_core.model import ErrorClass, ExperimentError, TrialResult, converter
 from neuromosaic_core.sandbox import Limits, Outcome, default_cpu_seconds, resolve_isolation, run_sandboxed
@@ -131,6 +133,18 @@ class LocalRunner(Runner):
 
             self._pool = WorkerPool(self)
         logger.debug(f"local runner: mode={self.settings.mode}, isolation={self.isolation}, workers={self.workers}")
+
+    def check_code_trust(self, codegen: Any, name: str = "") -> None:
+        """Refuse, before a search starts, to run code of a generator that is not ``trusted`` (an
+        LLM's) without a sandbox, unless the user chose ``runner.isolation=process-group`` on
+        purpose: where bubblewrap is missing, ``auto`` falls back to a process group, which as
+        root contains nothing. The template generator's code (trusted) runs with the warning."""
+        if self.isolation == "bubblewrap" or self.settings.isolation == "process-group" or getattr(codegen, "trusted", False):
+            return
+        which = f"codegen={name}" if name else "the code generator"
+        raise ConfigError(f"bubblewrap (bwrap) is not installed, and {which} writes untrusted code that would run unsandboxed: "
+                          "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), choose runner=podman, or accept "
+                          "the risk with runner.isolation=process-group")
 
     def limits(self, timeout_s: float) -> Limits:
         """A trial's limits: ``cpu_seconds=auto`` derives the CPU time from the timeout; the kernel's

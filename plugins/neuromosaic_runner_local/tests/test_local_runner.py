@@ -455,3 +455,30 @@ def test_trials_get_a_cpu_time_limit_derived_from_their_timeout_unless_told():
     assert LocalRunner().limits(100).cpu_seconds == default_cpu_seconds(100) > 100
     assert LocalRunner(LocalRunnerSettings(cpu_seconds=7)).limits(100).cpu_seconds == 7
     assert LocalRunner(LocalRunnerSettings(cpu_seconds=None)).limits(100).cpu_seconds is None
+
+
+class _Generator:
+    def __init__(self, trusted: bool) -> None:
+        self.trusted = trusted
+
+
+def test_untrusted_code_without_bubblewrap_is_refused_unless_process_group_is_chosen(monkeypatch):
+    import neuromosaic_core.sandbox as sandbox
+    from neuromosaic_core.errors import ConfigError
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # a machine without bwrap
+    with pytest.raises(ConfigError) as info:
+        LocalRunner().check_code_trust(_Generator(trusted=False), "openai")
+    message = str(info.value)
+    assert "\n" not in message and "codegen=openai" in message
+    assert "apt-get install bubblewrap" in message and "runner=podman" in message and "runner.isolation=process-group" in message
+    LocalRunner().check_code_trust(_Generator(trusted=True), "template")  # the template's own code runs (with the warning)
+    LocalRunner(LocalRunnerSettings(isolation="process-group")).check_code_trust(_Generator(trusted=False), "openai")  # chosen
+
+
+def test_untrusted_code_runs_where_bubblewrap_is_installed():
+    from neuromosaic_core.sandbox import bubblewrap_available
+
+    if not bubblewrap_available():
+        pytest.skip("bubblewrap (bwrap) is not installed")
+    LocalRunner().check_code_trust(_Generator(trusted=False), "openai")
