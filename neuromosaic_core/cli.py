@@ -87,6 +87,7 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     from loguru import logger
     from rich.console import Console
 
+    from neuromosaic_core.alerts import start_alerts, stop_alerts
     from neuromosaic_core.config import resolve
     from neuromosaic_core.display import print_summary
     from neuromosaic_core.logs import configure_logging
@@ -105,12 +106,15 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     orchestrator = Orchestrator(core, components, run_dir, hook=system.pm.hook, config=resolved.raw,
                                 show_progress=not core.log.json)
     console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
+    # Alerts watch the search as an observer plugin, delivering on threads of their own.
+    alerts = start_alerts(resolved.alerts, system, components)
     try:
         summary = asyncio.run(orchestrator.run(resolved.settings("runner")))
     except ExperimentAlreadyDone as exc:
         logger.bind(experiment=core.experiment.name).info(str(exc))
         summary = orchestrator.finalize()
     finally:
+        stop_alerts(alerts, system, sys.exc_info()[1])
         components.codegen.close()
         components.storage.close()
     print_summary(getattr(orchestrator, "top", []), core.search.metric,

@@ -69,6 +69,11 @@ def register_config_nodes(system: PluginSystem) -> None:
         settings = system.get("visualizer", name).default_settings()
         visualizer_nodes[name] = converter.unstructure(settings) if settings is not None else {}
     store.store(group="visualizer", name="installed", node=visualizer_nodes)
+    # Likewise the settings of every installed alert channel, merged into `alerts` (the core's
+    # alert settings come from conf/config.yaml): `alerts.webhook.url=...`.
+    from neuromosaic_core.alerts import channel_nodes
+
+    store.store(group="alerts", name="installed", node=channel_nodes(system))
 
 
 def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
@@ -109,6 +114,8 @@ class ResolvedConfig:
     raw: dict[str, Any]
     #: The selected meta-learner and its settings, or None (the default: no surrogate).
     meta: tuple[Component, Any] | None = None
+    #: ``alerts.*``, checked (:class:`neuromosaic_core.alerts.AlertConfig`); None for a config without the node.
+    alerts: Any = None
 
     def settings(self, kind: str) -> Any:
         return self.components[kind][1]
@@ -141,7 +148,7 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     if meta_node:
         component = system.get("meta", str(meta_node.pop("name", None)))
         meta = (component, structure_settings(meta_node, component.settings, "meta") if component.settings else None)
-    skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer"}
+    skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer", "alerts"}
     core = structure_settings({k: v for k, v in raw.items() if k not in skip}, CoreSettings, "")
     if core.search.prescreen > 1 and meta is None:
         choices = ", ".join(system.names("meta")) or "none installed"
@@ -161,7 +168,9 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         scheme = urlparse(url).scheme.split("+")[0]
         if scheme not in schemes:
             raise ConfigError(f"storage.url={url!r}: storage {storage_component.name!r} serves {', '.join(schemes)} URLs")
-    return ResolvedConfig(core, components, visualizers, raw, meta)
+    from neuromosaic_core.alerts import resolve_alerts
+
+    return ResolvedConfig(core, components, visualizers, raw, meta, resolve_alerts(raw.get("alerts"), system))
 
 
 # -- pre-flight ----------------------------------------------------------------------------

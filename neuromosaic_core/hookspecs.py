@@ -101,6 +101,19 @@ def register_meta_learners(register: Register) -> None:
 
 
 @hookspec
+def register_alert_channels(register: Register) -> None:
+    """Register alert channels: where the alerts of ``alerts.*`` go (see
+    :mod:`neuromosaic_core.alerts`). Factory: ``factory(settings)`` returning an
+    :class:`~neuromosaic_core.alerts.AlertChannel`, whose ``send(alert)`` is called on the
+    channel's own thread (it may block; the search never waits for it) and raises on failure.
+    The settings class's fields become the node ``alerts.<name>.*``; a channel runs when
+    ``alerts.enabled`` is true and ``alerts.channels`` lists it. Metadata ``check`` (optional):
+    ``check(settings)`` raises ``ValueError("<key>: <what is wrong>")`` for settings the channel
+    cannot work with (a missing URL), checked before the search starts when the channel is
+    selected. The core registers ``log`` itself."""
+
+
+@hookspec
 def experiment_started(experiment: Any, config: Any, run_dir: Any) -> None:
     """An experiment (:class:`~neuromosaic_core.model.Experiment`) starts or resumes, with its
     composed configuration (a plain dict) and ``run_dir``, the run directory, a pathlib.Path."""
@@ -130,4 +143,5 @@ REGISTRATION_HOOKS = {
     "visualizer": "register_visualizers",
     "task": "register_tasks",
     "meta": "register_meta_learners",
+    "alert_channel": "register_alert_channels",
 }

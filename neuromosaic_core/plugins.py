@@ -117,6 +117,10 @@ class PluginSystem:
 
     def collect(self) -> None:
         """Call every registration hook, plugin by plugin, so each name is traced to its plugin."""
+        from neuromosaic_core.alerts import BUILTIN_CHANNELS
+
+        for name, factory, description in BUILTIN_CHANNELS:  # the core's own: a plugin may not take the name
+            self._register(Component("alert_channel", name, "neuromosaic-core", factory, None, description))
         for kind, hook_name in hookspecs.REGISTRATION_HOOKS.items():
             hook = getattr(self.pm.hook, hook_name)
             for impl in hook.get_hookimpls():
