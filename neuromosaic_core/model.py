@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import attrs
@@ -42,20 +42,164 @@ def stable_hash(payload: Any) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+#: The name by which a node refers to the network's input.
+INPUT = "input"
+#: Merge operations whose inputs may be swapped without changing the network (the canonical form
+#: sorts their inputs); ``concat`` is order-sensitive.
+COMMUTATIVE = frozenset({"add"})
+
+
+class SpecError(ValueError):
+    """A spec that is not a valid graph (unknown input, a cycle, a dead node, two outputs, ...)."""
+
+
 @attrs.frozen
 class Layer:
-    """One typed layer of an architecture, e.g. ``Layer("linear", {"out_features": 128})``.
+    """One node of an architecture: a typed layer or operation, e.g. ``Layer("linear", {"out_features": 128})``.
 
-    The layer vocabulary (types and their parameters) is defined in :mod:`neuromosaic_core.layers`.
+    ``inputs`` names the nodes it reads (``"input"`` for the network's input), in order (the
+    order matters for ``concat``); empty means the node before it in the spec, or the network's
+    input for the first node, so a plain list of layers is a sequential network. ``name`` is how
+    other nodes refer to this one; it is a label only (neither the hash nor the code depend on it).
+
+    The vocabulary (types and their parameters) is defined in :mod:`neuromosaic_core.layers`.
     """
 
     type: str
     params: Mapping[str, Scalar] = attrs.field(factory=dict, converter=lambda p: dict(sorted(p.items())))
+    inputs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    name: str | None = None
+
+
+#: In a graph a layer is a node: the same class under the name a graph reader looks for.
+Node = Layer
+
+
+def _unstructure_layer(layer: Layer) -> dict[str, Any]:
+    # Sequential specs serialise exactly as before graphs existed (type and params only), so
+    # stored specs, hashes and cache keys of today's databases stay what they were.
+    data: dict[str, Any] = {"type": layer.type, "params": dict(layer.params)}
+    if layer.inputs:
+        data["inputs"] = list(layer.inputs)
+    if layer.name is not None:
+        data["name"] = layer.name
+    return data
+
+
+converter.register_unstructure_hook(Layer, _unstructure_layer)
+
+
+@attrs.frozen
+class Graph:
+    """A spec's nodes with their inputs resolved to positions: ``inputs[i]`` lists the positions
+    node ``i`` reads, ``-1`` standing for the network's input; node ``output`` (the last) is the
+    body's output. Built by :meth:`ArchitectureSpec.graph`, which checks the structure."""
+
+    nodes: tuple[Layer, ...]
+    inputs: tuple[tuple[int, ...], ...]
+
+    @property
+    def output(self) -> int:
+        return len(self.nodes) - 1
+
+    def consumers(self) -> list[list[int]]:
+        """For each node, the positions of the nodes that read it (in order)."""
+        users: list[list[int]] = [[] for _ in self.nodes]
+        for i, sources in enumerate(self.inputs):
+            for j in sources:
+                if j >= 0:
+                    users[j].append(i)
+        return users
+
+    def is_chain(self) -> bool:
+        """True when every node reads exactly the one before it: a sequential network."""
+        return all(sources == (i - 1,) for i, sources in enumerate(self.inputs))
+
+
+def _label(index: int, node: Layer) -> str:
+    return f"node {index} ({node.name or node.type})"
+
+
+def resolve_graph(nodes: tuple[Layer, ...]) -> Graph:
+    """Resolve and check the wiring of ``nodes``: inputs refer to earlier nodes (the list is in a
+    topological order) or to ``input``, names are unique, and every node feeds the last one."""
+    positions: dict[str, int] = {}
+    resolved: list[tuple[int, ...]] = []
+    for i, node in enumerate(nodes):
+        if node.inputs:
+            sources = []
+            for ref in node.inputs:
+                if ref == INPUT:
+                    sources.append(-1)
+                elif ref in positions:
+                    sources.append(positions[ref])
+                else:
+                    later = any(n.name == ref for n in nodes[i:])
+                    raise SpecError(f"{_label(i, node)} reads {ref!r}, which " +
+                                    ("comes after it: list nodes so that inputs come first" if later else "is no node's name"))
+            resolved.append(tuple(sources))
+        else:
+            resolved.append((i - 1,))
+        if node.name is not None:
+            if node.name == INPUT or node.name in positions:
+                raise SpecError(f"{_label(i, node)}: the name {node.name!r} is " + ("reserved" if node.name == INPUT else "used twice"))
+            positions[node.name] = i
+    graph = Graph(tuple(nodes), tuple(resolved))
+    if nodes:
+        users = graph.consumers()
+        dead = [i for i in range(len(nodes) - 1) if not users[i]]
+        if dead:
+            raise SpecError(f"{_label(dead[0], nodes[dead[0]])} is not used by any node: every node must lead to the last one (the output)")
+    return graph
+
+
+def _canonical_params(node: Layer) -> dict[str, Scalar]:
+    from neuromosaic_core.layers import canonical_params  # the vocabulary knows its defaults; pure Python
+
+    return canonical_params(node)
+
+
+def canonical_nodes(graph: Graph) -> tuple[list[int], list[tuple[int, ...]]]:
+    """The graph's canonical node order and inputs: a depth-first walk from the output that visits
+    each node's inputs in order (the inputs of a commutative merge sorted by the structure above
+    them) and numbers a node once all its inputs are numbered. The same graph written in any other
+    topological order, or with other names, gets the same order."""
+    n = len(graph.nodes)
+    signature: list[str] = []
+    ordered_inputs: list[tuple[int, ...]] = []
+    for i, node in enumerate(graph.nodes):  # written order is topological: inputs are signed first
+        sources = graph.inputs[i]
+        if node.type in COMMUTATIVE:
+            sources = tuple(sorted(sources, key=lambda j: signature[j] if j >= 0 else ""))
+        ordered_inputs.append(sources)
+        signature.append(stable_hash([node.type, _canonical_params(node), [signature[j] if j >= 0 else INPUT for j in sources]]))
+    number: dict[int, int] = {}
+    order: list[int] = []
+    stack: list[tuple[int, int]] = [(n - 1, 0)] if n else []
+    while stack:
+        i, k = stack.pop()
+        sources = ordered_inputs[i]
+        while k < len(sources) and (sources[k] < 0 or sources[k] in number):
+            k += 1
+        if k < len(sources):
+            stack.append((i, k + 1))
+            stack.append((sources[k], 0))
+        elif i not in number:
+            number[i] = len(order)
+            order.append(i)
+    inputs = [tuple(number[j] if j >= 0 else -1 for j in ordered_inputs[i]) for i in order]
+    return order, inputs
 
 
 @attrs.frozen
 class ArchitectureSpec:
-    """The architecture only: a family and an ordered list of layers (the body of the network).
+    """The architecture only: a family and the nodes of the network's body, a directed acyclic graph.
+
+    ``layers`` lists the nodes in a topological order (every node after the nodes it reads); the
+    last one is the body's output. A node with no ``inputs`` reads the node before it, so a plain
+    list of layers is a sequential network, as specs were before graphs. Merges (``add``,
+    ``concat``) read several nodes; ``identity`` and ``zero`` nodes are the skip and the cut edge
+    of cells. :class:`GraphBuilder` writes graphs without counting positions.
 
     The classification head (a linear layer to ``task.num_classes``) is implied and added by the
     code generator, so the same spec means the same thing for every task.
@@ -64,34 +208,250 @@ class ArchitectureSpec:
     family: str
     layers: tuple[Layer, ...] = attrs.field(converter=tuple)
 
+    @property
+    def nodes(self) -> tuple[Layer, ...]:
+        """The nodes (the same tuple as ``layers``, under the graph's word)."""
+        return self.layers
+
+    def graph(self) -> Graph:
+        """The resolved wiring; raises :class:`SpecError` when the spec is not a valid graph."""
+        return resolve_graph(self.layers)
+
+    def is_sequential(self) -> bool:
+        """True for a chain of layers (each reading the one before), however it is written."""
+        return self.graph().is_chain()
+
+    def canonical(self) -> ArchitectureSpec:
+        """The same graph in its canonical order with canonical inputs and no names; a sequential
+        spec comes back as a plain list of layers. Equal graphs have equal canonical specs."""
+        graph = self.graph()
+        if not graph.nodes:
+            return ArchitectureSpec(self.family, ())
+        order, inputs = canonical_nodes(graph)
+        nodes = [graph.nodes[i] for i in order]
+        if all(sources == (k - 1,) for k, sources in enumerate(inputs)):
+            return ArchitectureSpec(self.family, tuple(Layer(n.type, _canonical_params(n)) for n in nodes))
+        names = [f"n{k}" for k in range(len(nodes))]
+        return ArchitectureSpec(self.family, tuple(
+            Layer(n.type, _canonical_params(n), tuple(names[j] if j >= 0 else INPUT for j in inputs[k]), names[k])
+            for k, n in enumerate(nodes)
+        ))
+
     def canonical_hash(self) -> str:
-        """A stable hash of the architecture alone (not of training settings or the task)."""
-        return stable_hash(converter.unstructure(self))
+        """A stable hash of the architecture alone (not of training settings or the task).
+
+        A sequential spec hashes as it always did (family, then each layer's type and params), so
+        reuse and code-cache keys of older databases still match. A graph hashes its canonical
+        form (:func:`canonical_nodes`): node order and names do not matter, wiring does.
+        """
+        if any(layer.inputs or layer.name is not None for layer in self.layers):
+            canonical = self.canonical()
+        else:  # the common case, as before graphs: today's specs carry no defaults, so this is verbatim
+            canonical = ArchitectureSpec(self.family, tuple(Layer(layer.type, _canonical_params(layer)) for layer in self.layers))
+        if not any(layer.inputs for layer in canonical.layers):
+            return stable_hash(converter.unstructure(canonical))
+        position = {layer.name: k for k, layer in enumerate(canonical.layers)}
+        return stable_hash({"family": self.family, "graph": [
+            {"type": n.type, "params": dict(n.params), "inputs": [position.get(ref, -1) for ref in n.inputs]} for n in canonical.layers
+        ]})
 
     def describe(self) -> str:
-        """A compact one-line summary, e.g. ``conv1d: conv32k5s1 bn gelu max2 flat fc64 gelu``."""
-        return f"{self.family}: " + " ".join(_short(layer) for layer in self.layers)
+        """A compact one-line summary, e.g. ``conv1d: conv32k5s1 bn gelu max2 flat fc64 gelu``.
+
+        A graph reads as its sequence of stages: single nodes as above, each block between two
+        nodes every path passes through in brackets (``(conv16k3s1 bn relu + id)`` for a residual
+        block, ``{|relu conv16k3x3s1 bn2d~0|+|...|}`` NAS-Bench-201 style for a cell), and runs of
+        identical blocks as ``[...]x3``.
+        """
+        if all(not layer.inputs and layer.name is None for layer in self.layers):
+            return f"{self.family}: " + " ".join(_short(layer) for layer in self.layers)
+        try:
+            graph = self.canonical().graph()
+        except SpecError as exc:
+            return f"{self.family}: invalid graph ({exc})"
+        return f"{self.family}: " + " ".join(_compress(_stages(graph)))
 
 
-_SHORT_NAMES = {"batchnorm": "bn", "layernorm": "ln", "flatten": "flat"}
+class GraphBuilder:
+    """Writes a graph spec node by node; each call returns the new node's name for later inputs.
+
+    A residual block::
+
+        g = GraphBuilder("resnet1d")
+        x = g.chain([Layer("conv1d", {"out_channels": 16, "kernel_size": 5, "stride": 1}), Layer("batchnorm"),
+                     Layer("activation", {"fn": "relu"})])                 # the stem, reading the input
+        y = g.chain([conv, bn, relu, conv, bn], start=x)                   # the main branch
+        x = g.add("add", inputs=[y, x])                                    # the skip joins it
+        x = g.add("activation", {"fn": "relu"})                            # reads the node before
+        spec = g.build()
+    """
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._nodes: list[tuple[str, Layer, tuple[str, ...]]] = []
+
+    @property
+    def last(self) -> str:
+        """The name of the node added last (``input`` before any)."""
+        return self._nodes[-1][0] if self._nodes else INPUT
+
+    def add(self, type: str, params: Mapping[str, Scalar] | None = None, *,  # noqa: A002 - the node's type
+            inputs: str | Sequence[str] | None = None, name: str | None = None) -> str:
+        """Add a node reading ``inputs`` (a name, or names in order; default: the last node added)."""
+        sources = (self.last,) if inputs is None else (inputs,) if isinstance(inputs, str) else tuple(inputs)
+        name = name if name is not None else f"n{len(self._nodes)}"
+        if name == INPUT or any(name == other for other, _, _ in self._nodes):
+            raise SpecError(f"node name {name!r} is {'reserved' if name == INPUT else 'used twice'}")
+        self._nodes.append((name, Layer(type, dict(params or {})), sources))
+        return name
+
+    def chain(self, layers: Sequence[Layer], start: str | None = None) -> str:
+        """Add ``layers`` one after the other, the first reading ``start`` (default: the last node);
+        returns the last one's name (``start`` itself for no layers)."""
+        current = start if start is not None else self.last
+        for layer in layers:
+            current = self.add(layer.type, layer.params, inputs=current)
+        return current
+
+    def merge(self, kind: str, inputs: Sequence[str]) -> str:
+        """A merge (``add`` or ``concat``) of ``inputs``."""
+        return self.add(kind, inputs=list(inputs))
+
+    def build(self) -> ArchitectureSpec:
+        """The spec; nodes keep a name only when another node reads them, and list inputs only
+        when they are not simply the node before, so a chain builds a plain sequential spec."""
+        referenced: set[str] = set()
+        for k, (_, _, sources) in enumerate(self._nodes):
+            previous = self._nodes[k - 1][0] if k else INPUT
+            if sources != (previous,):
+                referenced.update(s for s in sources if s != INPUT)
+        layers = []
+        for k, (name, layer, sources) in enumerate(self._nodes):
+            previous = self._nodes[k - 1][0] if k else INPUT
+            explicit = sources if sources != (previous,) else ()
+            layers.append(Layer(layer.type, layer.params, explicit, name if name in referenced else None))
+        spec = ArchitectureSpec(self.family, tuple(layers))
+        spec.graph()  # refuse a broken graph here, where it was written
+        return spec
+
+
+_SHORT_NAMES = {"batchnorm": "bn", "layernorm": "ln", "flatten": "flat", "batchnorm2d": "bn2d", "identity": "id",
+                "globalavgpool1d": "gap", "globalavgpool2d": "gap2d"}
 
 
 def _short(layer: Layer) -> str:
     p = layer.params
-    if layer.type == "linear":
+    t = layer.type
+    if t == "linear":
         return f"fc{p.get('out_features')}"
-    if layer.type == "conv1d":
-        return f"conv{p.get('out_channels')}k{p.get('kernel_size')}s{p.get('stride')}"
-    if layer.type == "activation":
+    if t in ("conv1d", "conv2d"):
+        k = p.get("kernel_size")
+        kernel = f"k{k}" if t == "conv1d" else f"k{k}x{k}"
+        groups = p.get("groups", 1)
+        extra = (f"d{p['dilation']}" if p.get("dilation", 1) != 1 else "") + \
+            ("dw" if groups == "depthwise" else f"g{groups}" if groups != 1 else "") + ("" if p.get("bias", True) else "nb")
+        return f"conv{p.get('out_channels')}{kernel}s{p.get('stride', 1)}{extra}"
+    if t == "activation":
         return str(p.get("fn"))
-    if layer.type == "dropout":
+    if t == "dropout":
         return f"drop{p.get('p')}"
-    if layer.type in ("maxpool1d", "avgpool1d"):
-        return f"{layer.type[:3]}{p.get('kernel_size')}"
-    if layer.type in _SHORT_NAMES and not p:
-        return _SHORT_NAMES[layer.type]
+    if t in ("maxpool1d", "avgpool1d", "maxpool2d", "avgpool2d") and set(p) <= {"kernel_size", "stride", "padding"}:
+        k = p.get("kernel_size")
+        dims = "2d" if t.endswith("2d") else ""
+        stride = f"s{p['stride']}" if "stride" in p and p["stride"] != k else ""
+        pad = f"p{p['padding']}" if p.get("padding", 0) else ""
+        return f"{t[:3]}{dims}{k}{stride}{pad}"
+    if t == "se" and set(p) == {"reduction"}:
+        return f"se{p['reduction']}"
+    if t in _SHORT_NAMES and not p:
+        return _SHORT_NAMES[t]
     args = ",".join(f"{k}={v}" for k, v in p.items())
-    return f"{layer.type}({args})" if args else layer.type
+    return f"{t}({args})" if args else t
+
+
+def _stages(graph: Graph) -> list[str]:
+    """One token per stage of a canonical graph: a node every path runs through is a token of its
+    own; the nodes between two such nodes are one bracketed block."""
+    n = len(graph.nodes)
+    users = graph.consumers()
+    # node k is on every path iff no edge jumps over it in the (topological) order
+    jump_until = [-1] * (n + 1)
+    for i, sources in enumerate(graph.inputs):
+        for j in sources:
+            for k in range(j + 1, i):
+                jump_until[k] = max(jump_until[k], i)
+    tokens: list[str] = []
+    start = -1  # the cut node the current block starts from (-1: the input)
+    for k in range(n):
+        if jump_until[k] != -1:
+            continue  # inside a block
+        if k == start + 1 and graph.inputs[k] == (start,):
+            tokens.append(_short(graph.nodes[k]))
+        else:
+            tokens.append(_block(graph, users, start, k))
+        start = k
+    return tokens
+
+
+def _block(graph: Graph, users: list[list[int]], start: int, end: int) -> str:
+    """The nodes after ``start`` up to ``end`` (a block with one entry and one exit) as one token."""
+    inside = range(start + 1, end + 1)
+    junctions = [start] + [k for k in inside if len(graph.inputs[k]) > 1 or len(users[k]) > 1 or k == end]
+    number = {j: i for i, j in enumerate(junctions)}
+
+    def chain_back(k: int) -> tuple[str, int]:
+        """The plain nodes (one input, one reader) leading back from ``k`` to a junction, and that junction."""
+        ops: list[str] = []
+        while k not in number:
+            ops.append(_short(graph.nodes[k]))
+            k = graph.inputs[k][0]
+        return " ".join(reversed(ops)) or "id", k
+
+    exit_node = graph.nodes[end]
+    if len(junctions) == 2 and exit_node.type in ("add", "concat"):  # parallel branches joined once
+        branches = sorted((chain_back(s)[0] for s in graph.inputs[end]), key=lambda b: (b == "id", b))
+        return f"({' + '.join(branches)})" if exit_node.type == "add" else f"cat({', '.join(branches)})"
+    parts = []
+    for j in junctions[1:]:
+        node = graph.nodes[j]
+        if len(graph.inputs[j]) > 1:
+            edges = [chain_back(s) for s in graph.inputs[j]]
+            if node.type in COMMUTATIVE:  # the order of a sum's inputs is not part of the graph
+                edges.sort(key=lambda e: (number[e[1]], e[0]))
+            suffix = "" if node.type == "add" else node.type
+            parts.append("|" + "|".join(f"{b}~{number[s]}" for b, s in edges) + "|" + suffix)
+        else:
+            b, s = chain_back(graph.inputs[j][0])
+            parts.append(f"|{_short(node) if b == 'id' else b + ' ' + _short(node)}~{number[s]}|")
+    return "{" + "+".join(parts) + "}"
+
+
+def _compress(tokens: list[str]) -> list[str]:
+    """Runs of a repeated group of tokens as ``[group]xN`` (the longest cover first; a group
+    starts at a bracketed block rather than just before it when both cover as much)."""
+
+    def best(i: int) -> tuple[int, int]:
+        best_len, best_count = 1, 1
+        for size in range(1, (len(tokens) - i) // 2 + 1):
+            count = 1
+            while tokens[i + count * size:i + (count + 1) * size] == tokens[i:i + size]:
+                count += 1
+            if count > 1 and size * count > best_len * best_count:
+                best_len, best_count = size, count
+        return best_len, best_count
+
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        size, count = best(i)
+        if count > 1 and i + 1 < len(tokens) and tokens[i + 1][:1] in "({" and tokens[i][:1] not in "({":
+            later_size, later_count = best(i + 1)
+            if later_count > 1 and later_size * later_count >= size * count:
+                size, count = 1, 1
+        group = " ".join(tokens[i:i + size])
+        out.append(group if count == 1 else f"[{group}]x{count}")
+        i += size * count
+    return out
 
 
 @attrs.frozen

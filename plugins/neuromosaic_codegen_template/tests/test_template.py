@@ -18,7 +18,7 @@ from neuromosaic_codegen_template.settings import TemplateSettings
 from neuromosaic_core.codegen import validate_code
 from neuromosaic_core.interfaces import CodeGenRequest
 from neuromosaic_core.layers import ACTIVATIONS, LayerError, analyse, infer_layer
-from neuromosaic_core.model import ArchitectureSpec, Layer
+from neuromosaic_core.model import ArchitectureSpec, GraphBuilder, Layer
 from neuromosaic_core.plugins import PluginSystem
 from neuromosaic_core.testing.codegen import CodeGenContract
 
@@ -224,3 +224,117 @@ def test_plugin_import_is_cheap() -> None:
     code = "import sys, neuromosaic_codegen_template; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+# -- graphs -------------------------------------------------------------------------------------
+
+
+def resnet1d(blocks: int = 2, se: bool = True) -> ArchitectureSpec:
+    g = GraphBuilder("resnet1d")
+    x = g.chain([conv(8, 5), Layer("batchnorm"), act()])
+    for i in range(blocks):
+        c = 8 * (i + 1)
+        main = [Layer("conv1d", {"out_channels": c, "kernel_size": 3, "stride": 1, "dilation": 2, "bias": False}), Layer("batchnorm"), act(),
+                conv(c), Layer("batchnorm")] + ([Layer("se", {"reduction": 4})] if se else [])
+        y = g.chain(main, start=x)
+        if c != 8 * max(i, 1):
+            x = g.chain([Layer("conv1d", {"out_channels": c, "kernel_size": 1, "stride": 1, "bias": False}), Layer("batchnorm")], start=x)
+        g.merge("add", [y, x])
+        x = g.add("activation", {"fn": "relu"})
+    g.add("globalavgpool1d")
+    return g.build()
+
+
+def cell2d() -> ArchitectureSpec:
+    g = GraphBuilder("cell")
+    x = g.chain([Layer("conv2d", {"out_channels": 4, "kernel_size": 3, "bias": False}), Layer("batchnorm2d")])
+    n1 = g.chain([act(), Layer("conv2d", {"out_channels": 4, "kernel_size": 3, "bias": False}), Layer("batchnorm2d")], start=x)
+    n2 = g.merge("add", [g.add("avgpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, inputs=x), g.add("identity", inputs=n1)])
+    n3 = g.merge("add", [g.add("zero", inputs=x), n1, g.chain([act(), Layer("conv2d", {"out_channels": 4, "kernel_size": 1, "bias": False}),
+                                                               Layer("batchnorm2d")], start=n2)])
+    g.merge("concat", [n3, g.add("maxpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, inputs=n2)])
+    g.add("globalavgpool2d")
+    return g.build()
+
+
+GRAPHS = [(resnet1d(), (40,)), (resnet1d(1, se=False), (3, 24)), (cell2d(), (1, 8, 8))]
+
+
+class TestTemplateContractOnGraphs(CodeGenContract):
+    exact_params = True
+
+    def make_provider(self) -> TemplateCodeGen:
+        return TemplateCodeGen(TemplateSettings())
+
+    def sample_requests(self) -> list[CodeGenRequest]:
+        return [CodeGenRequest(spec, shape, 10) for spec, shape in GRAPHS]
+
+    def sample_specs(self) -> list[ArchitectureSpec]:
+        return [spec for spec, _ in GRAPHS]
+
+
+@st.composite
+def graph_requests(draw: st.DrawFn) -> CodeGenRequest:
+    """A random valid 1-D graph: convs, norms, activations, SE, pools, skips, cuts, sums and concatenations."""
+    g = GraphBuilder("random")
+    first = draw(st.sampled_from([2, 4]))
+    channels: dict[str, int] = {g.chain([conv(first, 3)]): first}  # channels per node; every length stays 40
+    read: set[str] = set()
+    for _ in range(draw(st.integers(1, 10))):
+        names = list(channels)
+        kind = draw(st.sampled_from(["conv", "bn", "act", "se", "pool", "identity", "zero", "add", "concat"]))
+        sources = [draw(st.sampled_from(names))]
+        if kind == "conv":
+            c = draw(st.sampled_from([2, 4, 6]))
+            groups = draw(st.sampled_from([1, 2])) if channels[sources[0]] % 2 == 0 and c % 2 == 0 else 1
+            name = g.add("conv1d", {"out_channels": c, "kernel_size": draw(st.sampled_from([1, 3, 5])), "stride": 1,
+                                    "dilation": draw(st.sampled_from([1, 2])), "groups": groups, "bias": draw(st.booleans())},
+                         inputs=sources)
+            channels[name] = c
+        elif kind in ("add", "concat"):
+            same = [n for n in names if channels[n] == channels[sources[0]]] if kind == "add" else names
+            sources += draw(st.lists(st.sampled_from(same), min_size=1, max_size=2))
+            name = g.merge(kind, sources)
+            channels[name] = channels[sources[0]] if kind == "add" else sum(channels[n] for n in sources)
+        else:
+            layer = {"bn": Layer("batchnorm"), "act": act(draw(st.sampled_from(ACTIVATIONS))), "se": Layer("se", {"reduction": 2}),
+                     "pool": Layer(draw(st.sampled_from(["maxpool1d", "avgpool1d"])), {"kernel_size": 3, "stride": 1, "padding": 1}),
+                     "identity": Layer("identity"), "zero": Layer("zero")}[kind]
+            name = g.add(layer.type, layer.params, inputs=sources)
+            channels[name] = channels[sources[0]]
+        read.update(sources)
+    sinks = [n for n in channels if n not in read]
+    if len(sinks) > 1:
+        g.merge("concat", sinks)
+    return CodeGenRequest(g.build(), (40,), draw(st.integers(2, 5)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(graph_requests())
+def test_any_valid_graph_renders_runs_and_counts_match(request: CodeGenRequest) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    code = TemplateCodeGen().generate_code(request)
+    validate_code(code)
+    net = build(code)
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, *request.input_shape))
+        with FlopCounterMode(display=False) as counter:
+            net(torch.randn(1, *request.input_shape))
+    analysis = analyse(request.spec, request.input_shape, request.num_classes)
+    assert tuple(out.shape) == (2, request.num_classes)
+    assert sum(p.numel() for p in net.parameters()) == analysis.params, code
+    assert counter.get_total_flops() == analysis.matmul_flops, code
+
+
+def test_a_graph_renders_modules_in_init_and_a_topological_forward() -> None:
+    code = TemplateCodeGen().generate_code(CodeGenRequest(cell2d(), (1, 8, 8), 10))
+    assert "self.n0 = nn.Conv2d(1, 4, kernel_size=3, stride=1, padding=1, bias=False)" in code
+    assert "nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)" in code
+    assert "torch.zeros_like(" in code and "torch.cat([" in code and " + " in code
+    forward = code.split("def forward", 1)[1]
+    assert forward.index("n0 = self.n0(x)") < forward.index("n1 = self.n1(n0)")
+    assert forward.rstrip().endswith("return self.head(n" + str(len(cell2d().layers) - 1) + ")")
+    se = TemplateCodeGen().generate_code(CodeGenRequest(resnet1d(), (40,), 10))
+    assert "class SqueezeExcite(nn.Module):" in se and "SqueezeExcite(8, 2)" in se

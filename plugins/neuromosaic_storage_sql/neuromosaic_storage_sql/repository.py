@@ -552,7 +552,8 @@ class SqlResultsDB(ResultsDB):
         spec = None
         if row.spec is not None:
             data = json.loads(row.spec)
-            spec = ArchitectureSpec(data["family"], tuple(Layer(layer["type"], layer["params"]) for layer in data["layers"]))
+            spec = ArchitectureSpec(data["family"], tuple(Layer(layer["type"], layer["params"], layer.get("inputs", ()), layer.get("name"))
+                                                          for layer in data["layers"]))  # graph nodes carry inputs and a name
         return Trial(
             experiment=experiment,
             number=row.number,
