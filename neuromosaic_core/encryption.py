@@ -299,11 +299,12 @@ def open_trial(trial: Trial, keys: Keyring, strict: bool = True) -> Trial:
     return trial
 
 
-def require_open(trial: Trial) -> Trial:
+def require_open(trial: Trial, keys: Keyring | None = None) -> Trial:
     """``trial`` unchanged when none of its code or code-generation texts is still encrypted, else
-    the one-line :class:`EncryptionKeyError` naming the key's fingerprint and the setting."""
+    the one-line :class:`EncryptionKeyError` naming the key's fingerprint, the key held (``keys``,
+    else the operator's from the environment) and the setting."""
     if any(fp is not None for fp in trial_fingerprints(trial)):
-        open_trial(trial, Keyring.from_environment())  # raises, naming the fingerprint
+        open_trial(trial, keys if keys is not None else Keyring.from_environment())  # raises, naming both
     return trial
 
 
@@ -321,6 +322,8 @@ class EncryptedResultsDB(ResultsDB):
             keys._require_primary()
 
     def __getattr__(self, name: str) -> Any:  # backend extras: url, stored_schema_version, ...
+        if name == "inner":  # not set yet (copy, pickle): no endless lookup
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def _open(self, trial: Trial | None) -> Any:

@@ -254,9 +254,10 @@ def trial(db: ResultsDB, experiment: str, number: int) -> Trial:
     found = db.find_trial(experiment, number)
     if found is None:
         raise UnknownTrialError(experiment, number, [t.number for t in db.list_history(experiment)])
-    from neuromosaic_core.encryption import require_open
+    from neuromosaic_core.encryption import EncryptedResultsDB, require_open
 
-    return require_open(found)  # code encrypted at rest with a key not given: one line naming the setting
+    # Code encrypted at rest under a key not held: one line naming the fingerprints and the setting.
+    return require_open(found, db.keys if isinstance(db, EncryptedResultsDB) else None)
 
 
 # -- records and export ----------------------------------------------------------------------
