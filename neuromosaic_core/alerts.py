@@ -203,6 +203,28 @@ def resolve_alerts(node: dict[str, Any] | None, system: Any) -> AlertConfig:
     return AlertConfig(settings, selected)
 
 
+def redact_secrets(node: dict[str, Any] | None, system: Any) -> dict[str, Any] | None:
+    """A copy of the ``alerts`` node with each channel's secret settings (registration metadata
+    ``secret``: field names, e.g. a webhook URL that embeds a token, or request headers) replaced
+    by ``***``: the configuration stored with an experiment and handed to observers must not
+    keep them."""
+    if not node:
+        return node
+    node = dict(node)
+    for name in channel_names(system):
+        channel = node.get(name)
+        if not isinstance(channel, dict):
+            continue
+        channel = node[name] = dict(channel)
+        for field in system.get("alert_channel", name).metadata.get("secret", ()):
+            value = channel.get(field)
+            if isinstance(value, dict):
+                channel[field] = {key: "***" for key in value}
+            elif value:
+                channel[field] = "***"
+    return node
+
+
 class _ChannelWorker:
     """One channel's thread and bounded queue: a slow channel delays only its own alerts."""
 

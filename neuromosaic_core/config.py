@@ -168,9 +168,12 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         scheme = urlparse(url).scheme.split("+")[0]
         if scheme not in schemes:
             raise ConfigError(f"storage.url={url!r}: storage {storage_component.name!r} serves {', '.join(schemes)} URLs")
-    from neuromosaic_core.alerts import resolve_alerts
+    from neuromosaic_core.alerts import redact_secrets, resolve_alerts
 
-    return ResolvedConfig(core, components, visualizers, raw, meta, resolve_alerts(raw.get("alerts"), system))
+    alerts = resolve_alerts(raw.get("alerts"), system)
+    if "alerts" in raw:  # the stored config keeps no webhook token
+        raw["alerts"] = redact_secrets(raw["alerts"], system)
+    return ResolvedConfig(core, components, visualizers, raw, meta, alerts)
 
 
 # -- pre-flight ----------------------------------------------------------------------------

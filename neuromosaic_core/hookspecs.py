@@ -110,7 +110,9 @@ def register_alert_channels(register: Register) -> None:
     ``alerts.enabled`` is true and ``alerts.channels`` lists it. Metadata ``check`` (optional):
     ``check(settings)`` raises ``ValueError("<key>: <what is wrong>")`` for settings the channel
     cannot work with (a missing URL), checked before the search starts when the channel is
-    selected. The core registers ``log`` itself."""
+    selected. Metadata ``secret`` (optional): names of settings holding secrets (a token in a
+    URL or a header), replaced by ``***`` in the configuration stored with the experiment and
+    given to observers. The core registers ``log`` itself."""
 
 
 @hookspec

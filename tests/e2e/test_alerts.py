@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -69,3 +70,6 @@ def test_a_search_posts_search_finished_to_the_webhook(tmp_path, receiver):
     assert end["summary"].startswith("search finished: 4 completed, 0 failed, 0 invalid; best val_accuracy=")
     assert end["run_dir"].endswith("runs/nasbench201-nasbench201-random")
     assert "alert [search_end]: search finished: 4 completed" in proc.stderr + proc.stdout  # the log channel
+    with sqlite3.connect(tmp_path / "neuromosaic.db") as db:
+        (stored,) = db.execute("select config from experiments").fetchone()
+    assert url not in stored and json.loads(stored)["alerts"]["webhook"]["url"] == "***"  # a URL may embed a token

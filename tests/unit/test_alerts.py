@@ -230,7 +230,7 @@ class Pager:
             if not s.number:
                 raise ValueError("number: required")
 
-        register("pager", lambda settings: Inbox(), settings=PagerSettings, check=check)
+        register("pager", lambda settings: Inbox(), settings=PagerSettings, check=check, secret=("number",))
 
 
 @pytest.mark.parametrize(("node", "message"), [
@@ -247,6 +247,15 @@ def test_bad_alert_settings_are_one_line_naming_the_key(node, message):
     with pytest.raises(ConfigError) as info:
         resolve_alerts(node, system)
     assert str(info.value).startswith(message)
+
+
+def test_secret_channel_settings_are_masked_in_the_stored_config():
+    from neuromosaic_core.alerts import redact_secrets
+
+    system = PluginSystem.load(extra_plugins=[("pager", Pager())], entry_points=False)
+    node = {"enabled": True, "channels": ["pager"], "pager": {"number": "+41 79 555 00 00"}}
+    assert redact_secrets(node, system) == {"enabled": True, "channels": ["pager"], "pager": {"number": "***"}}
+    assert node["pager"]["number"] == "+41 79 555 00 00"  # a copy: the search still uses the real one
 
 
 def test_a_plugin_cannot_take_the_core_log_channel():

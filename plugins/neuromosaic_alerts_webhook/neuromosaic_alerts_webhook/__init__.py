@@ -23,4 +23,6 @@ def register_alert_channels(register: Any) -> None:
         settings=WebhookSettings,
         description="each alert as a JSON POST to alerts.webhook.url (retries with backoff, a timeout per attempt)",
         check=check_settings,
+        # A Slack-style webhook URL is itself the credential; headers carry tokens.
+        secret=("url", "headers"),
     )
