@@ -481,6 +481,8 @@ class RekeyCounts:
     kept: int = 0
     files: int = 0
     histories: int = 0
+    #: The run directories the trials' weights paths point into (``<run_dir>/weights/trial-NNNN.pt``).
+    run_dirs: set[Path] = attrs.field(factory=set)
 
 
 def rekey_database(db: ResultsDB, keys: Keyring, batch: int = 500, progress: Any = None) -> RekeyCounts:
@@ -498,6 +500,8 @@ def rekey_database(db: ResultsDB, keys: Keyring, batch: int = 500, progress: Any
     for experiment in db.list_experiments():
         todo = []
         for trial in db.list_trials(experiment.name):
+            if trial.result is not None and trial.result.weights_path:
+                counts.run_dirs.add(Path(trial.result.weights_path).parent.parent)
             fps = trial_fingerprints(trial)
             if not fps or fps == {keys.primary}:
                 counts.kept += 1

@@ -418,7 +418,8 @@ def build_parser() -> Any:
                        help="file holding the new key (default: $NEUROMOSAIC_NEW_ENCRYPTION_KEY); the current key comes "
                             "from $NEUROMOSAIC_ENCRYPTION_KEY or $NEUROMOSAIC_ENCRYPTION_KEY_FILE")
     rekey.add_argument("--run-dir", action="append", default=[], metavar="DIR",
-                       help="a run directory whose code, weights and code history to re-encrypt too (repeatable)")
+                       help="a run directory whose code, weights and code history to re-encrypt too (repeatable); "
+                            "those the trials' weights paths point to are found without it")
     return parser
 
 
@@ -516,10 +517,24 @@ def _rekey(url: str, args: Any) -> int:
         db.close()
     print(f"{url}: {counts.trials} trial(s) re-encrypted, {counts.kept} already under key {keys.primary} or with nothing secret",
           flush=True)
+    given, missing = {d.resolve() for d in run_dirs}, []
+    for found in sorted(counts.run_dirs):
+        if found.resolve() in given:
+            continue
+        if (found / "encryption.json").is_file():  # a run directory searched with encryption on
+            run_dirs.append(found)
+        elif not found.is_dir():
+            missing.append(found)
+            print(f"{found}: not found here (trials' weights point there); if it holds encrypted files, rekey it with "
+                  "--run-dir where it is", flush=True)
     for d in run_dirs:
         done = rekey_run_dir(d, keys)
         print(f"{d}: {done.files} file(s) re-encrypted, {done.histories} git history(ies) rewritten", flush=True)
-    print(f"every encrypted value is now under key {keys.primary}; the old key is no longer needed for these")
+    if missing:
+        print(f"the database and the run directories above are under key {keys.primary}; {len(missing)} run "
+              "directory(ies) were not found here and keep their key until rekeyed where they are")
+    else:
+        print(f"every encrypted value is now under key {keys.primary}; the old key is no longer needed for these")
     return 0
 
 

@@ -114,10 +114,11 @@ def test_an_encrypted_search_reveals_no_code_reads_back_with_the_key_and_rotates
     one_line_error(neuromosaic(work, *ARGS, "search.trials=3", f"encryption.key_file={keys / 'k2'}", f"hydra.run.dir={run_dir}"),
                    k1, "encryption.key_file")
 
-    # Rotation: everything under k2, readable with it, and no longer with k1.
-    rekey = results(work, "rekey", "--new-key-file", str(keys / "k2"), "--run-dir", str(run_dir), key=keys / "k1")
+    # Rotation: everything under k2, readable with it, and no longer with k1. The run directory is found
+    # from the trials' weights paths.
+    rekey = results(work, "rekey", "--new-key-file", str(keys / "k2"), key=keys / "k1")
     assert rekey.returncode == 0, rekey.stderr
-    assert f"now under key {k2}" in rekey.stdout
+    assert f"now under key {k2}" in rekey.stdout and f"{run_dir.resolve()}: " in rekey.stdout
     assert "class Net" in results(work, "show", EXP, "2", key=keys / "k2").stdout
     one_line_error(results(work, "show", EXP, "2", key=keys / "k1"), k2)
     assert {bytes_fingerprint(p.read_bytes()) for p in [*weights, *(run_dir / "code").glob("*.py")]} == {k2}
