@@ -435,25 +435,26 @@ class AlertEngine:
             self._check_disk()
 
     def _check_disk(self) -> None:
-        by_device: dict[int, list[tuple[str, Path]]] = {}
+        # A database not created yet is on the filesystem of the folder it will be created in.
+        by_device: dict[int, list[tuple[str, Path, Path]]] = {}
         for label, path in self._paths:
             existing = _existing(path)
             try:
                 device = existing.stat().st_dev
             except OSError:
                 continue
-            by_device.setdefault(device, []).append((label, existing))
+            by_device.setdefault(device, []).append((label, path.absolute(), existing))
         threshold = self.s.min_free_mb * 2**20
         for entries in by_device.values():
             key = str(entries[0][1])
-            what = " and ".join(f"the {label} ({path})" for label, path in entries)
+            what = " and ".join(f"the {label} ({path})" for label, path, _ in entries)
             try:
-                free = self.disk_free(entries[0][1])
+                free = self.disk_free(entries[0][2])
             except OSError as exc:
                 logger.warning(f"alerts: cannot read free space of {key}: {exc}")
                 continue
             details = {"free_mb": round(free / 2**20, 1), "threshold_mb": self.s.min_free_mb,
-                       "paths": {label: str(path) for label, path in entries}}
+                       "paths": {label: str(path) for label, path, _ in entries}}
             if free < threshold:
                 self._fire("disk_space", key, "critical",
                            f"{free / 2**20:,.0f} MB free on the filesystem of {what} (alerts.min_free_mb={self.s.min_free_mb:.0f})",
