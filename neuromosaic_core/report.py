@@ -496,8 +496,8 @@ def _experiment_section(index: int, r: ExperimentReport) -> str:
         for rank, t in enumerate(r.top, 1):
             code = t.code if t.code is not None else "(no code stored: a lookup runner, or reused without code)"
             if is_encrypted_text(code):
-                code = ("(encrypted at rest: `neuromosaic-report` or `neuromosaic-results show` with the key set "
-                        "(encryption.key_file) shows it)")
+                code = (f"(encrypted at rest under the key of fingerprint {code.split(':')[1]}: `neuromosaic-report` or "
+                        "`neuromosaic-results show` with that key in $NEUROMOSAIC_ENCRYPTION_KEY_FILE shows it)")
             parts.append(f'<details{" open" if rank == 1 else ""} id="code-{index}-{t.number}">'
                          f"<summary>#{rank}: trial {t.number} code</summary>"
                          f'<pre><code class="language-python">{_e(code)}</code></pre></details>')
