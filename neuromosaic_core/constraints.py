@@ -16,7 +16,10 @@ from neuromosaic_core.model import ArchitectureSpec
 
 @attrs.frozen
 class Constraints:
-    """Budgets; ``None`` means unlimited. Depth counts weight layers (linear, conv1d) plus the head."""
+    """Budgets; ``None`` means unlimited. Depth is the longest path of weight layers (linear,
+    conv1d, conv2d) from the input to the output plus the head: a sequential network counts its
+    weight layers, a residual stage its blocks' convolutions (skips add nothing), a cell its
+    deepest edge chain (see :mod:`neuromosaic_core.layers`)."""
 
     max_params: int | None = None
     max_flops: int | None = None

@@ -250,6 +250,11 @@ class CodeGenProvider(abc.ABC):
         makes two answers interchangeable (the cache key)."""
         return "", ""
 
+    def identity_for(self, request: CodeGenRequest) -> tuple[str, str]:
+        """:meth:`identity` for one request; a provider whose prompt depends on the spec's kind
+        (sequential or graph) says so here. Defaults to :meth:`identity`."""
+        return self.identity()
+
     def preflight(self) -> None:
         """Called once before a search: raise a ``NeuromosaicError`` for a setting that cannot
         work (an unknown model); a server that is down only warns (the fallback covers it)."""

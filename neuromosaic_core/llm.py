@@ -173,6 +173,10 @@ class LLMCodeGen(CodeGenProvider, LLMProvider):
     def identity(self) -> tuple[str, str]:
         return self.model, self.template.version
 
+    def identity_for(self, request: CodeGenRequest) -> tuple[str, str]:
+        # a graph is asked with the graph steps: their hash joins the version (sequential: unchanged)
+        return self.model, self.template.version_for(request)
+
     # -- calls ----------------------------------------------------------------------------------
 
     def _retrying(self) -> Any:

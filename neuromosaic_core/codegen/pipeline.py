@@ -79,7 +79,7 @@ def _check(provider: CodeGenProvider, request: CodeGenRequest, code: str) -> tup
 
 def new_record(provider: CodeGenProvider, request: CodeGenRequest, provider_name: str) -> CodeGenRecord:
     """The empty audit record of a request: provider, model, template version and cache key."""
-    model, version = provider.identity()
+    model, version = provider.identity_for(request)
     return CodeGenRecord(provider_name, model, version, cache_key(request, provider_name, model, version) if provider.cache else None)
 
 

@@ -10,7 +10,9 @@ no network, read-only root, a fresh temporary directory the only writable place)
 memory, file-size and output limits and a minimal environment, killed whole on timeout.
 
 :func:`check_fidelity` compares that trace with the spec's analytic layers (``layers.analyse``)
-and the parameter count with the spec's, and says what differs in words an LLM can act on.
+and the parameter count with the spec's, and says what differs in words an LLM can act on. A
+graph spec is compared as a graph: the trace records which operation each one reads, and
+:mod:`neuromosaic_core.codegen.fidelity` matches that dataflow with the spec's nodes.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from typing import Any
 
 import attrs
 
+from neuromosaic_core.codegen.fidelity import Flow, Op, graph_fidelity, is_graph
 from neuromosaic_core.layers import analyse
 from neuromosaic_core.model import ArchitectureSpec
-
-Op = tuple[Any, ...]
 
 
 @attrs.frozen
@@ -41,6 +42,8 @@ class ProbeReport:
     params: int = 0
     output_shape: tuple[int, ...] = ()
     ops: tuple[Op, ...] = ()
+    flow: tuple[Flow, ...] = ()  # per op: the ops it reads (-1: the input) and its output shape
+    output_op: int | None = None  # the op whose result forward returned
 
     @property
     def ok(self) -> bool:
@@ -81,9 +84,11 @@ def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout:
         if not isinstance(data, dict):
             tail = outcome.output.strip().splitlines()[-1:]
             return ProbeReport(error=f"probe: the code crashed the process ({(tail or [outcome.describe()])[0][:300]})")
+    flow = tuple((tuple(sources), tuple(shape)) for sources, shape in data.get("flow", []))
     if data.get("error"):
-        return ProbeReport(error=str(data["error"]), ops=tuple(tuple(op) for op in data.get("ops", [])))
-    return ProbeReport(None, int(data["params"]), tuple(data["output_shape"]), tuple(tuple(op) for op in data["ops"]))
+        return ProbeReport(error=str(data["error"]), ops=tuple(tuple(op) for op in data.get("ops", [])), flow=flow)
+    return ProbeReport(None, int(data["params"]), tuple(data["output_shape"]), tuple(tuple(op) for op in data["ops"]), flow,
+                       data.get("output_op"))
 
 
 # -- the fidelity check ---------------------------------------------------------------------------
@@ -144,6 +149,8 @@ def check_fidelity(report: ProbeReport, spec: ArchitectureSpec, input_shape: Seq
     if tuple(report.output_shape) != (2, num_classes):
         batch = ", ".join(map(str, input_shape))
         return f"shape: forward on a (2, {batch}) batch returned {tuple(report.output_shape)}, expected (2, {num_classes})"
+    if is_graph(analyse(spec, input_shape, num_classes)):
+        return graph_fidelity(report.ops, report.flow, report.output_op, report.params, spec, input_shape, num_classes, tolerance)
     want, params = expected_ops(spec, input_shape, num_classes)
     a, b = [describe_op(op) for op in want], [describe_op(op) for op in report.ops]
     problems: list[str] = []
@@ -167,6 +174,8 @@ def _where_it_went_wrong(ops: Sequence[Op], spec: ArchitectureSpec, input_shape:
     if not ops:
         return ""
     try:
+        if is_graph(analyse(spec, input_shape, num_classes)):
+            return f". It fails at {describe_op(ops[-1])}, operation {len(ops)} of the forward pass"
         want = expected_ops(spec, input_shape, num_classes)[0]
     except ValueError:
         return ""
@@ -181,41 +190,8 @@ def _where_it_went_wrong(ops: Sequence[Op], spec: ArchitectureSpec, input_shape:
 
 # -- the child process ----------------------------------------------------------------------------
 
-_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "gelu": "gelu", "silu": "silu", "tanh": "tanh",
-                "sigmoid": "sigmoid", "softmax": "softmax", "log_softmax": "log_softmax"}
-
-
-def _record(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op | None:
-    name = getattr(func, "__name__", "").lstrip("_")
-    if name == "linear":
-        w = args[1] if len(args) > 1 else kwargs["weight"]
-        return ("linear", int(w.shape[1]), int(w.shape[0]))
-    if name == "conv1d":
-        w = args[1] if len(args) > 1 else kwargs["weight"]
-        stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
-        stride = stride[0] if isinstance(stride, (tuple, list)) else stride
-        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-        return ("conv1d", int(w.shape[1]) * int(groups), int(w.shape[0]), int(w.shape[2]), int(stride))
-    if name == "batch_norm":
-        return ("batchnorm", int(args[0].shape[1]))
-    if name == "layer_norm":
-        shape = args[1] if len(args) > 1 else kwargs["normalized_shape"]
-        return ("layernorm", int(shape[-1]))
-    if name in _ACTIVATIONS:
-        return ("activation", _ACTIVATIONS[name])
-    if name in ("dropout", "dropout1d"):
-        p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-        return ("dropout", round(float(p), 4))
-    if name in ("max_pool1d", "max_pool1d_with_indices", "avg_pool1d"):
-        k = args[1] if len(args) > 1 else kwargs["kernel_size"]
-        k = k[0] if isinstance(k, (tuple, list)) else k
-        return ("maxpool1d" if name.startswith("max") else "avgpool1d", int(k))
-    return None
-
-
 def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the probe subprocess
     import torch
-    from torch.overrides import TorchFunctionMode
 
     from neuromosaic_core.codegen.validation import CodeRejected, validate_code
     from neuromosaic_core.harness.training import load_generated_module
@@ -233,27 +209,20 @@ def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the 
         model.eval()
     except Exception as exc:  # noqa: BLE001 - untrusted code: any failure is the answer
         return {"error": f"instantiate: Net() failed: {type(exc).__name__}: {exc}"}
-    ops: list[Op] = []
-
-    class Trace(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            op = _record(func, args, kwargs)
-            if op is not None:
-                ops.append(op)
-            return func(*args, **kwargs)
+    from neuromosaic_core.codegen.fidelity import trace_forward
 
     shape = (2, *job["input_shape"])
     try:
-        with torch.no_grad(), Trace():
-            out = model(torch.zeros(shape))
+        with torch.no_grad():
+            out, ops, flow, output_op = trace_forward(model, torch.zeros(shape))
     except Exception as exc:  # noqa: BLE001
         # the calls made up to the failure, the failing one last: the fidelity check says where it went wrong
-        return {"error": f"shape: forward on a {shape} batch failed: {type(exc).__name__}: {exc}", "ops": ops}
+        return {"error": f"shape: forward on a {shape} batch failed: {type(exc).__name__}: {exc}",
+                "ops": getattr(exc, "ops", []), "flow": getattr(exc, "flow", [])}
     if not isinstance(out, torch.Tensor):
         return {"error": f"shape: forward returned {type(out).__name__}, expected a tensor"}
     params = sum(p.numel() for p in model.parameters())
-    return {"params": int(params), "output_shape": list(out.shape), "ops": ops}
+    return {"params": int(params), "output_shape": list(out.shape), "ops": ops, "flow": flow, "output_op": output_op}
 
 
 if __name__ == "__main__":  # pragma: no cover - the probe subprocess

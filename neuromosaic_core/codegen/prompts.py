@@ -14,11 +14,16 @@ optionally ``extends = "<another set>"``) and one file per step:
 ==============  ==============================================================================
 
 The user message is ``task``, ``spec``, ``constraints``, ``output`` and ``examples`` joined by
-blank lines. A variant overrides only the steps it has files for and inherits the rest. Steps are
+blank lines. For a graph spec (branches, merges), the optional steps ``graph_spec``,
+``graph_constraints``, ``graph_output`` and ``graph_repair`` replace their sequential namesakes
+(a set without them inherits the bundled default's); ``$layer_table`` then lists the nodes with
+their inputs, ``n3 = n1 + n2``. A variant overrides only the steps it has files for and inherits the rest. Steps are
 :class:`string.Template` text; the placeholders are listed in :func:`variables`.
 
 The stored version, e.g. ``default-v1+3fa2c1d0``, is the set's name and declared version plus a
-hash of the resolved step texts, so an edited file never passes for the original.
+hash of the resolved step texts, so an edited file never passes for the original. A graph request
+is recorded (and cached) under ``<version>/graph+<hash of the graph steps>``, so the sequential
+version, and with it every code-cache key written before graphs, stays what it was.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from neuromosaic_core.codegen.fidelity import is_graph
+from neuromosaic_core.codegen.rendering import SE_CLASS, forward_expression, module_expression
 from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.interfaces import CodeGenRequest
 from neuromosaic_core.layers import Analysis, LayerInfo, analyse
@@ -40,11 +47,13 @@ if TYPE_CHECKING:
     from neuromosaic_core.llm import Message
 
 STEPS = ("system", "task", "spec", "constraints", "output", "examples", "repair")
+#: Steps used instead of ``spec``, ``constraints``, ``output`` and ``repair`` for a graph spec.
+GRAPH_STEPS = ("graph_spec", "graph_constraints", "graph_output", "graph_repair")
 USER_STEPS = ("task", "spec", "constraints", "output", "examples")
 BUNDLED = ("default", "example")
 #: What :func:`variables` provides (a template using anything else is refused when loaded).
 PLACEHOLDERS = ("family", "input_shape", "input_dims", "num_classes", "layer_table", "params", "spec_summary",
-                "feedback", "previous_code")
+                "feedback", "previous_code", "helpers")
 
 
 def _bundled_dir(name: str) -> Path:
@@ -59,31 +68,9 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + _dims(shape) + (",)" if len(shape) == 1 else ")")
 
 
-_ACTIVATIONS = {"relu": "nn.ReLU()", "gelu": "nn.GELU()", "silu": "nn.SiLU()", "tanh": "nn.Tanh()"}
-
-
 def _module(info: LayerInfo) -> str:
     """The PyTorch module for one analysed layer, as the prompt's layer table spells it."""
-    t, p, shape = info.layer.type, info.layer.params, info.in_shape
-    if t == "linear":
-        return f"nn.Linear({shape[0]}, {int(p['out_features'])})"
-    if t == "conv1d":
-        k = int(p["kernel_size"])
-        in_c = 1 if len(shape) == 1 else shape[0]
-        return f"nn.Conv1d({in_c}, {int(p['out_channels'])}, kernel_size={k}, stride={int(p['stride'])}, padding={k // 2})"
-    if t == "batchnorm":
-        return f"nn.BatchNorm1d({shape[0]})"
-    if t == "layernorm":
-        return f"nn.LayerNorm({shape[-1]})"
-    if t == "activation":
-        return _ACTIVATIONS.get(str(p["fn"]), f"{p['fn']}")
-    if t == "dropout":
-        return f"nn.Dropout(p={float(p['p'])!r})"
-    if t in ("maxpool1d", "avgpool1d"):
-        return f"nn.{'MaxPool1d' if t == 'maxpool1d' else 'AvgPool1d'}(kernel_size={int(p['kernel_size'])})"
-    if t == "flatten":
-        return "nn.Flatten()"
-    return f"{t}({', '.join(f'{k}={v}' for k, v in p.items())})"
+    return module_expression(info, pool_kwarg=True) or info.layer.type
 
 
 def _rows(request: CodeGenRequest, analysis: Analysis) -> list[tuple[str, str]]:
@@ -103,17 +90,46 @@ def _rows(request: CodeGenRequest, analysis: Analysis) -> list[tuple[str, str]]:
     return rows
 
 
+def _graph_rows(request: CodeGenRequest, analysis: Analysis) -> list[tuple[str, str]]:
+    """``(statement, shape change)`` per node of a graph, in a topological order, then the head."""
+    rows: list[tuple[str, str]] = []
+    for i, info in enumerate(analysis.layers):
+        args = [f"n{j}" if j >= 0 else "x" for j in analysis.inputs[i]]
+        shapes = " + ".join(_shape(s) for s in info.in_shapes)
+        expr = module_expression(info)
+        if expr is None:
+            statement = f"n{i} = {forward_expression(info.layer.type, args)}"
+        else:
+            if info.layer.type == "conv1d" and len(info.in_shape) == 1:
+                expr = f"nn.Sequential(nn.Unflatten(1, (1, {info.in_shape[0]})), {expr})"
+            statement = f"n{i} = self.n{i}({args[0]}) with self.n{i} = {expr}"
+        rows.append((statement, f"{info.layer.type}: {shapes} -> {_shape(info.out_shape)}"))
+    last = f"n{len(analysis.layers) - 1}" if analysis.layers else "x"
+    body_out = analysis.layers[-1].out_shape if analysis.layers else tuple(request.input_shape)
+    head = f"nn.Linear({analysis.head_in_features}, {request.num_classes})"
+    if len(body_out) != 1:
+        head = f"nn.Sequential(nn.Flatten(), {head})"
+    rows.append((f"return self.head({last}) with self.head = {head}",
+                 f"{_shape(body_out)} -> ({request.num_classes},), the classification head"))
+    return rows
+
+
 def variables(request: CodeGenRequest) -> dict[str, str]:
     """The placeholders a step may use, computed from the request.
 
     ``family``, ``input_shape`` (``(40,)``), ``input_dims`` (``40``), ``num_classes``,
     ``layer_table`` (numbered layers with sizes and shapes, ending with the head), ``params``
     (the expected parameter count), ``spec_summary`` (one line), ``feedback`` and
-    ``previous_code`` (on a repair, else empty).
+    ``previous_code`` (on a repair, else empty), ``helpers`` (the helper class a graph's
+    squeeze-and-excitation rows use, as a code block, else empty). For a graph, ``layer_table``
+    numbers the nodes ``n0 = self.n0(x) with self.n0 = nn.Conv2d(...)``, ``n5 = n2 + n4``, ...
     """
     analysis = analyse(request.spec, request.input_shape, request.num_classes)
-    rows = _rows(request, analysis)
+    graph = is_graph(analysis)
+    rows = _graph_rows(request, analysis) if graph else _rows(request, analysis)
     width = max(len(module) for module, _ in rows)
+    if graph:
+        width = min(width, 100)
     return {
         "family": request.spec.family,
         "input_shape": _shape(tuple(request.input_shape)),
@@ -124,21 +140,40 @@ def variables(request: CodeGenRequest) -> dict[str, str]:
         "spec_summary": request.spec.describe(),
         "feedback": request.feedback or "",
         "previous_code": request.previous_code or "",
+        "helpers": f"```python\n{SE_CLASS}\n```" if any(info.layer.type == "se" for info in analysis.layers) else "",
     }
 
 
 @attrs.frozen
 class PromptTemplate:
-    """A resolved template set: its name, version string and one text per step."""
+    """A resolved template set: its name, version string and one text per step; ``graph_steps``
+    hold the graph variants (``graph_spec``, ...) and ``graph_version`` their hash."""
 
     name: str
     version: str
     steps: dict[str, str]
     description: str = ""
+    graph_steps: dict[str, str] = attrs.field(factory=dict)
+    graph_version: str = ""
 
-    def render(self, step: str, request: CodeGenRequest, values: dict[str, str] | None = None) -> str:
-        """One step's text; ``values`` are :func:`variables` of the request (computed if not given)."""
-        return string.Template(self.steps[step]).substitute(values if values is not None else variables(request)).strip()
+    def _text(self, step: str, graph: bool) -> str:
+        return self.graph_steps.get(f"graph_{step}", self.steps[step]) if graph else self.steps[step]
+
+    def render(self, step: str, request: CodeGenRequest, values: dict[str, str] | None = None, graph: bool | None = None) -> str:
+        """One step's text (its graph variant for a graph spec); ``values`` are :func:`variables`
+        of the request (computed if not given)."""
+        if graph is None:
+            graph = is_graph(analyse(request.spec, request.input_shape, request.num_classes))
+        return string.Template(self._text(step, graph)).substitute(values if values is not None else variables(request)).strip()
+
+    def version_for(self, request: CodeGenRequest) -> str:
+        """The version a request's answer is recorded and cached under: :attr:`version` for a
+        sequential spec (as before graphs), with the graph steps' hash appended for a graph."""
+        try:
+            graph = is_graph(analyse(request.spec, request.input_shape, request.num_classes))
+        except ValueError:
+            graph = False
+        return f"{self.version}/graph+{self.graph_version}" if graph and self.graph_version else self.version
 
     def messages(self, request: CodeGenRequest) -> list[Message]:
         """The chat for a request: system and user messages, plus the previous answer and the
@@ -146,11 +181,13 @@ class PromptTemplate:
         from neuromosaic_core.llm import Message
 
         values = variables(request)  # one analysis of the spec for every step
-        user = "\n\n".join(text for step in USER_STEPS if (text := self.render(step, request, values)))
-        chat = [Message("system", self.render("system", request, values)), Message("user", user)]
+        graph = is_graph(analyse(request.spec, request.input_shape, request.num_classes))
+        user = "\n\n".join(text for step in USER_STEPS if (text := self.render(step, request, values, graph)))
+        chat = [Message("system", self.render("system", request, values, graph)), Message("user", user)]
         if request.feedback is not None:
             previous = request.previous_code or ""
-            chat += [Message("assistant", f"```python\n{previous.strip()}\n```"), Message("user", self.render("repair", request, values))]
+            chat += [Message("assistant", f"```python\n{previous.strip()}\n```"),
+                     Message("user", self.render("repair", request, values, graph))]
         return chat
 
 
@@ -168,10 +205,10 @@ def _read_set(directory: Path, seen: tuple[str, ...] = ()) -> tuple[dict[str, st
         if parent in seen:
             raise ConfigError(f"prompt template {directory}: 'extends' loops through {parent!r}")
         steps = _read_set(_resolve(str(parent), directory.parent), (*seen, str(parent)))[0]
-    unknown = sorted(p.stem for p in directory.glob("*.md") if p.stem not in STEPS)
+    unknown = sorted(p.stem for p in directory.glob("*.md") if p.stem not in STEPS + GRAPH_STEPS)
     if unknown:
         raise ConfigError(f"prompt template {directory}: unknown step file(s) {', '.join(unknown)}; steps are {', '.join(STEPS)}")
-    for step in STEPS:
+    for step in STEPS + GRAPH_STEPS:
         path = directory / f"{step}.md"
         if path.is_file():
             steps[step] = path.read_text()
@@ -195,6 +232,10 @@ def load_template(name_or_path: str = "default") -> PromptTemplate:
     missing = [s for s in STEPS if s not in steps]
     if missing:
         raise ConfigError(f"prompt template {name_or_path!r} lacks step(s) {', '.join(missing)} (add the files or 'extends')")
+    if directory != _bundled_dir("default"):  # a set without graph steps inherits the default's
+        defaults = _read_set(_bundled_dir("default"))[0]
+        for step in GRAPH_STEPS:
+            steps.setdefault(step, defaults[step])
     placeholders = dict.fromkeys(PLACEHOLDERS, "")
     for step, text in steps.items():
         try:
@@ -203,5 +244,7 @@ def load_template(name_or_path: str = "default") -> PromptTemplate:
             raise ConfigError(f"prompt template {name_or_path!r}, step {step}: bad placeholder {exc}; "
                               f"known: {', '.join('$' + k for k in placeholders)}") from None
     digest = hashlib.sha256("\x00".join(f"{s}\x00{steps[s]}" for s in STEPS).encode()).hexdigest()[:8]
+    graph_digest = hashlib.sha256("\x00".join(f"{s}\x00{steps[s]}" for s in GRAPH_STEPS).encode()).hexdigest()[:8]
     name = directory.name
-    return PromptTemplate(name, f"{name}-v{manifest.get('version', '0')}+{digest}", steps, str(manifest.get("description", "")))
+    return PromptTemplate(name, f"{name}-v{manifest.get('version', '0')}+{digest}", {s: steps[s] for s in STEPS},
+                          str(manifest.get("description", "")), {s: steps[s] for s in GRAPH_STEPS}, graph_digest)
