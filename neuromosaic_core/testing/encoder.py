@@ -187,13 +187,18 @@ class EncoderContract:
         check()
 
     def test_decoded_specs_are_analysable(self) -> None:
-        """analyse() infers shapes or raises LayerError (e.g. shape collapse), never anything else."""
+        """analyse() infers shapes or raises LayerError (e.g. shape collapse), never anything else;
+        a graph's wiring is always valid (a wiring error is the encoder's bug, not a shape that
+        happens not to fit), and its canonical hash and one-line description exist."""
         encoder, space = self._space()
 
         @self._settings()
         @given(vectors(space))
         def check(vector: ArchitectureVector) -> None:
             spec = encoder.decode(vector)
+            spec.graph()  # raises SpecError, naming the node, for inputs that do not resolve or dead nodes
+            assert len(spec.canonical_hash()) == 16
+            assert "\n" not in spec.describe()
             try:
                 analysis = analyse(spec, self.input_shape, self.num_classes)
             except LayerError:
