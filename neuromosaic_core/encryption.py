@@ -368,7 +368,12 @@ class EncryptedResultsDB(ResultsDB):
         return self._open(self.inner.find_reusable(reuse_key, experiment))
 
     def find_cached_code(self, cache_key: str) -> str | None:
+        """Decrypted; a miss (None) when the cached code is under a key not held: the code is
+        generated again rather than handed to a trial sealed, or the search stopped for a cache."""
         code = self.inner.find_cached_code(cache_key)
+        fp = text_fingerprint(code)
+        if fp is not None and fp not in self.keys._keys:
+            return None
         return self.keys.decrypt_text(code, "cached code") if code else code
 
     def list_history(self, experiment: str, after: int = 0) -> list[Trial]:
