@@ -153,10 +153,18 @@ def resolve_graph(nodes: tuple[Layer, ...]) -> Graph:
     return graph
 
 
-def _canonical_params(node: Layer) -> dict[str, Scalar]:
-    from neuromosaic_core.layers import canonical_params  # the vocabulary knows its defaults; pure Python
+_vocabulary: Any = None
 
-    return canonical_params(node)
+
+def _canonical_params(node: Layer) -> Mapping[str, Scalar]:
+    global _vocabulary
+    if _vocabulary is None:
+        from neuromosaic_core import layers  # the vocabulary knows its defaults; pure Python, imported once
+
+        _vocabulary = layers
+    if node.type not in _vocabulary.DEFAULTS:  # nothing optional to drop: the params as written
+        return node.params
+    return _vocabulary.canonical_params(node)
 
 
 def canonical_nodes(graph: Graph) -> tuple[list[int], list[tuple[int, ...]]]:
@@ -246,6 +254,8 @@ class ArchitectureSpec:
         """
         if any(layer.inputs or layer.name is not None for layer in self.layers):
             canonical = self.canonical()
+        elif all(_canonical_params(layer) is layer.params for layer in self.layers):
+            return stable_hash(converter.unstructure(self))  # a plain list with nothing to normalise: the JSON as stored
         else:  # the common case, as before graphs: today's specs carry no defaults, so this is verbatim
             canonical = ArchitectureSpec(self.family, tuple(Layer(layer.type, _canonical_params(layer)) for layer in self.layers))
         if not any(layer.inputs for layer in canonical.layers):
