@@ -6,8 +6,7 @@ and code-generation record, then completed), the code file written before the tr
 encryption on, the code and weights files sealed when it ends (:func:`seal_trial_files`). The
 trial itself (training) is not run: it is the same either way, and takes seconds (about 15 s per
 trial for ``task=digits training.epochs=1`` on this machine), so the difference is the overhead.
-Weights files of two sizes: 10,000 parameters (40 KB) and 1,000,000 (4 MB, the default
-``constraints.max_params``).
+Weights files of two sizes: 10,000 parameters (40 KB) and 1,000,000 (4 MB).
 
 Rekey: ``--rekey-trials`` trials (default 10,000) stored encrypted under one key (code 1.5 KB and
 a code-generation record of two attempts with prompt and response, as ``make_codegen``), then
