@@ -1,7 +1,8 @@
 """How well does a real LLM write the code for specs of the default search space?
 
-For ``--specs`` distinct architectures sampled (seeded) from the ``mlp_conv1d`` encoder's space on
-MNIST-1D's shapes (input ``(40,)``, 10 classes), the code generator named by ``--provider`` is run
+For ``--specs`` distinct architectures sampled (seeded) from an encoder's space (``--encoder``,
+default ``mlp_conv1d``) on a task's shapes (``--input-shape``, default MNIST-1D's ``40``;
+``--classes``, default 10), the code generator named by ``--provider`` is run
 through the core pipeline exactly as a search runs it (``generate_validated_code``: extraction,
 static validation, the sandboxed probe, the fidelity check against the spec, ``--attempts`` rounds
 with the rejection fed back, then the ``template`` fallback). Reported:
@@ -16,6 +17,7 @@ with the rejection fed back, then the ``template`` fallback). Reported:
     python benchmarks/llm_codegen.py --provider llamacpp --set model_path=$(python -c \\
         "from neuromosaic_core.testing.models import qwen_coder_gguf; print(qwen_coder_gguf())")
     python benchmarks/llm_codegen.py --provider openai --set base_url=http://127.0.0.1:8000/v1 --set model=qwen
+    python benchmarks/llm_codegen.py ... --encoder resnet2d --input-shape 1,8,8   # a graph family
 
 Needs torch (the probe), the ``mlp_conv1d`` encoder, the ``template`` generator and the provider's
 plugin. Not run by CI (about 10-20 minutes with the 0.5B model on 2 cores).
@@ -54,23 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write every spec's record here")
+    parser.add_argument("--encoder", default="mlp_conv1d", help="the family whose space the specs are sampled from")
+    parser.add_argument("--input-shape", default="40", help="the task's input shape, comma-separated (1,8,8 for digits_images)")
+    parser.add_argument("--classes", type=int, default=10)
     args = parser.parse_args(argv)
     settings = dict(item.split("=", 1) for item in args.set)
     codegen = create_codegen(args.provider, **{k: _value(v) for k, v in settings.items()})
     fallback = create_codegen("template")
-    encoder = create_encoder("mlp_conv1d")
+    encoder = create_encoder(args.encoder)
+    shape = tuple(int(d) for d in args.input_shape.split(","))
     space, rng = encoder.search_space(), random.Random(args.seed)
     specs: dict[str, object] = {}
     while len(specs) < args.specs:
         spec = encoder.decode(space.sample(rng))
         try:  # the search's constraint check drops specs whose shapes do not work out, before codegen
-            analyse(spec, (40,), 10)
+            analyse(spec, shape, args.classes)
         except LayerError:
             continue
         specs.setdefault(spec.canonical_hash(), spec)
     rows, cache = [], {}
     for i, spec in enumerate(specs.values(), 1):
-        request = CodeGenRequest(spec, (40,), 10)
+        request = CodeGenRequest(spec, shape, args.classes)
         start = time.perf_counter()
         try:
             outcome = generate_validated_code(codegen, request, args.attempts, args.provider, fallback, "template")
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i:2}/{len(specs)}] {row['stages']} {wall:5.1f}s {spec.describe()}", flush=True)
     hits, start = 0, time.perf_counter()
     for spec in specs.values():
-        again = generate_validated_code(codegen, CodeGenRequest(spec, (40,), 10), args.attempts, args.provider, fallback,
+        again = generate_validated_code(codegen, CodeGenRequest(spec, shape, args.classes), args.attempts, args.provider, fallback,
                                         "template", cache_lookup=cache.get)
         hits += again.record.cached
     cached_wall = time.perf_counter() - start
