@@ -5,7 +5,7 @@ For each strategy named (default: random, evolution), each seed 0..N-1 and each 
 factor (default 1 = off, and 10), the strategy and the surrogate are built with
 ``neuromosaic_core.library`` on the ``nasbench201`` encoder's space and driven one trial at a
 time: ``surrogate.prescreen(strategy, 1, k)`` (what the orchestrator does with
-``search.prescreen=k``: ask for k candidates, train the one the surrogate ranks best, withdraw the
+``search.prescreen=k``: ask for k candidates, train the one the surrogate ranks best, forget the
 others), then the table's ``val_acc_200`` is told to both. Only trained candidates count against
 the budget. Table and scoring are ``benchmarks/search_quality.py``'s (``--dataset``, ``--table``):
 the score of the best-by-validation cell within the budget (prefixes of one run of the largest
@@ -13,7 +13,9 @@ budget), its validation accuracy on the packaged NAS-Bench-201, its ``test_acc_2
 that has one.
 
 Printed: median [25th, 75th percentile] per budget, and the paired win/tie/loss count of
-pre-screening against the same strategy and seed without it; then the surrogate's own prediction
+pre-screening against the same strategy and seed without it; the share of the space the strategy
+counts as tried without its having been trained (candidates it will not propose again; mean over
+seeds, after the largest budget); then the surrogate's own prediction
 quality, the Spearman rank correlation between its predicted and the true validation accuracy
 on 1,000 held-out random cells, after fitting on n random cells (the same seeds).
 
@@ -53,22 +55,25 @@ BUDGETS = (30, 100)
 
 
 def run(name: str, seed: int, budget: int, factor: int, space, key, table, system,  # noqa: ANN001
-        acquisition: str = "mean", score: str = "val_acc_200") -> list[tuple[float, float]]:
-    """(val, score) of each trained cell, in order."""
+        acquisition: str = "mean", score: str = "val_acc_200") -> tuple[list[tuple[float, float]], int]:
+    """(val, score) of each trained cell, in order; and how many vectors the strategy counts as
+    tried (its ``_evaluated`` account) without their having been trained."""
     strategy = create_strategy(name, space, seed=seed, system=system)
     # k=1 is the plain strategy: no surrogate is fitted (nothing would use it).
     surrogate = (create_meta_learner("surrogate", space, seed=seed, system=system, acquisition=acquisition)
                  if factor > 1 else None)
     trace: list[tuple[float, float]] = []
+    trained: set[str] = set()
     while len(trace) < budget:
         (vector,) = surrogate.prescreen(strategy, 1, factor) if surrogate else strategy.suggest_architectures(1)
+        trained.add(space.canonicalize(vector).key())
         entry = table[key(vector)]
         trace.append((entry["val_acc_200"], entry[score]))
         told = [(vector, TrialResult({"val_accuracy": entry["val_acc_200"] / 100.0}))]
         strategy.update_with_results(told)
         if surrogate:
             surrogate.observe(told)
-    return trace
+    return trace, len(set(getattr(strategy, "_evaluated", ())) - trained)
 
 
 def prediction_quality(seeds: int, sizes: tuple[int, ...], space, key, table, system) -> dict[int, list[float]]:  # noqa: ANN001
@@ -112,22 +117,26 @@ def main(argv: list[str] | None = None) -> None:
 
     scores: dict[tuple[str, int], dict[int, list[float]]] = {}
     walls: dict[tuple[str, int], float] = {}
+    untried: dict[tuple[str, int], float] = {}
     for name in args.strategies:
         for factor in args.factors:
             started = time.perf_counter()
             per_budget: dict[int, list[float]] = {b: [] for b in budgets}
+            lost = 0
             for seed in range(args.seeds):
-                trace = run(name, seed, budgets[-1], factor, space, key, table, system, args.acquisition, score)
+                trace, not_trained = run(name, seed, budgets[-1], factor, space, key, table, system, args.acquisition, score)
+                lost += not_trained
                 for b, test in best_test_by_budget(trace, budgets).items():
                     per_budget[b].append(test)
             walls[name, factor] = time.perf_counter() - started
+            untried[name, factor] = 100.0 * lost / args.seeds / len(table)
             scores[name, factor] = per_budget
             print(f"done: {name} k={factor} ({walls[name, factor]:.1f} s)", file=sys.stderr)
 
     print(f"{describe_source(args.dataset, args.table, score)}, {args.seeds} seeds (0..{args.seeds - 1}): "
           "median [25th, 75th percentile]; wins/ties/losses against the same strategy and seed with k=1\n")
-    print("| strategy | pre-screening | " + " | ".join(f"{b} trials" for b in budgets) + " | wall time |")
-    print("|---|---|" + "---|" * len(budgets) + "---|")
+    print("| strategy | pre-screening | " + " | ".join(f"{b} trials" for b in budgets) + " | tried, not trained | wall time |")
+    print("|---|---|" + "---|" * len(budgets) + "---|---|")
     for (name, factor), per_budget in scores.items():
         cells = []
         for b in budgets:
@@ -140,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                 cell += f" ({wins}/{ties}/{len(pairs) - wins - ties})"
             cells.append(cell)
         label = "off" if factor == 1 else f"k={factor}"
-        print(f"| {name} | {label} | " + " | ".join(cells) + f" | {walls[name, factor]:.1f} s |")
-    print("| random (exact) | off | " + " | ".join(f"{random_search_median(table, score, b):.2f}" for b in budgets) + " | |")
+        print(f"| {name} | {label} | " + " | ".join(cells) + f" | {untried[name, factor]:.1f}% | {walls[name, factor]:.1f} s |")
+    print("| random (exact) | off | " + " | ".join(f"{random_search_median(table, score, b):.2f}" for b in budgets) + " | | |")
 
     sizes = (30, 100)
     quality = prediction_quality(args.seeds, sizes, space, key, table, system)
