@@ -209,3 +209,67 @@ def test_budgets_apply_to_graphs():
     over = ConstraintValidator(Constraints(max_params=a.params - 1, max_flops=a.flops - 1, max_depth=a.depth - 1), (3, 16, 16), 10)
     assert [v.constraint for v in over.validate_constraints(spec).violations] == ["max_params", "max_flops", "max_depth"]
     assert ConstraintValidator(Constraints(a.params, a.flops, a.depth), (3, 16, 16), 10).validate_constraints(spec).ok
+
+
+def nas_bench_201(cell: str, channels: int = 16, cells_per_stage: int = 5) -> ArchitectureSpec:
+    """NAS-Bench-201's macro skeleton (Dong & Yang 2020) around one cell string: stem conv3x3+BN,
+    three stages of cells with a residual reduction block (ReLU-conv3x3/2-BN, ReLU-conv3x3-BN,
+    shortcut avgpool2 + conv1x1) between them, then BN, ReLU and global pooling."""
+
+    def rcb(c: int, k: int, s: int = 1) -> list[Layer]:
+        return [RELU, Layer("conv2d", {"out_channels": c, "kernel_size": k, "stride": s, "bias": False}), Layer("batchnorm2d")]
+
+    ops = {}
+    for j, part in enumerate(cell.split("+"), 1):
+        for token in part.strip("|").split("|"):
+            op, source = token.split("~")
+            ops[(j, int(source))] = op
+
+    def edge(g: GraphBuilder, op: str, src: str, c: int) -> str:
+        if op.startswith("nor_conv"):
+            return g.chain(rcb(c, 3 if op.endswith("3x3") else 1), start=src)
+        if op == "avg_pool_3x3":
+            return g.add("avgpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, inputs=src)
+        return g.add("identity" if op == "skip_connect" else "zero", inputs=src)
+
+    g = GraphBuilder("nb201_cell")
+    x = g.chain([Layer("conv2d", {"out_channels": channels, "kernel_size": 3, "bias": False}), Layer("batchnorm2d")])
+    c = channels
+    for stage in range(3):
+        if stage:
+            c *= 2
+            main = g.chain(rcb(c, 3, 2) + rcb(c, 3), start=x)
+            short = g.chain([Layer("avgpool2d", {"kernel_size": 2}), Layer("conv2d", {"out_channels": c, "kernel_size": 1, "bias": False})], start=x)
+            x = g.merge("add", [short, main])
+        for _ in range(cells_per_stage):
+            nodes = [x]
+            for j in range(1, 4):
+                edges = [edge(g, ops[(j, i)], nodes[i], c) for i in range(j)]
+                nodes.append(edges[0] if len(edges) == 1 else g.merge("add", edges))
+            x = nodes[3]
+    g.chain([Layer("batchnorm2d"), RELU, Layer("globalavgpool2d")], start=x)
+    return g.build()
+
+
+LARGEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def test_nas_bench_201_networks_match_torch_and_fit_the_default_budget():
+    """The largest cell (every edge a 3x3 conv) at the benchmark's widths (C=16, N=5, CIFAR's
+    3x32x32, 10 classes): torch agrees with the analysis, and the default constraints (conf/config.yaml)
+    admit it, so every cell of the space passes (any other cell swaps convolutions for cheaper ops)."""
+    from pathlib import Path
+
+    import yaml
+
+    spec = nas_bench_201(LARGEST, channels=4, cells_per_stage=1)  # small enough for torch here; same wiring
+    analysis = analyse(spec, (3, 16, 16), 10)
+    shapes, params, flops = run_reference(spec, (3, 16, 16), 10)
+    assert ([i.out_shape for i in analysis.layers], analysis.params, analysis.matmul_flops) == (shapes, params, flops)
+
+    full = analyse(nas_bench_201(LARGEST), (3, 32, 32), 10)
+    defaults = yaml.safe_load((Path(__file__).parents[2] / "conf" / "config.yaml").read_text())["constraints"]
+    result = ConstraintValidator(Constraints(**defaults), (3, 32, 32), 10).validate_constraints(nas_bench_201(LARGEST))
+    assert result.ok, result.message()
+    assert full.depth == 1 + 3 * 5 * 3 + 2 * 2 + 1  # stem, 15 cells of 3 chained convs, two reduction blocks, head
+    assert nas_bench_201(LARGEST).describe().count("]x5") == 3
