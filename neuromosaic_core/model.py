@@ -67,7 +67,7 @@ class Layer:
 
     type: str
     params: Mapping[str, Scalar] = attrs.field(factory=dict, converter=lambda p: dict(sorted(p.items())))
-    inputs: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    inputs: tuple[str, ...] = attrs.field(default=(), converter=lambda v: (v,) if isinstance(v, str) else tuple(v))
     name: str | None = None
 
 

@@ -158,6 +158,10 @@ def test_broken_wiring_is_refused_with_the_node_named(layers: list[Layer], messa
         ArchitectureSpec("g", layers).graph()
 
 
+def test_a_single_input_may_be_written_as_a_name():
+    assert Layer("identity", inputs="a").inputs == ("a",) == Layer("identity", inputs=["a"]).inputs
+
+
 def test_the_builder_writes_plain_specs_for_chains_and_names_only_what_is_read():
     g = GraphBuilder("mlp")
     g.chain([Layer("linear", {"out_features": 8}), RELU])
