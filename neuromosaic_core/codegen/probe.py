@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from neuromosaic_core.codegen.fidelity import Flow, Op, graph_fidelity, is_graph
+from neuromosaic_core.codegen.fidelity import Flow, Op, describe_op, expected_graph, graph_fidelity, is_graph
 from neuromosaic_core.layers import analyse
 from neuromosaic_core.model import ArchitectureSpec
 
@@ -95,46 +95,10 @@ def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout:
 
 
 def expected_ops(spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int) -> tuple[list[Op], int]:
-    """The operations a faithful forward pass runs, in order, and the spec's parameter count."""
-    analysis = analyse(spec, input_shape, num_classes)
-    ops: list[Op] = []
-    for info in analysis.layers:
-        t, p, shape = info.layer.type, info.layer.params, info.in_shape
-        if t == "linear":
-            ops.append(("linear", shape[0], int(p["out_features"])))
-        elif t == "conv1d":
-            ops.append(("conv1d", 1 if len(shape) == 1 else shape[0], int(p["out_channels"]), int(p["kernel_size"]), int(p["stride"])))
-        elif t == "batchnorm":
-            ops.append(("batchnorm", shape[0]))
-        elif t == "layernorm":
-            ops.append(("layernorm", shape[-1]))
-        elif t == "activation":
-            ops.append(("activation", str(p["fn"])))
-        elif t == "dropout":
-            ops.append(("dropout", round(float(p["p"]), 4)))
-        elif t in ("maxpool1d", "avgpool1d"):
-            ops.append((t, int(p["kernel_size"])))
-    ops.append(("linear", analysis.head_in_features, num_classes))
-    return ops, analysis.params
-
-
-def describe_op(op: Op) -> str:
-    kind, *a = op
-    if kind == "linear":
-        return f"nn.Linear({a[0]}, {a[1]})"
-    if kind == "conv1d":
-        return f"nn.Conv1d({a[0]}, {a[1]}, kernel_size={a[2]}, stride={a[3]})"
-    if kind == "batchnorm":
-        return f"nn.BatchNorm1d({a[0]})"
-    if kind == "layernorm":
-        return f"nn.LayerNorm({a[0]})"
-    if kind == "activation":
-        return {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh"}.get(a[0], str(a[0]))
-    if kind == "dropout":
-        return f"Dropout(p={a[0]})"
-    if kind in ("maxpool1d", "avgpool1d"):
-        return f"{'MaxPool1d' if kind == 'maxpool1d' else 'AvgPool1d'}({a[0]})"
-    return str(kind)
+    """The operations a faithful forward pass runs, in order, and the spec's parameter count (for a
+    sequential spec; a graph is compared by :func:`~neuromosaic_core.codegen.fidelity.graph_fidelity`)."""
+    ops, analysis = expected_graph(spec, input_shape, num_classes)
+    return [w.op for w in ops], analysis.params
 
 
 def check_fidelity(report: ProbeReport, spec: ArchitectureSpec, input_shape: Sequence[int], num_classes: int,

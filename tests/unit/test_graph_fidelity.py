@@ -142,3 +142,27 @@ def test_the_template_prompt_table_and_the_probe_agree_end_to_end(tmp_path):
     assert check_fidelity(report, spec(), SHAPE, 10) is None
     broken = probe_code(variant(BLOCK="self.block(s)"), SHAPE, 10)
     assert "node 6 (add)" in check_fidelity(broken, spec(), SHAPE, 10)
+
+
+def test_a_sequential_image_network_is_checked_in_order_with_the_new_node_types():
+    from neuromosaic_core.codegen.probe import ProbeReport
+    from neuromosaic_core.model import ArchitectureSpec
+
+    chain = ArchitectureSpec("cnn", [Layer("conv2d", {"out_channels": 4, "kernel_size": 3, "stride": 2}), Layer("batchnorm2d"), RELU,
+                                     Layer("maxpool2d", {"kernel_size": 2}), Layer("globalavgpool2d")])
+
+    def report(body: str) -> ProbeReport:
+        code = f"import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+               f"        self.body = nn.Sequential({body})\n        self.head = nn.Linear(4, 10)\n\n" \
+               f"    def forward(self, x):\n        return self.head(self.body(x).flatten(1))\n"
+        namespace: dict = {}
+        exec(compile(code, "<test>", "exec"), namespace)  # trusted test code
+        model = namespace["Net"]().eval()
+        with torch.no_grad():
+            out, ops, flow, output = trace_forward(model, torch.zeros(2, *SHAPE))
+        return ProbeReport(None, sum(p.numel() for p in model.parameters()), tuple(out.shape), tuple(ops), tuple(flow), output)
+
+    good = "nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)"
+    assert check_fidelity(report(good), chain, SHAPE, 10) is None
+    problem = check_fidelity(report(good.replace("nn.MaxPool2d(2)", "nn.AvgPool2d(2)")), chain, SHAPE, 10)
+    assert problem.startswith("fidelity: the spec has MaxPool2d(2) after ReLU, the code runs AvgPool2d(2)"), problem
