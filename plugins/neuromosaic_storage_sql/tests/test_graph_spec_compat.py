@@ -58,12 +58,14 @@ def test_old_cached_code_is_found_under_cache_keys_computed_today(old_db: SqlRes
         assert old_db.find_cached_code(key) == trial.code
 
 
-def test_old_specs_read_back_as_sequential_specs_and_serialise_as_before(old_db: SqlResultsDB) -> None:
+def test_old_specs_read_back_as_sequential_specs_and_serialise_and_describe_as_before(old_db: SqlResultsDB) -> None:
+    described = {row["number"]: row["describe"] for row in _expected()["trials"]}  # describe() of the previous version
     for trial in old_db.list_trials("old"):
         spec = trial.spec
+        assert spec.is_sequential()
         assert all(not layer.inputs and layer.name is None for layer in spec.layers)
         assert "inputs" not in to_json(spec) and '"name"' not in to_json(spec)
-        assert spec.describe().startswith(f"{spec.family}: ")
+        assert spec.describe() == described[trial.number]
 
 
 def test_a_graph_spec_round_trips_through_the_database(old_db: SqlResultsDB) -> None:
