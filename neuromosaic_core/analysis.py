@@ -78,14 +78,14 @@ def metric_value(trial: Trial, metric: str) -> float | None:
 
 def is_maximized(metric: str, direction: str = "auto") -> bool:
     """``max``/``maximize`` and ``min``/``minimize`` say it; ``auto`` minimises a metric whose name
-    contains ``loss`` or ``error`` (and, for the Pareto axes, size and cost metrics) and maximises
-    the rest."""
+    contains ``loss``, ``error`` or ``rmse``/``mae``/``mse`` (and, for the Pareto axes, size and
+    cost metrics) and maximises the rest."""
     if direction in ("max", "maximize"):
         return True
     if direction in ("min", "minimize"):
         return False
     lowered = metric.lower()
-    return not any(word in lowered for word in ("loss", "error", "params", "flops", "latency", "seconds", "memory"))
+    return not any(word in lowered for word in ("loss", "error", "rmse", "mae", "mse", "params", "flops", "latency", "seconds", "memory"))
 
 
 def best_so_far(values: Sequence[float], maximize: bool = True) -> list[float]:

@@ -74,6 +74,28 @@ def register_config_nodes(system: PluginSystem) -> None:
     from neuromosaic_core.alerts import channel_nodes
 
     store.store(group="alerts", name="installed", node=channel_nodes(system))
+    _register_task_tag(system)
+
+
+def _register_task_tag(system: PluginSystem) -> None:
+    """``${neuromosaic.task_tag:${task}}`` (the default ``experiment.name`` starts with it): the
+    task's name, followed by what its registration metadata ``experiment_tag`` (a callable taking
+    the task's config node) says tells its data apart, so a search on other data of one task (two
+    files) is another experiment, with a run directory of its own, rather than the first one
+    resumed."""
+    from omegaconf import OmegaConf
+
+    def task_tag(node: Any) -> str:
+        name = str(node.get("name", "")) if hasattr(node, "get") else str(node)
+        try:
+            component = system.get("task", name)
+        except NeuromosaicError:
+            return name
+        tag = component.metadata.get("experiment_tag")
+        suffix = tag(node) if callable(tag) else ""
+        return f"{name}-{suffix}" if suffix else name
+
+    OmegaConf.register_new_resolver("neuromosaic.task_tag", task_tag, replace=True)
 
 
 def with_env_overrides(args: list[str], environ: Mapping[str, str] | None = None) -> list[str]:
@@ -150,6 +172,7 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
         meta = (component, structure_settings(meta_node, component.settings, "meta") if component.settings else None)
     skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer", "alerts"}
     core = structure_settings({k: v for k, v in raw.items() if k not in skip}, CoreSettings, "")
+    core = _with_task_objective(core, *components["task"], raw)
     if core.search.prescreen > 1 and meta is None:
         choices = ", ".join(system.names("meta")) or "none installed"
         raise ConfigError(f"search.prescreen={core.search.prescreen} needs a meta-learner to rank the candidates: "
@@ -174,6 +197,46 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     if "alerts" in raw:  # the stored config keeps no webhook token
         raw["alerts"] = redact_secrets(raw["alerts"], system)
     return ResolvedConfig(core, components, visualizers, raw, meta, alerts)
+
+
+def task_objective(component: Component, settings: Any) -> tuple[str, str]:
+    """The metric a task is searched by and its direction, without building the task: the
+    registration metadata ``objective`` (a ``(metric, direction)`` pair, or a callable taking the
+    task's settings and returning one, for a task whose kind depends on its settings or data),
+    else ``("val_accuracy", "maximize")``."""
+    objective = component.metadata.get("objective")
+    if callable(objective):
+        objective = objective(settings)
+    if objective is None:
+        return "val_accuracy", "maximize"
+    metric, direction = objective
+    return str(metric), str(direction)
+
+
+def _with_task_objective(core: CoreSettings, component: Component, settings: Any, raw: dict[str, Any]) -> CoreSettings:
+    """``search.metric`` / ``search.direction`` left unset (null) become the task's, and are
+    written back into ``raw`` too (the config stored with the experiment, which the report, the
+    API and ``neuromosaic-results`` read)."""
+    search = core.search
+    if search.metric is not None and search.direction is not None:
+        return core
+    metric, direction = search.metric, search.direction
+    task_metric, task_direction = task_objective(component, settings) if metric is None or direction is None else (None, None)
+    if metric is None:
+        metric = task_metric
+    if direction is None:
+        if metric == task_metric:
+            direction = task_direction
+        else:
+            from neuromosaic_core.analysis import is_maximized
+
+            direction = "maximize" if is_maximized(str(metric)) else "minimize"
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"task {component.name!r} declares direction {direction!r}; expected maximize or minimize")
+    node = raw.setdefault("search", {})
+    if isinstance(node, dict):
+        node["metric"], node["direction"] = metric, direction
+    return attrs.evolve(core, search=attrs.evolve(search, metric=metric, direction=direction))
 
 
 # -- pre-flight ----------------------------------------------------------------------------
@@ -263,6 +326,17 @@ def check_storage(resolved: ResolvedConfig) -> None:
         raise StorageError(f"cannot check storage {component.name!r} ({url}): {type(exc).__name__}: {first}") from None
 
 
+def check_task(resolved: ResolvedConfig) -> None:
+    """Ask the selected task whether its data can be used (the registration metadata ``check``,
+    called with the task settings): a task on the user's files reads and checks them here, so a
+    missing label column or an unreadable image stops the run before its run directory exists.
+    Raises a :class:`~neuromosaic_core.errors.NeuromosaicError` (one line)."""
+    component, settings = resolved.components["task"]
+    check = component.metadata.get("check")
+    if check is not None:
+        check(settings)
+
+
 def check_encryption(resolved: ResolvedConfig) -> None:
     """With ``encryption.enabled``: a key must be given, readable, and not kept in the database's
     own folder (raises :class:`~neuromosaic_core.encryption.EncryptionKeyError`, one line)."""
@@ -314,6 +388,7 @@ def preflight(overrides: list[str], system: PluginSystem, storage: bool = False)
         if storage:
             check_storage(checked)
             check_encryption(checked)
+            check_task(checked)
         resolved = resolved or checked
     assert resolved is not None
     return resolved

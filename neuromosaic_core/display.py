@@ -45,8 +45,10 @@ class SearchProgress:
 def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
     """The final table: rank, trial, family, accuracies, parameters and the layers."""
     table = Table(title=title, title_justify="left")
+    # the test column that matches the metric: val_rmse -> test_rmse (a regression task)
+    test = "test_" + metric[4:] if metric.startswith("val_") and metric != "val_accuracy" else "test_accuracy"
     for column, justify in (("#", "right"), ("trial", "right"), ("family", "left"), (metric, "right"),
-                            ("test_accuracy", "right"), ("params", "right"), ("architecture", "left")):
+                            (test, "right"), ("params", "right"), ("architecture", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for rank, trial in enumerate(trials, 1):
         m = trial.result.metrics if trial.result else {}
@@ -56,7 +58,7 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
             str(trial.number),
             spec.family if spec else "-",
             f"{m.get(metric, float('nan')):.4f}",
-            f"{m['test_accuracy']:.4f}" if 'test_accuracy' in m else "-",  # a lookup table may have none
+            f"{m[test]:.4f}" if test in m else "-",  # a lookup table may have none
             f"{int(m['params']):,}" if 'params' in m else "-",
             spec.describe().split(": ", 1)[-1] if spec else "-",
         )

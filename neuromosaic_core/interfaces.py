@@ -286,6 +286,9 @@ class TrialJob:
     max_params: int | None = None
     spec: ArchitectureSpec | None = None
     device: str = "cpu"
+    #: What the harness optimises: ``classification`` (cross-entropy, accuracy; ``num_classes``
+    #: outputs) or ``regression`` (mean squared error, RMSE; ``num_classes`` is the number of targets).
+    kind: str = "classification"
 
 
 class Runner(abc.ABC):
@@ -484,17 +487,44 @@ class Task(abc.ABC):
     """ITask: a data set with a fixed shape contract.
 
     ``prepare_data`` writes ``x_train``, ``y_train``, ``x_test``, ``y_test`` (float32 features,
-    int64 labels) to an ``.npz`` file in ``directory`` once per run; every trial reads that file.
-    The validation split is carved from the training data by the harness (``val_fraction``).
+    int64 labels; float32 targets for regression) to an ``.npz`` file in ``directory`` once per
+    run; every trial reads that file (memory-mapped when stored uncompressed, as ``np.savez``
+    writes it). The validation split is carved from the training data by the harness
+    (``val_fraction``).
+
+    ``kind`` says what the harness optimises (``classification`` or ``regression``, where
+    ``num_classes`` counts the targets); ``metric`` and ``direction`` are what a search optimises
+    unless ``search.metric`` / ``search.direction`` say otherwise. A task whose settings do not
+    decide these alone (a kind inferred from the data) declares them through the registration
+    metadata ``objective`` (see :func:`neuromosaic_core.config.resolve`).
     """
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
+    kind: str = "classification"
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
     metrics: tuple[str, ...] = ("val_accuracy", "test_accuracy", "test_loss")
 
     @abc.abstractmethod
     def prepare_data(self, directory: Path) -> Path: ...
+
+    def identity(self) -> Any:
+        """What, besides its name, makes two runs of this task interchangeable (JSON-able): part
+        of the reuse key. None (the default) means its settings. A task reading the user's files
+        returns a hash of their content, so an edited file is never answered with stale results
+        and a renamed one is still reused."""
+        return None
+
+    def predictor_state(self) -> dict[str, Any] | None:
+        """What turns raw inputs into the model's inputs and its outputs back into answers (fitted
+        preprocessing, class names, a vocabulary), JSON-able, or None (the default: the model
+        takes the task's arrays as they are). Saved beside the best model as
+        ``preprocessing.json``; :func:`neuromosaic_core.loading.load_best_predictor` returns it
+        with the model. The key ``predictor`` may name a ``module:Class`` of a ``neuromosaic``
+        package built as ``Class(model, state)`` to predict on raw inputs."""
+        return None
 
 
 class MetaLearner(abc.ABC):

@@ -117,7 +117,9 @@ class Orchestrator:
         self.log = logger.bind(experiment=self.name)
         self.counts = Counts()
         self.best: float | None = None
-        self.task_key = f"{components.task.name}:{stable_hash(converter.unstructure(components.task_settings))}"
+        identity = components.task.identity()  # a task on the user's files: their content's hash, not their path
+        identity = converter.unstructure(components.task_settings) if identity is None else identity
+        self.task_key = f"{components.task.name}:{stable_hash(identity)}"
         self.validator = ConstraintValidator(settings.constraints, components.task.input_shape, components.task.num_classes)
         self.progress: SearchProgress | None = None
         self._running: dict[str, tuple[Trial, asyncio.Task[TrialResult]]] = {}
@@ -360,6 +362,7 @@ class Orchestrator:
             max_params=self.s.constraints.max_params,
             spec=trial.spec,
             device=str(getattr(self._runner_settings, "device", "cpu")),
+            kind=str(getattr(self.c.task, "kind", "classification")),
         )
 
     def _code_path(self, number: int) -> Path:
@@ -567,6 +570,20 @@ class Orchestrator:
             weights = str(target.relative_to(self.run_dir))
         return {"code": str(code_path.relative_to(self.run_dir)) if trial.code else None, "weights": weights}
 
+    def _write_predictor_state(self) -> str | None:
+        """The task's fitted preprocessing (:meth:`Task.predictor_state`) beside the best model, as
+        ``preprocessing.json``; its path relative to the run directory, or None when the task has none."""
+        try:
+            state = self.c.task.predictor_state()
+        except Exception as exc:  # never lose a finished search over it
+            self.log.warning(f"task preprocessing not saved: {type(exc).__name__}: {exc}")
+            return None
+        if state is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "preprocessing.json").write_text(json.dumps(state, indent=1))
+        return "preprocessing.json"
+
     def _recommendations(self, trials: Sequence[Trial]) -> dict[str, Any] | None:
         """The meta-learner's regions worth exploring next (see
         :meth:`MetaLearner.generate_recommendations`), logged; None without a meta-learner, with
@@ -627,9 +644,11 @@ class Orchestrator:
             entry = {"trial_id": trial.number, **{k: trial.result.metrics.get(k) for k in
                      ("val_accuracy", "test_accuracy", "params", "flops", "latency_ms", "train_seconds")}}
             entry["params"] = int(entry["params"]) if entry["params"] is not None else None
+            entry.update({k: trial.result.metrics[k] for k in (metric, "val_rmse", "test_rmse") if k in trial.result.metrics})
             entry["spec"] = converter.unstructure(trial.spec)
             if rank == 0:
                 entry.update(self._materialise(trial))
+                entry["preprocessing"] = self._write_predictor_state()
                 summary["best"] = entry
             summary["top"].append(entry)
         recommendations = self._recommendations(trials)

@@ -125,8 +125,12 @@ class SearchSettings:
 
     trials: int = 40
     max_failures: int = 10
-    metric: str = "val_accuracy"
-    direction: Literal["maximize", "minimize"] = "maximize"
+    #: None (``null`` in conf/config.yaml): the task's metric; :func:`neuromosaic_core.config.resolve`
+    #: fills both in, so a resolved config always names them.
+    metric: str | None = "val_accuracy"
+    #: None: the task's direction for the task's metric, else guessed from the metric's name
+    #: (loss, error, rmse, latency, ... are minimised).
+    direction: Literal["maximize", "minimize"] | None = "maximize"
     top_k: int = 5
     codegen_attempts: int = 3
     #: Reuse a finished twin's result (same architecture, task and training settings) found in

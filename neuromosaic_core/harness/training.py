@@ -49,18 +49,59 @@ def _split(n: int, val_fraction: float, seed: int) -> tuple[Any, Any]:
     return order[n_val:], order[:n_val]
 
 
-def _evaluate(model: Any, x: Any, y: Any, batch_size: int = 512) -> tuple[float, float]:
-    import torch
+class _Rows:
+    """Rows of a (memory-mapped) array taken batch by batch onto the device, so a trial holds no
+    copy of the data set: the operating system shares the mapped file between all trials."""
+
+    def __init__(self, x: Any, y: Any, index: Any, device: Any) -> None:
+        self.x, self.y, self.index, self.device = x, y, index, device
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, positions: Any) -> tuple[Any, Any]:
+        import numpy as np
+        import torch
+
+        rows = np.sort(self.index[positions])  # ascending: sequential reads of the mapped file
+        x = torch.from_numpy(np.ascontiguousarray(self.x[rows], dtype=np.float32)).to(self.device)
+        return x, self.y[torch.from_numpy(rows)].to(self.device)
+
+    def batches(self, batch_size: int = 512) -> Any:
+        import numpy as np
+
+        for i in range(0, len(self.index), batch_size):
+            yield self.batch(np.arange(i, min(i + batch_size, len(self.index))))
+
+
+def _loss(kind: str, out: Any, y: Any, reduction: str = "mean") -> Any:
     import torch.nn.functional as F
 
+    if kind == "regression":
+        return F.mse_loss(out, y.reshape(out.shape), reduction=reduction)
+    return F.cross_entropy(out, y, reduction=reduction)
+
+
+def _evaluate(model: Any, rows: _Rows, kind: str = "classification", y_std: Any = None) -> tuple[float, float]:
+    """``(accuracy, mean loss)``; for regression ``(RMSE in the targets' own units, mean squared
+    error of the standardised targets)``."""
+    import torch
+
     model.eval()
-    correct, loss_sum = 0, 0.0
+    score, loss_sum = 0.0, 0.0
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            out = model(x[i : i + batch_size])
-            loss_sum += F.cross_entropy(out, y[i : i + batch_size], reduction="sum").item()
-            correct += (out.argmax(1) == y[i : i + batch_size]).sum().item()
-    return correct / len(x), loss_sum / len(x)
+        for x, y in rows.batches():
+            out = model(x)
+            loss_sum += _loss(kind, out, y, reduction="sum").item()
+            if kind == "regression":
+                scale = torch.as_tensor(y_std, dtype=out.dtype, device=out.device) if y_std is not None else 1.0
+                score += (((out - y.reshape(out.shape)) * scale) ** 2).sum().item()
+            else:
+                score += (out.argmax(1) == y).sum().item()
+    if kind == "regression":
+        targets = max(1, len(rows) * (rows.y.shape[1] if rows.y.dim() > 1 else 1))
+        return math.sqrt(score / targets), loss_sum / targets
+    return score / len(rows), loss_sum / len(rows)
 
 
 def _make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> Any:
@@ -106,7 +147,6 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         validate_code(Path(job.code_path).read_text())  # before importing torch: rejected code costs no start-up
     import numpy as np
     import torch
-    import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(1)
@@ -125,15 +165,24 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
             raise
         raise TrialFailure(ErrorClass.IMPORT, f"loading Net failed: {type(exc).__name__}: {exc}") from None
 
-    with np.load(job.data_path, allow_pickle=False) as data:
-        x_all = torch.tensor(data["x_train"], dtype=torch.float32)
-        y_all = torch.tensor(data["y_train"], dtype=torch.long)
-        x_test = torch.tensor(data["x_test"], dtype=torch.float32)
-        y_test = torch.tensor(data["y_test"], dtype=torch.long)
-    train_idx, val_idx = _split(len(x_all), settings.val_fraction, settings.seed)
-    x_train, y_train = x_all[train_idx].to(device), y_all[train_idx].to(device)
-    x_val, y_val = x_all[val_idx].to(device), y_all[val_idx].to(device)
-    x_test, y_test = x_test.to(device), y_test.to(device)
+    from neuromosaic_core.harness.data import open_arrays
+
+    kind = job.kind
+    if kind not in ("classification", "regression"):
+        raise TrialFailure(ErrorClass.RUNTIME, f"unknown task kind {kind!r}; expected classification or regression")
+    data = open_arrays(job.data_path)  # memory-mapped: the features are read batch by batch, never copied whole
+    y_dtype = torch.float32 if kind == "regression" else torch.long
+    y_all = torch.as_tensor(np.array(data["y_train"]), dtype=y_dtype)
+    y_test_all = torch.as_tensor(np.array(data["y_test"]), dtype=y_dtype)
+    y_std = None
+    if kind == "regression" and "y_mean" in data and "y_std" in data:  # train on standardised targets, report RMSE in their units
+        y_mean, y_std = np.array(data["y_mean"], dtype=np.float32), np.array(data["y_std"], dtype=np.float32)
+        y_all = (y_all - torch.from_numpy(y_mean)) / torch.from_numpy(y_std)
+        y_test_all = (y_test_all - torch.from_numpy(y_mean)) / torch.from_numpy(y_std)
+    train_idx, val_idx = _split(len(y_all), settings.val_fraction, settings.seed)
+    train_rows = _Rows(data["x_train"], y_all, train_idx, device)
+    val_rows = _Rows(data["x_train"], y_all, val_idx, device)
+    test_rows = _Rows(data["x_test"], y_test_all, np.arange(len(y_test_all)), device)
     model = model.to(device)
 
     expected = (2, job.num_classes)
@@ -154,46 +203,51 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
     params = sum(p.numel() for p in model.parameters())
     if job.max_params is not None and params > job.max_params:
         raise TrialFailure(ErrorClass.CONSTRAINT, f"max_params: the generated model has {params:,} > {job.max_params:,} parameters")
+    x_one, _ = val_rows.batch(np.arange(1))
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x_val[:1])
+        model(x_one)
     flops = counter.get_total_flops()
 
     optimizer = _make_optimizer(settings.optimizer, model.parameters(), settings.learning_rate, settings.weight_decay)
     generator = torch.Generator().manual_seed(settings.seed)
-    best_acc, best_state, best_epoch, epochs_run = -1.0, None, 0, 0
+    # early stopping on validation accuracy, or on (minus) the validation RMSE for regression
+    best_score, best_state, best_epoch, epochs_run = -math.inf, None, 0, 0
     start = time.perf_counter()
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
+        order = torch.randperm(len(train_rows), generator=generator).numpy()
         for i in range(0, len(order), settings.batch_size):
             idx = order[i : i + settings.batch_size]
             if len(idx) < 2:
                 continue  # batch norm cannot train on one sample
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            x_batch, y_batch = train_rows.batch(idx)
+            loss = _loss(kind, model(x_batch), y_batch)
             if not math.isfinite(loss.item()):
                 raise TrialFailure(ErrorClass.NAN_LOSS, f"training loss became {loss.item()} in epoch {epoch + 1}")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         epochs_run = epoch + 1
-        val_acc, _ = _evaluate(model, x_val, y_val)
-        if val_acc > best_acc:
-            best_acc, best_state, best_epoch = val_acc, copy.deepcopy(model.state_dict()), epoch
+        val_score, _ = _evaluate(model, val_rows, kind, y_std)
+        score = -val_score if kind == "regression" else val_score
+        if score > best_score:
+            best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
         elif epoch - best_epoch >= settings.patience:
             break
     train_seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)
 
-    val_acc, val_loss = _evaluate(model, x_val, y_val)
-    test_acc, test_loss = _evaluate(model, x_test, y_test)
+    val_acc, val_loss = _evaluate(model, val_rows, kind, y_std)
+    test_acc, test_loss = _evaluate(model, test_rows, kind, y_std)
 
     model.eval()
     timings = []
     with torch.no_grad():
-        for i in range(min(50, len(x_test))):
+        for i in range(min(50, len(test_rows))):
+            x_i, _ = test_rows.batch(np.arange(i, i + 1))
             t0 = time.perf_counter()
-            model(x_test[i : i + 1])
+            model(x_i)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             timings.append(time.perf_counter() - t0)
@@ -203,10 +257,11 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         Path(job.weights_path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.cpu() for k, v in model.state_dict().items()}, job.weights_path)
 
+    score = "rmse" if kind == "regression" else "accuracy"
     return {
-        "val_accuracy": val_acc,
+        f"val_{score}": val_acc,
         "val_loss": val_loss,
-        "test_accuracy": test_acc,
+        f"test_{score}": test_acc,
         "test_loss": test_loss,
         "params": float(params),
         "flops": float(flops),
