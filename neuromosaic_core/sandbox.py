@@ -74,6 +74,8 @@ PRIVATE_TMP = "/tmp"  # noqa: S108  # nosec B108 - a fresh tmpfs inside the sand
 #: Bytes of output kept (the tail): a flood of output must not exhaust the caller's memory.
 OUTPUT_KEPT = 64 * 1024
 SAMPLE_INTERVAL_S = 0.05
+#: The least RLIMIT_NPROC a sandbox's uid gets (see :attr:`Limits.nproc`).
+MIN_UID_PROCESSES = 256
 
 _warned = False
 
@@ -89,8 +91,9 @@ class Limits:
     the sandbox may hold at once (a training job needs a handful: torch with one intra-op thread
     runs in one); more kills it at once, so a fork bomb ends in a moment instead of at the
     timeout. The kernel's backstop while that is sampled is RLIMIT_NPROC on the sandbox's uid:
-    ``uid_processes``, or twice ``processes`` (sandboxes running at once share the uid: a runner
-    of N workers passes ``2 * processes * N``). ``output_mb``: more stdout+stderr than this kills
+    ``uid_processes``, or twice ``processes`` but at least :data:`MIN_UID_PROCESSES` (as root the
+    uid is shared by every sandbox on the machine, other runners' too: a tight backstop would fail
+    their thread starts). ``output_mb``: more stdout+stderr than this kills
     the command. ``tmp_mb``: size of the private ``/tmp``.
     """
 
@@ -108,7 +111,7 @@ class Limits:
         """RLIMIT_NPROC for the sandbox's uid (see the class docstring)."""
         if self.processes is None:
             return None
-        return self.uid_processes or 2 * self.processes
+        return self.uid_processes or max(MIN_UID_PROCESSES, 2 * self.processes)
 
 
 def default_cpu_seconds(timeout_s: float) -> int:
@@ -609,7 +612,14 @@ async def run_sandboxed(argv: list[str], workdir: Path, limits: Limits, env: Map
         returncode = 128 - returncode  # bwrap reports a command killed by signal N as exit code 128+N
     proc.returncode = returncode
     monitor.sample()
+    stragglers = monitor.tree()
     _kill_tree(proc.pid, monitor)  # stragglers of the process group (in the fallback mode)
+    if timed_out or exceeded.done():
+        # Until the killed processes are gone they count against the uid's process limit, which
+        # the next trial needs (a fork bomb leaves many): wait for them, briefly.
+        import psutil
+
+        await asyncio.to_thread(psutil.wait_procs, stragglers, 5)
     output = tail.finish()
     release()
     cpu = max(usage.ru_utime + usage.ru_stime, monitor.cpu_seconds())

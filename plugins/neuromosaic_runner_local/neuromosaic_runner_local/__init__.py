@@ -9,7 +9,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings, _int_or_literal, config_converter
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def _positive_or_none(_instance: Any, attribute: Any, value: int | str | None) -> None:
@@ -28,8 +28,9 @@ class LocalRunnerSettings(RunnerSettings):
     """``workers``: trials at once (an integer or ``auto`` = the CPUs this process may use);
     ``timeout``: seconds per trial before everything it started is killed; ``device``: ``auto``,
     ``cpu`` or ``cuda:N``; ``python``: the interpreter running the harness (empty = the current one);
-    ``mode``: ``fresh`` (a new sandboxed process per trial, the stricter choice) or ``pool`` (warm
-    sandboxed workers that import torch once and fork a fresh child per trial); ``isolation``:
+    ``mode``: ``pool`` (the default: warm sandboxed workers that import torch once and fork a fresh
+    child per trial, each with an empty private /tmp and HOME) or ``fresh`` (a new sandboxed process
+    per trial; ``python`` may then be any program that takes ``-m MODULE ARGS``); ``isolation``:
     ``auto`` (bubblewrap where installed), ``bubblewrap`` (required) or ``process-group``;
     ``memory_mb``, ``cpu_seconds``, ``processes``, ``file_size_mb``, ``output_mb``: per-trial limits
     (``null`` = none). ``cpu_seconds``: all the trial's processes together; ``auto`` = 1.25 x the
@@ -38,7 +39,7 @@ class LocalRunnerSettings(RunnerSettings):
     shares nothing with the count of its worker); more stops the trial at once (a fork bomb)."""
 
     python: str = ""
-    mode: Literal["fresh", "pool"] = "fresh"
+    mode: Literal["fresh", "pool"] = "pool"
     isolation: Literal["auto", "bubblewrap", "process-group"] = "auto"
     memory_mb: int | None = attrs.field(default=4096, validator=_positive_or_none)
     cpu_seconds: CpuSeconds = attrs.field(default="auto", validator=_positive_or_none)

@@ -29,7 +29,7 @@ from loguru import logger
 from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.interfaces import Runner, TrialJob
 from neuromosaic_core.model import ErrorClass, ExperimentError, TrialResult, converter
-from neuromosaic_core.sandbox import Limits, Outcome, default_cpu_seconds, resolve_isolation, run_sandboxed
+from neuromosaic_core.sandbox import MIN_UID_PROCESSES, Limits, Outcome, default_cpu_seconds, resolve_isolation, run_sandboxed
 from neuromosaic_runner_local import LocalRunnerSettings
 
 OUTPUT_TAIL = 2000
@@ -151,7 +151,7 @@ class LocalRunner(Runner):
         process backstop is shared by the ``workers`` sandboxes that run at once (one uid)."""
         s = self.settings
         cpu = default_cpu_seconds(timeout_s) if s.cpu_seconds == "auto" else s.cpu_seconds
-        uid = 2 * s.processes * self.workers if s.processes else None
+        uid = max(MIN_UID_PROCESSES, 2 * s.processes * self.workers) if s.processes else None
         return Limits(timeout_s=timeout_s, memory_mb=s.memory_mb, cpu_seconds=cpu, processes=s.processes,
                       file_size_mb=s.file_size_mb, output_mb=s.output_mb, uid_processes=uid)
 

@@ -77,7 +77,7 @@ def test_the_corpus_is_large_and_covers_the_issue_list():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_each_case_is_rejected_or_contained_with_a_clear_reason(case, tmp_path, data):
-    runner = LocalRunner(LocalRunnerSettings(workers=1, **LIMITS))
+    runner = LocalRunner(LocalRunnerSettings(workers=1, mode="fresh", **LIMITS))
     with Canaries(tmp_path / "outside") as canaries:
         job, result = run_case(runner, tmp_path, data, case, canaries)
         check_contained(case, result, job, canaries, case.reason)
@@ -91,7 +91,7 @@ def test_a_fresh_sandbox_contains_what_validation_would_have_refused(name, tmp_p
     needs_bubblewrap()
     case = CASES_BY_NAME[name]
     python = write_unvalidated_python(tmp_path / "driver")
-    runner = LocalRunner(LocalRunnerSettings(workers=1, python=str(python), isolation="bubblewrap", **LIMITS))
+    runner = LocalRunner(LocalRunnerSettings(workers=1, mode="fresh", python=str(python), isolation="bubblewrap", **LIMITS))
     with Canaries(tmp_path / "outside") as canaries:
         job, result = run_case(runner, tmp_path, data, case, canaries)
         check_contained(case, result, job, canaries, case.bypass_reason)
@@ -143,7 +143,7 @@ def test_the_trial_runs_as_an_unprivileged_user_even_as_root(tmp_path, data):
     code = CASES_BY_NAME["read_environment"].code.replace(
         "print({k: v for k, v in os.environ.items()})", 'print("uid", os.getuid(), "gid", os.getgid())')
     python = write_unvalidated_python(tmp_path / "driver")
-    runner = LocalRunner(LocalRunnerSettings(workers=1, python=str(python)))
+    runner = LocalRunner(LocalRunnerSettings(workers=1, mode="fresh", python=str(python)))
     job = make_job(tmp_path, data, code)
     result = asyncio.run(runner.run_trial(job))
     assert "environment dumped" in recorded(result)

@@ -25,6 +25,8 @@ WRONG_SHAPE = NET.replace("nn.Linear(16, 3)", "nn.Linear(16, 4)")
 NAN = NET.replace("return self.body(x)", "return self.body(x) * float('nan')")
 SLOW = NET.replace("return self.body(x)", "return self.body(x) + sum(range(10**12)) * 0")
 SMUGGLED = "import os\n" + NET
+#: A new sandboxed process per trial (the default is the warm pool, whose runner must be closed).
+FRESH = LocalRunnerSettings(mode="fresh")
 
 
 @pytest.fixture
@@ -54,7 +56,7 @@ def run(coro):
 
 
 def test_a_good_trial_trains_and_reports_every_metric(tmp_path, data):
-    result = run(LocalRunner(LocalRunnerSettings(workers=1)).run_trial(job(tmp_path, data, NET)))
+    result = run(LocalRunner(LocalRunnerSettings(workers=1, mode="fresh")).run_trial(job(tmp_path, data, NET)))
     assert result.ok, result.error
     m = result.metrics
     assert m["test_accuracy"] > 0.8  # well-separated clusters: a working trainer finds them
@@ -71,14 +73,14 @@ def test_a_good_trial_trains_and_reports_every_metric(tmp_path, data):
       "    def forward(self, x):\n        return x\n", ErrorClass.IMPORT)],
 )
 def test_broken_code_comes_back_as_a_classified_failure(tmp_path, data, code, error_class):
-    result = run(LocalRunner().run_trial(job(tmp_path, data, code)))
+    result = run(LocalRunner(FRESH).run_trial(job(tmp_path, data, code)))
     assert not result.ok
     assert result.error.error_class is error_class
 
 
 def test_timeout_kills_the_trial_and_reports_it(tmp_path, data):
     start = time.monotonic()
-    result = run(LocalRunner().run_trial(job(tmp_path, data, SLOW, timeout=3)))
+    result = run(LocalRunner(FRESH).run_trial(job(tmp_path, data, SLOW, timeout=3)))
     assert result.error.error_class is ErrorClass.TIMEOUT
     assert time.monotonic() - start < 60  # killed, not waited for (a generous bound: not a benchmark)
 
@@ -87,7 +89,7 @@ def test_a_process_that_dies_is_a_crash(tmp_path, data, monkeypatch):
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\necho dying >&2\nkill -9 $$\n")
     fake_python.chmod(0o755)
-    result = run(LocalRunner(LocalRunnerSettings(python=str(fake_python))).run_trial(job(tmp_path, data, NET)))
+    result = run(LocalRunner(LocalRunnerSettings(python=str(fake_python), mode="fresh")).run_trial(job(tmp_path, data, NET)))
     assert result.error.error_class is ErrorClass.CRASH
     assert "signal 9" in result.error.message and "dying" in result.error.message
 
@@ -96,7 +98,7 @@ def test_cancelling_the_awaiting_task_kills_the_process_group(tmp_path, data):
     pid_file = tmp_path / "pid"
 
     async def scenario() -> None:
-        runner = LocalRunner()
+        runner = LocalRunner(FRESH)
         task = asyncio.create_task(runner.run_trial(job(tmp_path, data, SLOW, timeout=300)))
         await asyncio.sleep(4)
         pids = [p for p in os.listdir("/proc") if p.isdigit() and _is_harness(p, tmp_path)]
@@ -134,7 +136,7 @@ def test_trials_do_not_inherit_credentials(monkeypatch):
 
 def test_a_model_over_the_parameter_budget_is_refused_before_training(tmp_path, data):
     over = job(tmp_path, data, NET)
-    result = run(LocalRunner().run_trial(attrs.evolve(over, max_params=10)))
+    result = run(LocalRunner(FRESH).run_trial(attrs.evolve(over, max_params=10)))
     assert result.error.error_class is ErrorClass.CONSTRAINT
     assert "max_params" in result.error.message
 
@@ -151,9 +153,10 @@ def test_a_trial_does_not_outlive_a_killed_orchestrator(tmp_path, data):
         "import asyncio, json, sys\n"
         "from neuromosaic_core.interfaces import TrialJob\n"
         "from neuromosaic_core.model import converter\n"
+        "from neuromosaic_runner_local import LocalRunnerSettings\n"
         "from neuromosaic_runner_local.runner import LocalRunner\n"
         "job = converter.structure(json.loads(sys.argv[1]), TrialJob)\n"
-        "asyncio.run(LocalRunner().run_trial(job))\n"
+        "asyncio.run(LocalRunner(LocalRunnerSettings(mode='fresh')).run_trial(job))\n"
     )
     orchestrator = subprocess.Popen([sys.executable, "-c", script, json.dumps(__import__("neuromosaic_core.model").model.converter.unstructure(slow))])
     deadline = time.monotonic() + 60
@@ -174,8 +177,8 @@ def test_a_trial_does_not_outlive_a_killed_orchestrator(tmp_path, data):
 
 
 def test_resources_measured_from_outside_come_with_every_result(tmp_path, data):
-    good = run(LocalRunner().run_trial(job(tmp_path, data, NET)))
-    slow = run(LocalRunner().run_trial(job(tmp_path, data, SLOW, timeout=3, trial=2)))
+    good = run(LocalRunner(FRESH).run_trial(job(tmp_path, data, NET)))
+    slow = run(LocalRunner(FRESH).run_trial(job(tmp_path, data, SLOW, timeout=3, trial=2)))
     for result in (good, slow):
         m = result.metrics
         assert m["peak_memory_mb"] > 50  # a Python with torch imported, at least
@@ -185,7 +188,7 @@ def test_resources_measured_from_outside_come_with_every_result(tmp_path, data):
 
 
 def test_the_weights_are_written_inside_the_trial_directory_and_moved_where_the_job_wants_them(tmp_path, data):
-    result = run(LocalRunner().run_trial(job(tmp_path, data, NET)))
+    result = run(LocalRunner(FRESH).run_trial(job(tmp_path, data, NET)))
     assert result.weights_path == str(tmp_path / "w1.pt") and Path(result.weights_path).stat().st_size > 0
     assert not (tmp_path / "t1" / "weights.pt").exists()
     sandboxed = json.loads((tmp_path / "t1" / "job.json").read_text())
@@ -195,12 +198,12 @@ def test_the_weights_are_written_inside_the_trial_directory_and_moved_where_the_
 def test_the_device_setting_reaches_the_harness(tmp_path, data):
     import torch
 
-    auto = run(LocalRunner(LocalRunnerSettings(device="auto")).run_trial(attrs.evolve(job(tmp_path, data, NET), device="auto")))
+    auto = run(LocalRunner(LocalRunnerSettings(device="auto", mode="fresh")).run_trial(attrs.evolve(job(tmp_path, data, NET), device="auto")))
     assert auto.ok, auto.error
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert f"trains on {expected}" in (tmp_path / "t1" / "output.log").read_text()
     missing = torch.cuda.device_count() + 3
-    result = run(LocalRunner().run_trial(attrs.evolve(job(tmp_path, data, NET, trial=2), device=f"cuda:{missing}")))
+    result = run(LocalRunner(FRESH).run_trial(attrs.evolve(job(tmp_path, data, NET, trial=2), device=f"cuda:{missing}")))
     assert result.error.error_class is ErrorClass.RUNTIME
     assert f"device cuda:{missing} requested" in result.error.message
 
@@ -235,7 +238,7 @@ def test_requiring_bubblewrap_where_it_is_missing_is_a_config_error(monkeypatch)
 
 
 def test_the_process_group_fallback_still_runs_trials_and_kills_timeouts(tmp_path, data):
-    runner = LocalRunner(LocalRunnerSettings(isolation="process-group"))
+    runner = LocalRunner(LocalRunnerSettings(isolation="process-group", mode="fresh"))
     assert run(runner.run_trial(job(tmp_path, data, NET))).ok
     slow = run(runner.run_trial(job(tmp_path, data, SLOW, timeout=3, trial=2)))
     assert slow.error.error_class is ErrorClass.TIMEOUT
@@ -246,7 +249,7 @@ def test_the_process_group_fallback_still_runs_trials_and_kills_timeouts(tmp_pat
 
 def test_the_pool_trains_like_a_fresh_process_and_reuses_its_worker(tmp_path, data):
     async def scenario():
-        fresh = await LocalRunner().run_trial(job(tmp_path, data, NET, trial=1))
+        fresh = await LocalRunner(FRESH).run_trial(job(tmp_path, data, NET, trial=1))
         runner = LocalRunner(LocalRunnerSettings(mode="pool", workers=1))
         try:
             pooled = [await runner.run_trial(job(tmp_path, data, NET, trial=n)) for n in (2, 3)]
@@ -482,3 +485,17 @@ def test_untrusted_code_runs_where_bubblewrap_is_installed():
     if not bubblewrap_available():
         pytest.skip("bubblewrap (bwrap) is not installed")
     LocalRunner().check_code_trust(_Generator(trusted=False), "openai")
+
+
+def test_by_default_trials_share_a_warm_worker(tmp_path, data):
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(workers=1))
+        try:
+            results = [await runner.run_trial(job(tmp_path, data, NET, trial=n)) for n in (1, 2)]
+            return results, runner._pool is not None and runner._pool.started
+        finally:
+            await runner.close()
+
+    results, started = run(scenario())
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert started == 1  # torch imported once for both trials
