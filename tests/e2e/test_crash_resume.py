@@ -41,8 +41,10 @@ SEED = 1729
 TRIALS = 12
 NAME = "crash-resume"
 CODE = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
+#: ``runner.mode=fresh``: the orphan checks look for trial-harness processes, which only a fresh
+#: trial has (a pooled trial is a fork of its warm worker; the runner's own tests kill those).
 ARGS = ["task=digits", "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=2",
-        f"search.trials={TRIALS}", f"experiment.name={NAME}"]
+        "runner.mode=fresh", f"search.trials={TRIALS}", f"experiment.name={NAME}"]
 #: Twelve kills: three per phase, in a seeded order; three of the kills during training hit only the
 #: orchestrator process, the rest the whole process tree.
 PHASES = ["startup"] * 3 + ["searching"] * 3 + ["running"] * 3 + ["completion"] * 3
