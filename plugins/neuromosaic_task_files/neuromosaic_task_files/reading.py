@@ -92,7 +92,8 @@ def encode_classes(labels: np.ndarray, where: str) -> tuple[np.ndarray, list[Any
     DataError for fewer than two classes."""
     if column_is_numeric(labels) and labels.ndim == 1:
         classes, codes = np.unique(labels, return_inverse=True)
-        names: list[Any] = [c.item() for c in classes]
+        # whole numbers read from a CSV arrive as floats: name the classes 0, 1, not 0.0, 1.0
+        names: list[Any] = [int(c) if float(c).is_integer() else c.item() for c in classes]
     else:
         classes, codes = np.unique(np.asarray([str(v) for v in labels.reshape(-1)]), return_inverse=True)
         names = [str(c) for c in classes]

@@ -97,6 +97,12 @@ def test_parquet_reads_like_the_same_csv(tmp_path):
     assert np.allclose(from_parquet.x_train, from_csv.x_train) and np.array_equal(from_parquet.y_test, from_csv.y_test)
 
 
+def test_whole_number_labels_are_classes_named_as_in_the_file(tmp_path):
+    rows = [[i, i % 3] for i in range(30)]
+    data = read_dataset(FilesSettings(path=str(write_csv(tmp_path / "c.csv", ["x", "y"], rows)), label="y"))
+    assert data.kind == "classification" and data.state["classes"] == [0, 1, 2]
+
+
 def test_regression_inferred_from_fractional_labels(tmp_path):
     rows = [[i, i * 0.5 + 0.25] for i in range(30)]
     data = read_dataset(FilesSettings(path=str(write_csv(tmp_path / "r.csv", ["x", "target"], rows)), label="target"))
