@@ -4,10 +4,10 @@ a large ``.npz`` and a large CSV, writing the run's data file, and the memory on
     python benchmarks/own_data.py [--npz-mb 1024] [--csv-mb 200] [--dir DIR]
 
 Each step runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``) is its own.
-A trial's memory is sampled with psutil while the real harness trains one epoch on the run's
-data file: its USS (memory no other process shares) against the data file's size shows whether
-the trial holds a copy of the data (the file is memory-mapped, so its pages are the page
-cache's, shared by every trial). Results go to stdout as a Markdown table.
+A trial's memory is sampled from ``/proc/PID/status`` while the real harness trains one epoch
+on the run's data file: its anonymous memory (``RssAnon``, what the trial holds of its own)
+against the data file's size shows whether it holds a copy of the data; the mapped file's pages
+(``RssFile``) are the page cache's, shared by every trial that maps the file. Results go to stdout as a Markdown table.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,8 +90,6 @@ def step(settings: dict, out: Path) -> dict:
 
 def trial_memory(data: str, shape: list[int], classes: int, work: Path) -> dict:
     """USS and PSS peaks of one harness run (one epoch, batch 1024) on ``data``."""
-    import psutil
-
     from neuromosaic_core.interfaces import TrialJob
     from neuromosaic_core.model import TrainingSettings, converter
 
@@ -104,18 +103,18 @@ def trial_memory(data: str, shape: list[int], classes: int, work: Path) -> dict:
     (work / "job.json").write_text(json.dumps(converter.unstructure(job)))
     proc = subprocess.Popen([sys.executable, "-m", "neuromosaic_core.harness", str(work / "job.json")],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
-    handle = psutil.Process(proc.pid)
-    uss = pss = 0
+    anon = file_backed = 0
     start = time.perf_counter()
     while proc.poll() is None:
-        try:
-            info = handle.memory_full_info()
-            uss, pss = max(uss, info.uss), max(pss, info.pss)
-        except psutil.Error:
+        try:  # anonymous memory is what the trial holds of its own; file-backed is the shared page cache
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith("Rss")}
+            anon, file_backed = max(anon, fields.get("RssAnon", 0)), max(file_backed, fields.get("RssFile", 0))
+        except (OSError, ValueError, IndexError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     result = json.loads((work / "result.json").read_text())
-    return {"uss_mb": uss / 2**20, "pss_mb": pss / 2**20, "seconds": time.perf_counter() - start,
+    return {"anon_mb": anon / 1024, "file_mb": file_backed / 1024, "seconds": time.perf_counter() - start,
             "ok": result.get("error") is None, "error": result.get("error")}
 
 
@@ -133,6 +132,7 @@ def main() -> None:
         source = root / f"big.{kind}"
         if not source.exists():
             make(source, size)
+        shutil.rmtree(root / f"run-{kind}", ignore_errors=True)  # a run's data file is reused when present: time a fresh one
         measured = step({"path": str(source), **settings}, root / f"run-{kind}")
         data_mb = os.path.getsize(measured["data"]) / 2**20
         row = {"input": f"{kind} {os.path.getsize(source) / 2**20:.0f} MB", "read_s": measured["read_s"],
@@ -142,11 +142,11 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     print("| input | read + check (s) | write run data (s) | peak RSS of reading (MB) | run data file (MB) "
-          "| one trial, 1 epoch (s) | trial peak USS (MB) | trial peak PSS (MB) |")
+          "| one trial, 1 epoch (s) | trial's own memory, peak RssAnon (MB) | shared page cache, peak RssFile (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['input']} | {r['read_s']:.1f} | {r['write_s']:.1f} | {r['peak_mb']:.0f} | {r['data_mb']:.0f} | "
-              f"{r.get('seconds', float('nan')):.0f} | {r.get('uss_mb', float('nan')):.0f} | {r.get('pss_mb', float('nan')):.0f} |")
+              f"{r.get('seconds', float('nan')):.0f} | {r.get('anon_mb', float('nan')):.0f} | {r.get('file_mb', float('nan')):.0f} |")
 
 
 if __name__ == "__main__":
