@@ -1,7 +1,8 @@
-"""Neuromosaic plugin: the ``nasbench201`` architecture encoder (the NAS-Bench-201 cell space).
+"""Neuromosaic plugin: the ``nasbench201`` architecture encoder (the NAS-Bench-201 cell space,
+looked up in the benchmark's table) and ``nb201_cell`` (the same cells as trainable networks).
 
-Only hook implementations live here, so discovering the plugin stays cheap; the encoder itself
-is imported when the component is built.
+Only hook implementations live here, so discovering the plugin stays cheap; the encoders
+themselves are imported when a component is built.
 """
 
 from __future__ import annotations
@@ -21,10 +22,29 @@ class NasBench201Settings:
     makes ``encoder.<anything>=...`` fail as an unknown key instead of being ignored."""
 
 
+_positive = attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.ge(1))
+
+
+@attrs.frozen
+class Nb201CellSettings:
+    """``channels``: channels of the first stage, ``C`` (the second and third have ``2C`` and
+    ``4C``; default 16, the benchmark's); ``cells_per_stage``: cells in each of the three stages,
+    ``N`` (default 5, the benchmark's; 1 for quick tests)."""
+
+    channels: int = attrs.field(default=16, validator=_positive)
+    cells_per_stage: int = attrs.field(default=5, validator=_positive)
+
+
 def _factory(settings: NasBench201Settings | None) -> Any:
     from neuromosaic_encoder_nasbench201.encoder import NasBench201Encoder
 
     return NasBench201Encoder(settings)
+
+
+def _cell_factory(settings: Nb201CellSettings | None) -> Any:
+    from neuromosaic_encoder_nasbench201.cell_network import Nb201CellEncoder
+
+    return Nb201CellEncoder(settings)
 
 
 @hookimpl
@@ -34,4 +54,10 @@ def register_encoders(register: Any) -> None:
         _factory,
         settings=NasBench201Settings,
         description="the NAS-Bench-201 cell: 6 edges, each one of 5 operations (15,625 cells)",
+    )
+    register(
+        "nb201_cell",
+        _cell_factory,
+        settings=Nb201CellSettings,
+        description="the NAS-Bench-201 cells (same vectors as nasbench201) as trainable networks in the benchmark's skeleton",
     )
