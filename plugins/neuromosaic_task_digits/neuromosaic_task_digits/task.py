@@ -1,4 +1,4 @@
-"""The digits task: scikit-learn's ``load_digits`` scaled to [0, 1], split once, stored as ``.npz``."""
+"""The digits tasks: scikit-learn's ``load_digits`` scaled to [0, 1], split once, stored as ``.npz``."""
 
 from __future__ import annotations
 
@@ -34,3 +34,19 @@ class DigitsTask(ArrayTask):
             "x_test": np.ascontiguousarray(x_test, dtype=np.float32),
             "y_test": np.ascontiguousarray(y_test, dtype=np.int64),
         }
+
+
+class DigitsImagesTask(DigitsTask):
+    """The same images and split as :class:`DigitsTask`, shaped ``(1, 8, 8)``: one grey channel.
+
+    Its own name keeps its data file, reuse keys and experiment names apart from ``digits``.
+    """
+
+    name = "digits_images"
+    input_shape = (1, 8, 8)
+
+    def build_arrays(self) -> dict[str, np.ndarray]:
+        arrays = super().build_arrays()
+        for key in ("x_train", "x_test"):
+            arrays[key] = np.ascontiguousarray(arrays[key].reshape(-1, *self.input_shape))
+        return arrays

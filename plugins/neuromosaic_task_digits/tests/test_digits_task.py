@@ -93,7 +93,67 @@ def test_importing_the_plugin_is_cheap():
         "import sys, neuromosaic_task_digits\n"
         "print(','.join(m for m in ('numpy', 'sklearn', 'torch', 'matplotlib') if m in sys.modules))\n"
         "neuromosaic_task_digits.factory(None)\n"  # building the task must not load the data either
+        "neuromosaic_task_digits.images_factory(None)\n"
         "print(','.join(m for m in ('sklearn', 'torch', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["", ""]
+
+
+# -- digits_images: the same data as (1, 8, 8) images -------------------------------------------
+
+
+def test_digits_images_registered_next_to_digits():
+    import neuromosaic_task_digits
+
+    system = PluginSystem.load([("digits", neuromosaic_task_digits)], entry_points=False)
+    images = system.get("task", "digits_images")
+    assert images.settings is DigitsSettings
+    task = images.factory(images.default_settings())
+    assert (task.name, task.input_shape, task.num_classes) == ("digits_images", (1, 8, 8), 10)
+    flat = system.get("task", "digits").factory(None)
+    assert task.data_filename() != flat.data_filename()  # its own cached file, never the flat one
+
+
+def test_digits_images_are_the_digits_reshaped(tmp_path):
+    from neuromosaic_task_digits.task import DigitsImagesTask
+
+    settings = DigitsSettings(seed=2)
+    images = load(DigitsImagesTask(settings).prepare_data(tmp_path))
+    flat = load(DigitsTask(settings).prepare_data(tmp_path))
+    assert images["x_train"].shape == (1437, 1, 8, 8) and images["x_test"].shape == (360, 1, 8, 8)
+    assert images["x_train"].dtype == np.float32
+    for k in KEYS:  # the same split, the same pixels, row-major as load_digits().images
+        np.testing.assert_array_equal(images[k].reshape(len(images[k]), -1) if k.startswith("x") else images[k], flat[k])
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    first = images["x_train"][0, 0]
+    matches = [i for i in range(len(digits.images)) if np.allclose(digits.images[i] / 16.0, first)]
+    assert matches, "an image must be the 8x8 picture itself, not a scrambled reshape"
+
+
+def test_digits_images_never_share_reuse_keys_with_digits():
+    import neuromosaic_task_digits
+
+    from neuromosaic_core.model import ArchitectureSpec, Layer, TrainingSettings, reuse_key, stable_hash
+
+    system = PluginSystem.load([("digits", neuromosaic_task_digits)], entry_points=False)
+    keys = set()
+    for name in ("digits", "digits_images"):
+        task = system.get("task", name).factory(None)
+        task_key = f"{task.name}:{stable_hash({'test_fraction': 0.2, 'seed': 0})}"  # as the orchestrator builds it
+        keys.add(reuse_key(ArchitectureSpec("mlp", [Layer("flatten"), Layer("linear", {"out_features": 8})]), task_key, TrainingSettings()))
+    assert len(keys) == 2
+
+
+def test_flat_families_on_images_fail_with_a_clear_shape_error():
+    """mlp_conv1d's specs (linear, conv1d) do not fit (1, 8, 8): the constraint check says why, before any code."""
+    from neuromosaic_core.constraints import Constraints, ConstraintValidator
+    from neuromosaic_core.model import ArchitectureSpec, Layer
+
+    validator = ConstraintValidator(Constraints(), (1, 8, 8), 10)
+    mlp = validator.validate_constraints(ArchitectureSpec("mlp", [Layer("linear", {"out_features": 32}), Layer("activation", {"fn": "relu"})]))
+    conv = validator.validate_constraints(ArchitectureSpec("conv1d", [Layer("conv1d", {"out_channels": 8, "kernel_size": 3, "stride": 1})]))
+    assert "linear expects a flat input" in mlp.message()
+    assert "use conv2d for images" in conv.message()
