@@ -48,6 +48,58 @@ class Dataset:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
 
+class Rows:
+    """Some rows of a (memory-mapped) array, taken only when written or read in slices, so the
+    split of a large ``x``/``y`` file is never a copy in memory."""
+
+    def __init__(self, source: Any, index: np.ndarray) -> None:
+        self.source, self.index = source, index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.source.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.source.dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.source[self.index[key]])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        rows = np.asarray(self.source[self.index])
+        return rows if dtype is None else rows.astype(dtype)
+
+
+def chunks(array: Any, rows: int = 65536) -> Iterator[np.ndarray]:
+    """``array`` (an array, a memory map or :class:`Rows`) in slices of ``rows`` rows."""
+    for i in range(0, len(array), rows):
+        yield np.asarray(array[i : i + rows])
+
+
+def write_npz(path: Path, arrays: dict[str, Any], dtypes: dict[str, Any]) -> None:
+    """An uncompressed ``.npz`` written slice by slice (``np.savez`` needs each array whole in
+    memory), each member cast to ``dtypes[name]``; readable by ``np.load`` and memory-mappable."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            dtype = np.dtype(dtypes.get(name, array.dtype))
+            shape = tuple(int(d) for d in np.shape(array)) if not isinstance(array, Rows) else array.shape
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as out:
+                npy.write_array_header_1_0(out, {"descr": npy.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+                if len(shape) == 0:
+                    out.write(np.asarray(array, dtype=dtype).tobytes())
+                    continue
+                for part in chunks(array):
+                    out.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+
+
 def content_digest(path: Path) -> str:
     """sha256 of a file's bytes, or of a folder's files (relative paths and bytes, sorted): the
     same for a renamed or moved copy, different after any edit."""
@@ -157,7 +209,7 @@ def read_npz(path: Path, settings: Any) -> Dataset:
             raise DataError(f"{where}: x has {len(x)} rows but y has {len(y)}")
         kind = infer_kind(y, where, settings.kind)
         train, test = split_rows(y, kind, settings.test_fraction, settings.seed)
-        x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+        x_train, y_train, x_test, y_test = Rows(x, train), y[train], Rows(x, test), y[test]
     else:
         raise DataError(f"{where}: expected arrays x and y (or x_train, y_train, x_test, y_test); found {', '.join(sorted(arrays)) or 'none'}")
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)

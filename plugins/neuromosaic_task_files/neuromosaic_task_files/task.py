@@ -12,6 +12,7 @@ import numpy as np
 from neuromosaic_core.interfaces import Task
 from neuromosaic_core.model import stable_hash
 from neuromosaic_task_files import OBJECTIVES, FilesSettings, load
+from neuromosaic_task_files.reading import write_npz
 
 
 class FilesTask(Task):
@@ -43,15 +44,13 @@ class FilesTask(Task):
         if path.exists():
             return path
         data = self.dataset
-        # float32 features (the contract); a float32 memory-mapped input is written without a copy in memory
-        arrays = {"x_train": np.asarray(data.x_train).astype(np.float32, copy=False), "y_train": data.y_train,
-                  "x_test": np.asarray(data.x_test).astype(np.float32, copy=False), "y_test": data.y_test}
+        arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test}
         if data.kind == "regression":
             arrays["y_mean"] = np.asarray(data.state["y_mean"], dtype=np.float32)
             arrays["y_std"] = np.asarray(data.state["y_std"], dtype=np.float32)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        # written slice by slice, float32 features (the contract): a large input is never copied whole in memory
+        write_npz(tmp, arrays, {"x_train": np.float32, "x_test": np.float32})
         os.replace(tmp, path)
         return path
 
