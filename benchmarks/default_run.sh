@@ -4,12 +4,13 @@
 # Record the results in docs/benchmarks.md with the machine state.
 #   bash benchmarks/default_run.sh            # seeds 1 2 3
 #   SEEDS="0" bash benchmarks/default_run.sh
+#   ARGS="encoder=resnet1d" bash benchmarks/default_run.sh   # the same with other settings
 set -euo pipefail
 NEUROMOSAIC=${NEUROMOSAIC:-neuromosaic}
 for seed in ${SEEDS:-1 2 3}; do
   dir=$(mktemp -d)
   start=$(date +%s.%N)
-  (cd "$dir" && "$NEUROMOSAIC" experiment.seed="$seed" experiment.name="default-seed-$seed" > out.txt 2> err.txt)
+  (cd "$dir" && "$NEUROMOSAIC" ${ARGS:-} experiment.seed="$seed" experiment.name="default-seed-$seed" > out.txt 2> err.txt)
   end=$(date +%s.%N)
   python3 - "$dir/runs/default-seed-$seed/summary.json" "$seed" "$start" "$end" <<'PY'
 import json, sys
