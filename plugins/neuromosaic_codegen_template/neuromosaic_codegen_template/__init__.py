@@ -11,7 +11,7 @@ from typing import Any
 from neuromosaic_codegen_template.settings import TemplateSettings
 from neuromosaic_core import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _factory(settings: TemplateSettings) -> Any:

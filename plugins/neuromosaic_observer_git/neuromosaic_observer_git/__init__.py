@@ -21,7 +21,7 @@ from loguru import logger
 from neuromosaic_core import hookimpl
 from neuromosaic_observer_git.history import CodeHistory
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _history: CodeHistory | None = None
 _warned_missing = False

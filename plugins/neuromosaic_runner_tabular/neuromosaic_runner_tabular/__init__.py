@@ -14,7 +14,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings, Workers
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ from typing import Any
 from neuromosaic_core import hookimpl
 from neuromosaic_storage_sql.settings import SqlStorageSettings
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["SqlStorageSettings", "__version__", "register_storage_backends"]
 
 

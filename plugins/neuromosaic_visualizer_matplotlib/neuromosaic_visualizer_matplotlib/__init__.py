@@ -13,7 +13,7 @@ import attrs
 
 from neuromosaic_core import hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 DIRECTIONS = ("auto", "max", "min")
 PROJECTIONS = ("pca", "random")
