@@ -164,6 +164,7 @@ def test_the_plugin_registers_the_encoder():
 
 def test_discovering_the_plugin_does_not_import_the_encoder():
     code = ("import sys, neuromosaic_encoder_nasbench201\n"
-            "print('neuromosaic_encoder_nasbench201.encoder' in sys.modules, 'torch' in sys.modules)")
+            "print('neuromosaic_encoder_nasbench201.encoder' in sys.modules, 'neuromosaic_encoder_nasbench201.cell_network' in sys.modules,"
+            " 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
+    assert out == ["False", "False", "False"]
