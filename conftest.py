@@ -72,6 +72,28 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
     return UninstalledPlugin.from_parent(parent, path=path, distribution=distribution)
 
 
+def _record_skip(nodeid: str) -> None:
+    """Append a skipped test (or the folder of a plugin that is not installed) to
+    ``$NEUROMOSAIC_SKIPPED_FILE``: ``.ci/run`` reruns exactly these once the full environment is in."""
+    target = os.environ.get("NEUROMOSAIC_SKIPPED_FILE")
+    if not target:
+        return
+    path = nodeid.split("::")[0]
+    entry = path if Path(path).is_dir() else nodeid
+    with open(target, "a", encoding="utf-8") as out:
+        out.write(entry + "\n")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _record_skip(report.nodeid)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:
+        _record_skip(report.nodeid)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):  # noqa: ANN001
     outcome = yield

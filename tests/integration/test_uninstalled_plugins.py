@@ -29,7 +29,7 @@ def _project(tmp_path: Path) -> Path:
 
 
 def _pytest(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("NEUROMOSAIC_STRICT", "PYTEST_ADDOPTS", "COV_"))}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("NEUROMOSAIC_", "PYTEST_ADDOPTS", "COV_"))}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=cwd, capture_output=True, text=True, timeout=120, env=environment | env
     )
@@ -47,3 +47,10 @@ def test_strict_skips_turn_it_into_a_failure(tmp_path: Path) -> None:
     result = _pytest(_project(tmp_path), NEUROMOSAIC_STRICT_SKIPS="1")
     assert result.returncode == 1
     assert "1 failed, 1 passed" in result.stdout
+
+
+def test_skips_are_recorded_for_the_full_environment_to_rerun(tmp_path: Path) -> None:
+    record = tmp_path / "skipped.txt"
+    result = _pytest(_project(tmp_path), NEUROMOSAIC_SKIPPED_FILE=str(record))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert record.read_text().splitlines() == ["plugins/neuromosaic_runner_nowhere"]
