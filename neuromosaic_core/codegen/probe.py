@@ -1,13 +1,16 @@
 """The sandboxed probe and the fidelity check: does untrusted code build the network the spec asks for?
 
-:func:`probe_code` runs the code once in a fresh subprocess (never in the orchestrator's process):
-it re-validates it, builds ``Net()``, runs ``forward`` on a dummy batch in eval mode and records,
+:func:`probe_code` runs the code once in a sandboxed child process (never in the orchestrator's
+process), forked by a warm worker of :mod:`neuromosaic_core.sandbox.pool` that imported torch once
+(the local runner's ``mode=pool`` workers; a fresh Python per answer paid ~3 s of start-up): it
+re-validates it, builds ``Net()``, runs ``forward`` on a dummy batch in eval mode and records,
 in call order, the operations the forward pass runs (``F.linear``, ``F.conv1d``, norms,
 activations, dropout, pooling, and softmax/sigmoid, which the contract forbids at the end) through
-a ``TorchFunctionMode`` — so modules and functional calls count alike. The subprocess runs in the
+a ``TorchFunctionMode`` — so modules and functional calls count alike. The worker runs in the
 same sandbox as a trial (:mod:`neuromosaic_core.sandbox`: bubblewrap where installed, uid 65534,
-no network, read-only root, a fresh temporary directory the only writable place), with CPU-time,
-memory, file-size and output limits and a minimal environment, killed whole on timeout.
+no network, hide by default, its job directory the only writable place), each answer's child with
+an empty private ``/tmp``, CPU-time, memory, file-size and output limits and a minimal
+environment, killed whole on timeout.
 
 :func:`check_fidelity` compares that trace with the spec's analytic layers (``layers.analyse``)
 and the parameter count with the spec's, and says what differs in words an LLM can act on. A
@@ -23,6 +26,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ import attrs
 from neuromosaic_core.codegen.fidelity import Flow, Op, describe_op, expected_graph, graph_fidelity, is_graph
 from neuromosaic_core.layers import analyse
 from neuromosaic_core.model import ArchitectureSpec
+from neuromosaic_core.sandbox import Limits
+from neuromosaic_core.sandbox.pool import PoolConfig, SyncWarmPool
 
 
 @attrs.frozen
@@ -63,17 +69,36 @@ def _read_plain(path: Path, limit: int = 1 << 20) -> str | None:
         return f.read(limit).decode(errors="replace")
 
 
+#: The probe's limits but the timeout: a forward pass on a batch of two needs little.
+PROBE_LIMITS = Limits(timeout_s=60.0, file_size_mb=16, output_mb=1)
+_pool: SyncWarmPool | None = None
+_pool_lock = threading.Lock()
+
+
+def probe_pool() -> SyncWarmPool:
+    """The process's warm probe workers (one kept idle), started with the first probe."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            from neuromosaic_core.sandbox import resolve_isolation
+
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+            _pool = SyncWarmPool(PoolConfig("neuromosaic_core.codegen.probe:main", sys.executable, resolve_isolation("auto"),
+                                            PROBE_LIMITS, env, gpu=False), keep_idle=1)
+        return _pool
+
+
 def probe_code(code: str, input_shape: Sequence[int], num_classes: int, timeout: float = 60.0) -> ProbeReport:
-    """Build and run ``code``'s ``Net`` once in a sandboxed subprocess; never raises for bad code."""
-    from neuromosaic_core.sandbox import Limits, run_sandboxed_sync
+    """Build and run ``code``'s ``Net`` once in a sandboxed child process; never raises for bad code."""
+
+    def prepare(job_dir: Path) -> Path:
+        (job_dir / "model.py").write_text(code)
+        (job_dir / "job.json").write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}))
+        return job_dir / "job.json"
 
     with tempfile.TemporaryDirectory(prefix="neuromosaic-probe-") as tmp:
-        Path(tmp, "model.py").write_text(code)
-        Path(tmp, "job.json").write_text(json.dumps({"input_shape": list(input_shape), "num_classes": num_classes}))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1"}
-        limits = Limits(timeout_s=timeout, cpu_seconds=int(timeout) + 1, file_size_mb=16, output_mb=1)
-        outcome = run_sandboxed_sync([sys.executable, "-m", "neuromosaic_core.codegen.probe", tmp], Path(tmp),
-                                     limits, env, gpu=False)
+        limits = attrs.evolve(PROBE_LIMITS, timeout_s=timeout, cpu_seconds=int(timeout) + 1)
+        outcome = probe_pool().run(prepare, limits, into=Path(tmp), keep=["report.json"])
         if outcome.timed_out:
             return ProbeReport(error=f"probe: building and running Net took longer than {timeout:g}s")
         text = _read_plain(Path(tmp, "report.json"))
@@ -154,7 +179,7 @@ def _where_it_went_wrong(ops: Sequence[Op], spec: ArchitectureSpec, input_shape:
 
 # -- the child process ----------------------------------------------------------------------------
 
-def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the probe subprocess
+def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the sandbox
     import torch
 
     from neuromosaic_core.codegen.validation import CodeRejected, validate_code
@@ -189,6 +214,17 @@ def _child(directory: str) -> dict[str, Any]:  # pragma: no cover - runs in the 
     return {"params": int(params), "output_shape": list(out.shape), "ops": ops, "flow": flow, "output_op": output_op}
 
 
-if __name__ == "__main__":  # pragma: no cover - the probe subprocess
-    _result = _child(sys.argv[1])
-    Path(sys.argv[1], "report.json").write_text(json.dumps(_result))
+def warm_up(directory: str) -> None:  # pragma: no cover - runs in the sandbox
+    """Probe a tiny network of our own in this process (the warm worker's warm-up)."""
+    from neuromosaic_core.harness.__main__ import WARM_UP_MODEL
+
+    Path(directory, "model.py").write_text(WARM_UP_MODEL)
+    Path(directory, "job.json").write_text(json.dumps({"input_shape": [4], "num_classes": 2}))
+    _child(directory)
+
+
+def main(argv: list[str]) -> int:  # pragma: no cover - runs in the sandbox
+    """The warm worker's entry: probe the job (``job.json`` beside ``model.py``), write ``report.json``."""
+    directory = os.path.dirname(os.path.abspath(argv[0]))
+    Path(directory, "report.json").write_text(json.dumps(_child(directory)))
+    return 0

@@ -192,6 +192,20 @@ def test_probe_contains_hangs_crashes_and_wrong_shapes():
     assert problem.startswith("shape:") and "(2, 7)" in problem
 
 
+def test_probes_share_a_warm_worker_and_a_bad_answer_costs_only_its_own():
+    from neuromosaic_core.codegen.probe import probe_pool
+
+    pool = probe_pool().pool
+    assert probe_code(CONV_CODE, (40,), 10).ok  # the worker is warm from here on
+    started, replaced = pool.started, pool.replaced
+    for _ in range(3):
+        assert probe_code(CONV_CODE, (40,), 10).ok
+    assert pool.started == started  # no new interpreter per answer
+    crash = "import torch\nfrom torch import nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        raise ValueError(3)\n"
+    assert not probe_code(crash, (40,), 10).ok
+    assert probe_code(CONV_CODE, (40,), 10).ok and pool.replaced == replaced  # a failing answer is only a failed child
+
+
 # -- the pipeline with an LLM ------------------------------------------------------------------------
 
 

@@ -5,8 +5,8 @@ directory the only writable place, no network, uid 65534, rlimits; a process gro
 where bubblewrap is missing). Two modes:
 
 - ``fresh``: a new sandboxed ``python -m neuromosaic_core.harness job.json`` per trial;
-- ``pool``: warm sandboxed workers (:mod:`neuromosaic_runner_local.pool`) that import torch once
-  and fork a fresh child per trial.
+- ``pool``: warm sandboxed workers (:mod:`neuromosaic_core.sandbox.pool`, shared with the LLM
+  code probe) that import torch once and fork a fresh child per trial.
 
 The trial's weights are written inside its directory and moved to ``job.weights_path`` by the
 runner, so the trial never needs to write anywhere else. One intra-op thread per trial
@@ -129,9 +129,11 @@ class LocalRunner(Runner):
         self.isolation = resolve_isolation(self.settings.isolation)
         self._pool = None
         if self.settings.mode == "pool":
-            from neuromosaic_runner_local.pool import WorkerPool
+            from neuromosaic_core.sandbox.pool import HARNESS, PoolConfig, WarmPool
 
-            self._pool = WorkerPool(self)
+            config = PoolConfig(HARNESS, self.python, self.isolation, self.limits(0), trial_environment(),
+                                gpu=self.settings.device != "cpu")
+            self._pool = WarmPool(config)
         logger.debug(f"local runner: mode={self.settings.mode}, isolation={self.isolation}, workers={self.workers}")
 
     def check_code_trust(self, codegen: Any, name: str = "") -> None:
@@ -174,13 +176,25 @@ class LocalRunner(Runner):
         trial_dir, inner = self.prepare(job)
         limits = self.limits(job.timeout_s)
         if self._pool is not None:
-            outcome = await self._pool.run(inner, trial_dir, limits)
+            outcome = await self._pool.run(lambda job_dir: self.pool_job(inner, job_dir), limits, into=trial_dir,
+                                           keep=("result.json", WEIGHTS_IN_TRIAL), readable=job.data_path)
         else:
             argv = [self.python, "-m", "neuromosaic_core.harness", str(trial_dir / "job.json")]
             outcome = await run_sandboxed(argv, trial_dir, limits, trial_environment(),
                                           readable=[job.code_path, job.data_path], isolation=self.isolation,
                                           gpu=job.device != "cpu")
         return self.collect(job, trial_dir, outcome, limits)
+
+    @staticmethod
+    def pool_job(job: TrialJob, job_dir: Path) -> Path:
+        """The trial's files in a pool worker's job directory: its code and ``job.json``, which
+        points the harness at them (the result and the weights are written there and moved out)."""
+        code = job_dir / "code.py"
+        shutil.copyfile(job.code_path, code) if job.code_path else code.write_text("")
+        inner = attrs.evolve(job, code_path=str(code) if job.code_path else "", result_path=str(job_dir / "result.json"),
+                             weights_path=str(job_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None)
+        (job_dir / "job.json").write_text(json.dumps(converter.unstructure(inner)))
+        return job_dir / "job.json"
 
     def collect(self, job: TrialJob, trial_dir: Path, outcome: Outcome, limits: Limits | None = None) -> TrialResult:
         """Turn what the sandbox saw and what the harness wrote into the trial's result."""

@@ -349,7 +349,7 @@ def test_pool_workers_and_their_trials_do_not_outlive_a_killed_orchestrator(tmp_
     while time.monotonic() < deadline:  # the worker, and under it the trial's child, have started
         tree = parent.children(recursive=True)
         with contextlib.suppress(psutil.Error):
-            if any("neuromosaic_runner_local.worker" in " ".join(p.cmdline()) and p.children() for p in tree):
+            if any("neuromosaic_core.sandbox.worker" in " ".join(p.cmdline()) and p.children() for p in tree):
                 break
         time.sleep(0.5)
     assert tree, "the pool worker should have started"

@@ -1,19 +1,24 @@
-"""A warm pool worker, run inside the sandbox: ``python -m neuromosaic_runner_local.worker``.
+"""A warm worker, run inside the sandbox: ``python -m neuromosaic_core.sandbox.worker MODULE:FUNCTION``.
 
-It imports torch and the harness once, then serves jobs read from stdin, one JSON line each
+It imports torch and ``MODULE`` once, then serves jobs read from stdin, one JSON line each
 (``{"job": PATH, "timeout": S, "cpu_seconds": N|null, "output_limit": BYTES|null}``), and
-answers each with one JSON line on stdout. Per job it forks a fresh child, so one trial's code
-cannot poison the next: the child starts a session of its own, gets the job's directory as its
-working directory, its output on a pipe (never the control channel: every other descriptor is
-closed), its own CPU-time limit, and runs the harness. The worker enforces the timeout and the
-output cap (the child's session is killed), reaps the child (``wait4``: its CPU time), and inside
-a PID namespace kills any process the trial left behind (reported as ``strays``: the runner then
-replaces the worker). The worker makes itself non-dumpable so a child of the same uid cannot
+answers each with one JSON line on stdout. Per job it forks a fresh child that calls
+``FUNCTION([PATH])`` (its return value is the child's exit code), so one job's code cannot poison
+the next: the child starts a session of its own, gets the job's directory as its working
+directory, its output on a pipe (never the control channel: every other descriptor is closed),
+its own CPU-time limit, and an empty private ``/tmp`` and ``HOME``. The worker enforces the timeout
+and the output cap (the child's session is killed), reaps the child (``wait4``: its CPU time), and
+inside a PID namespace kills any process the job left behind (reported as ``strays``: the pool
+then replaces the worker). The worker makes itself non-dumpable so a child of the same uid cannot
 ptrace it or write its memory.
+
+Entries: the trial harness (``neuromosaic_core.harness.__main__:main``, the local runner's
+``mode=pool``) and the LLM code probe (``neuromosaic_core.codegen.probe:main``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -22,18 +27,19 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
+
+from neuromosaic_core.sandbox import PRIVATE_TMP, empty_directory
 
 OUTPUT_KEPT = 64 * 1024
 
 
 def _prctl(option: int, value: int) -> None:
-    try:
-        import ctypes
+    import ctypes
 
+    with contextlib.suppress(Exception):  # best effort: the sandbox still contains the job
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except Exception:  # noqa: BLE001,S110 - best effort: the sandbox still contains the trial
-        pass
 
 
 def _undumpable() -> None:
@@ -46,7 +52,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(job_path: str, out_fd: int, cpu_seconds: int | None, private: str) -> None:  # pragma: no cover - forked child
+def _child(entry: Callable[[list[str]], int], job_path: str, out_fd: int, cpu_seconds: int | None,
+           private: str) -> None:  # pragma: no cover - forked child
     code = 1
     try:
         import tempfile
@@ -64,9 +71,7 @@ def _child(job_path: str, out_fd: int, cpu_seconds: int | None, private: str) ->
         if cpu_seconds is not None:
             resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         os.chdir(os.path.dirname(job_path))
-        from neuromosaic_core.harness.__main__ import main
-
-        code = main([job_path])
+        code = entry([job_path])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - reported through the exit code and the output
@@ -103,8 +108,6 @@ def _strays() -> int:
     return len(others)
 
 
-#: The sandbox's private tmpfs: the trial's HOME and TMPDIR inside a namespace, emptied after each trial.
-PRIVATE_TMP = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, never the host's /tmp
 
 
 def private_directory(job_path: str, in_namespace: bool) -> str:
@@ -123,12 +126,10 @@ def scrub(in_namespace: bool) -> list[str]:
     read-only) stays."""
     if not in_namespace:
         return []
-    from neuromosaic_core.sandbox import empty_directory
-
     return empty_directory(PRIVATE_TMP, one_file_system=True)
 
 
-def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
+def serve_one(entry: Callable[[list[str]], int], request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
     private = private_directory(request["job"], in_namespace)
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
@@ -137,7 +138,7 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         os.close(read_fd)
-        _child(request["job"], write_fd, request.get("cpu_seconds"), private)
+        _child(entry, request["job"], write_fd, request.get("cpu_seconds"), private)
     os.close(write_fd)
     timeout = float(request["timeout"])
     limit = request.get("output_limit")
@@ -146,19 +147,29 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
     reaped: tuple[int, Any] | None = None  # (status, rusage) once the child has exited
     eof = False
     drain_until = 0.0
+    # The child's exit wakes the loop through a pidfd (Linux 5.3+): no polling, so a job's answer
+    # does not wait for the next tick; without one, a 1 ms poll.
+    try:
+        exited: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        exited = None
     while True:
         if reaped is None:
             wpid, status, usage = os.wait4(pid, os.WNOHANG)
             if wpid == pid:
                 reaped = (status, usage)
                 drain_until = time.monotonic() + 0.5
-            elif eof:
-                time.sleep(0.01)
         # Once the child is gone, only what is already in the pipe is read: processes it left
         # behind may hold the pipe open for ever.
-        wait = 0.0 if reaped is not None else min(max(deadline - time.monotonic(), 0.0), 0.1)
-        ready, _, _ = select.select([read_fd], [], [], wait) if not eof else ([], [], [])
-        if ready:
+        if reaped is not None:
+            wait = 0.0
+        elif exited is None:
+            wait = min(max(deadline - time.monotonic(), 0.0), 0.001 if eof else 0.1)
+        else:
+            wait = max(deadline - time.monotonic(), 0.0)
+        watched = ([] if eof else [read_fd]) + ([exited] if exited is not None and reaped is None else [])
+        ready, _, _ = select.select(watched, [], [], wait) if watched else ([], [], [])
+        if read_fd in ready:
             chunk = os.read(read_fd, 1 << 16)
             eof = not chunk
             total += len(chunk)
@@ -170,11 +181,17 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
                 break
             if reaped is None or time.monotonic() < drain_until:
                 continue
+        if exited in ready:
+            continue  # reaped at the top
         if reaped is not None:
             break
         if time.monotonic() >= deadline:
             timed_out = True
             break
+        if watched == [] and exited is None:
+            time.sleep(0.001)
+    if exited is not None:
+        os.close(exited)
     if reaped is None:
         try:
             os.killpg(pid, signal.SIGKILL)
@@ -198,42 +215,51 @@ def serve_one(request: dict[str, Any], in_namespace: bool) -> dict[str, Any]:
     }
 
 
-def _warm_up(torch: Any, flop_counter: Any) -> None:
-    """Pay the first-use costs every trial would pay (the FLOP counter's set-up: ~1 s) once, here."""
-    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    with flop_counter(display=False), torch.no_grad():
-        model(torch.zeros(1, 4))
-    optimizer = torch.optim.AdamW(model.parameters())
-    loss = torch.nn.functional.cross_entropy(model(torch.zeros(2, 4)), torch.zeros(2, dtype=torch.long))
-    loss.backward()
-    optimizer.step()
+def warm_up(spec: str) -> Callable[[list[str]], int]:
+    """Import ``MODULE`` and pay, once and in this process, the first-use costs every job would pay
+    again in its forked child: ``MODULE.warm_up(directory)`` when it has one (the harness runs a
+    tiny trial of its own, the probe probes a tiny network) in a directory removed afterwards.
+    Then the objects made so far are moved out of the garbage collector's reach (``gc.freeze``),
+    so a child's collections do not touch, and copy, the worker's pages. Returns the entry."""
+    import gc
+    import importlib
+    import shutil
+    import tempfile
 
-
-def main() -> int:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import numpy  # noqa: F401 - warm imports: what every trial needs
     import torch
-    import torch.nn.functional  # noqa: F401
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
-
-    import neuromosaic_core.harness.__main__  # noqa: F401
-    import neuromosaic_core.harness.training  # noqa: F401
 
     torch.set_num_threads(1)
+    module_name, _, function = spec.partition(":")
+    module = importlib.import_module(module_name)
+    hook = getattr(module, "warm_up", None)
+    if hook is not None:
+        directory = tempfile.mkdtemp(prefix="warm-up-")
+        try:
+            hook(directory)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    gc.collect()
+    gc.freeze()
+    return getattr(module, function or "main")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parent = int(os.environ.get("NEUROMOSAIC_POOL_PARENT", "0"))
     if parent:
         _die_with_parent(parent)
-    _warm_up(torch, FlopCounterMode)
+    control = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints of the worker itself (and of its warm-up) must not garble the control channel
+    entry = warm_up(args[0] if args else "neuromosaic_core.harness.__main__:main")
     _undumpable()
     in_namespace = os.environ.get("NEUROMOSAIC_POOL_NAMESPACE") == "1" and os.getpid() != 1
-    control = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # stray prints of the worker itself must not garble the control channel
     control.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             continue
         try:
-            reply = serve_one(json.loads(line), in_namespace)
+            reply = serve_one(entry, json.loads(line), in_namespace)
         except Exception as exc:  # noqa: BLE001 - the runner replaces a worker that says so
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         control.write(json.dumps(reply) + "\n")

@@ -1,35 +1,43 @@
-"""``mode=pool``: warm sandboxed fork-server workers (see :mod:`neuromosaic_runner_local.worker`).
+"""Warm sandboxed fork-server workers (:mod:`neuromosaic_core.sandbox.worker`), shared by the local
+runner's ``mode=pool`` and the LLM code probe.
 
-Each worker is one sandbox (the same bubblewrap sandbox and rlimits as a fresh trial) around a
-Python that imported torch once. Its only writable directory is a private pool directory; per
-trial the runner copies the code into a new job directory there, the worker forks a child that
-runs the harness in it, and the runner moves the result and the weights into the trial's directory
-and deletes the job directory. A worker that dies, does not answer within the trial's timeout
-(plus a grace period), had a trial leave processes behind, or needs another data file is killed
-and replaced (without bubblewrap also after a trial's timeout or flood of output).
+Each worker is one sandbox (the same bubblewrap sandbox and rlimits as a fresh run, see
+:mod:`neuromosaic_core.sandbox`) around a Python that imported torch and the worker's entry once.
+Its only writable directory is a private pool directory; per job the caller writes the job's
+files into a new job directory there (``prepare``), the worker forks a child that calls the entry
+in it, and the files named by ``keep`` are moved out (never through a link) before the job
+directory is deleted. A worker that dies, does not answer within the job's timeout (plus a grace
+period), had a job leave processes or files behind, or needs another readable path (a data file)
+is killed and replaced (without bubblewrap also after a job's timeout or flood of output).
+
+:class:`WarmPool` is for coroutines; :class:`SyncWarmPool` runs one on a loop thread of its own
+for synchronous callers (the probe, which code generation calls from worker threads).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import json
 import os
 import shutil
 import signal
+import stat
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 from loguru import logger
 
-from neuromosaic_core.interfaces import TrialJob
-from neuromosaic_core.model import converter
 from neuromosaic_core.sandbox import (
+    PRIVATE_TMP,
     SAMPLE_INTERVAL_S,
     SANDBOX_UID,
     Limits,
@@ -41,14 +49,37 @@ from neuromosaic_core.sandbox import (
     empty_directory,
 )
 
-if TYPE_CHECKING:
-    from neuromosaic_runner_local.runner import LocalRunner
-
-#: Seconds a worker may take beyond a trial's timeout to answer before it is killed.
+#: Seconds a worker may take beyond a job's timeout to answer before it is killed.
 GRACE_S = 10.0
 #: Seconds a new worker may take to import torch and say it is ready.
 START_TIMEOUT_S = 120.0
+#: The trial harness: the local runner's entry.
+HARNESS = "neuromosaic_core.harness.__main__:main"
 _ids = itertools.count(1)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+@attrs.frozen
+class PoolConfig:
+    """What every worker of a pool shares. ``entry``: ``MODULE:FUNCTION`` the worker calls per job
+    with ``[job_path]``; ``python``: the interpreter (a real one: the worker is a Python module);
+    ``isolation``: ``bubblewrap`` or ``process-group`` (resolved, see
+    :func:`~neuromosaic_core.sandbox.resolve_isolation`); ``limits``: the worker's own rlimits
+    (memory, processes, file size; its start-up gets :data:`START_TIMEOUT_S` and no CPU limit);
+    ``env``: its environment; ``gpu``: show the NVIDIA devices."""
+
+    entry: str
+    python: str
+    isolation: str
+    limits: Limits
+    env: Mapping[str, str]
+    gpu: bool = False
 
 
 class WorkerDied(Exception):
@@ -56,9 +87,9 @@ class WorkerDied(Exception):
 
 
 class _Worker:
-    def __init__(self, runner: LocalRunner, data_path: str) -> None:
-        self.runner = runner
-        self.data_path = data_path
+    def __init__(self, config: PoolConfig, readable: str) -> None:
+        self.config = config
+        self.readable = readable
         self.dir = Path(tempfile.mkdtemp(prefix="neuromosaic-pool-")).resolve()
         self.proc: asyncio.subprocess.Process | None = None
         self.dirty = False
@@ -66,17 +97,15 @@ class _Worker:
 
     @property
     def sandboxed(self) -> bool:
-        return self.runner.isolation == "bubblewrap"
+        return self.config.isolation == "bubblewrap"
 
     async def start(self) -> None:
-        from neuromosaic_runner_local.runner import trial_environment
-
-        limits = attrs.evolve(self.runner.limits(START_TIMEOUT_S), cpu_seconds=None)
-        argv = [self.runner.python, "-m", "neuromosaic_runner_local.worker"]
-        env = trial_environment()
+        limits = attrs.evolve(self.config.limits, timeout_s=START_TIMEOUT_S, cpu_seconds=None)
+        argv = [self.config.python, "-m", "neuromosaic_core.sandbox.worker", self.config.entry]
+        env = dict(self.config.env)
         if self.sandboxed:
-            argv = bwrap_argv(argv, self.dir, limits, readable=[self.data_path], gpu=self.runner.settings.device != "cpu")
-            env.update(HOME="/tmp", TMPDIR="/tmp", NEUROMOSAIC_POOL_NAMESPACE="1")  # noqa: S108 - the sandbox's own tmpfs
+            argv = bwrap_argv(argv, self.dir, limits, readable=[self.readable], gpu=self.config.gpu)
+            env.update(HOME=PRIVATE_TMP, TMPDIR=PRIVATE_TMP, NEUROMOSAIC_POOL_NAMESPACE="1")
             if os.geteuid() == 0:
                 os.chown(self.dir, SANDBOX_UID, SANDBOX_UID)
         else:
@@ -118,34 +147,28 @@ class _Worker:
         except psutil.Error:
             return []
 
-    async def run(self, job: TrialJob, trial_dir: Path, limits: Limits) -> Outcome:
-        from neuromosaic_runner_local.runner import is_regular_file
-
+    async def run(self, prepare: Callable[[Path], Path], keep: Iterable[str], into: Path, limits: Limits) -> Outcome:
         job_dir = self.dir / f"job-{next(_ids)}-{uuid.uuid4().hex[:8]}"
         job_dir.mkdir()
-        code = job_dir / "code.py"
-        shutil.copyfile(job.code_path, code) if job.code_path else code.write_text("")
-        inner = attrs.evolve(job, code_path=str(code) if job.code_path else "", result_path=str(job_dir / "result.json"),
-                             weights_path=str(job_dir / "weights.pt") if job.weights_path else None)
-        (job_dir / "job.json").write_text(json.dumps(converter.unstructure(inner)))
+        job_path = prepare(job_dir)
         if self.sandboxed and os.geteuid() == 0:
             _chown_tree(job_dir, SANDBOX_UID, SANDBOX_UID)
         assert self.proc is not None
-        watch = TreeSampler(self.proc.pid, limits, skip=[p.pid for p in self.tree()])  # the trial: what the worker forks
+        watch = TreeSampler(self.proc.pid, limits, skip=[p.pid for p in self.tree()])  # the job: what the worker forks
         start = time.monotonic()
 
         async def sample() -> None:
             while watch.exceeded is None:
                 watch.sample()
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
-            # Too many processes or too much CPU time: the trial's processes are killed until none is
+            # Too many processes or too much CPU time: the job's processes are killed until none is
             # left (the worker reaps its child and answers with its output); the worker is replaced.
             self.dirty = True
             while True:
                 self.kill_trial(watch.skip)
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
 
-        request = {"job": str(job_dir / "job.json"), "timeout": limits.timeout_s, "cpu_seconds": limits.cpu_seconds,
+        request = {"job": str(job_path), "timeout": limits.timeout_s, "cpu_seconds": limits.cpu_seconds,
                    "output_limit": None if limits.output_mb is None else limits.output_mb << 20}
         sampler = asyncio.create_task(sample())
         self.jobs += 1
@@ -162,26 +185,26 @@ class _Worker:
             stopped = watch.exceeded
             return Outcome(-signal.SIGKILL if stopped else status if status else None, "" if stopped else str(exc), False,
                            round(watch.peak_memory / (1 << 20), 1), round(watch.cpu_seconds(), 3),
-                           round(time.monotonic() - start, 3), self.runner.isolation,
+                           round(time.monotonic() - start, 3), self.config.isolation,
                            processes_exceeded=stopped == "processes", cpu_exceeded=stopped == "cpu")
         finally:
             sampler.cancel()
-            for name in ("result.json", "weights.pt"):
-                if is_regular_file(job_dir / name):  # never a link the trial planted
-                    shutil.move(str(job_dir / name), str(trial_dir / name))
+            for name in keep:
+                if _is_regular_file(job_dir / name):  # never a link the job planted
+                    shutil.move(str(job_dir / name), str(into / name))
                     with contextlib.suppress(OSError):
-                        os.chown(trial_dir / name, os.getuid(), os.getgid())
+                        os.chown(into / name, os.getuid(), os.getgid())
             shutil.rmtree(job_dir, ignore_errors=True)
             if empty_directory(self.dir):  # what the trial left beside its job directory goes too
                 self.dirty = True
         if "error" in reply:
             self.dirty = True
-            return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.runner.isolation)
+            return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.config.isolation)
         if reply.get("strays"):
-            logger.warning(f"trial {job.trial_id} left {reply['strays']} process(es) behind; replacing its pool worker")
+            logger.warning(f"{into.name} left {reply['strays']} process(es) behind; replacing its pool worker")
             self.dirty = True
         if reply.get("unclean"):
-            logger.warning(f"trial {job.trial_id} left files its pool worker could not remove ({', '.join(reply['unclean'])}); "
+            logger.warning(f"{into.name} left files its pool worker could not remove ({', '.join(reply['unclean'])}); "
                            "replacing the worker")
             self.dirty = True
         if (reply.get("timed_out") or reply.get("output_exceeded")) and not self.sandboxed:
@@ -192,7 +215,7 @@ class _Worker:
         stopped = watch.exceeded
         return Outcome(reply["returncode"], reply["output"], bool(reply["timed_out"]) and not stopped, round(peak_mb, 1),
                        round(max(float(reply["cpu_seconds"]), watch.cpu_seconds()), 3), round(float(reply["wall_seconds"]), 3),
-                       self.runner.isolation, output_exceeded=bool(reply["output_exceeded"]) and not stopped,
+                       self.config.isolation, output_exceeded=bool(reply["output_exceeded"]) and not stopped,
                        output_bytes=int(reply["output_bytes"]), processes_exceeded=stopped == "processes",
                        cpu_exceeded=stopped == "cpu")
 
@@ -243,28 +266,31 @@ class _Worker:
         self.dir.with_name(self.dir.name + ".log").unlink(missing_ok=True)
 
 
-class WorkerPool:
-    """Up to ``runner.workers`` warm workers, started on demand and replaced when they misbehave."""
+class WarmPool:
+    """Warm workers of one :class:`PoolConfig`, started on demand, kept idle up to ``keep_idle``,
+    and replaced when they misbehave. How many run at once is the callers' choice (the local runner
+    runs ``runner.workers`` trials at once)."""
 
-    def __init__(self, runner: LocalRunner) -> None:
-        self.runner = runner
+    def __init__(self, config: PoolConfig, keep_idle: int | None = None) -> None:
+        self.config = config
+        self.keep_idle = keep_idle
         self.idle: list[_Worker] = []
         self.busy: set[_Worker] = set()
         self.started = 0
         self.replaced = 0
 
-    async def _acquire(self, data_path: str) -> _Worker:
+    async def _acquire(self, readable: str) -> _Worker:
         for worker in [w for w in self.idle if w.proc is None or w.proc.returncode is not None]:
             self.idle.remove(worker)  # died while idle
             self.replaced += 1
             await worker.stop()
         for worker in self.idle:
-            if worker.data_path == data_path:
+            if worker.readable == readable:
                 self.idle.remove(worker)
                 return worker
-        if self.idle:  # a worker for another data file: replace the oldest
+        if self.idle:  # a worker for another readable path: replace the oldest
             await self.idle.pop(0).stop()
-        worker = _Worker(self.runner, data_path)
+        worker = _Worker(self.config, readable)
         try:
             await worker.start()
         except BaseException:
@@ -273,14 +299,19 @@ class WorkerPool:
         self.started += 1
         return worker
 
-    async def run(self, job: TrialJob, trial_dir: Path, limits: Limits) -> Outcome:
+    async def run(self, prepare: Callable[[Path], Path], limits: Limits, *, into: Path, keep: Iterable[str] = (),
+                  readable: str = "") -> Outcome:
+        """Run one job: ``prepare(job_dir)`` writes its files into a fresh job directory and returns
+        the path the entry is called with; afterwards the plain files named in ``keep`` are moved
+        to ``into``. ``readable``: a path outside the job directory the job reads (its data); a
+        worker sees one, so jobs are routed to a worker started for theirs."""
         try:
-            worker = await self._acquire(job.data_path)
+            worker = await self._acquire(readable)
         except WorkerDied as exc:
-            return Outcome(None, str(exc), False, 0.0, 0.0, 0.0, self.runner.isolation)
+            return Outcome(None, str(exc), False, 0.0, 0.0, 0.0, self.config.isolation)
         self.busy.add(worker)
         try:
-            outcome = await worker.run(job, trial_dir, limits)
+            outcome = await worker.run(prepare, keep, into, limits)
         except BaseException:
             self.busy.discard(worker)
             await worker.stop()
@@ -288,6 +319,8 @@ class WorkerPool:
         self.busy.discard(worker)
         if worker.dirty or (worker.proc is not None and worker.proc.returncode is not None):
             self.replaced += 1
+            await worker.stop()
+        elif self.keep_idle is not None and len(self.idle) >= self.keep_idle:
             await worker.stop()
         else:
             self.idle.append(worker)
@@ -298,3 +331,40 @@ class WorkerPool:
             await worker.stop()
         self.idle.clear()
         self.busy.clear()
+
+
+class SyncWarmPool:
+    """A :class:`WarmPool` for synchronous callers, from any thread: its workers are driven by an
+    event loop on a daemon thread of its own, started with the first job. :meth:`close` (also run
+    at interpreter exit) stops the workers; bubblewrap's ``--die-with-parent`` and the fallback's
+    parent-death signal stop them if this process is killed."""
+
+    def __init__(self, config: PoolConfig, keep_idle: int | None = 1) -> None:
+        self.pool = WarmPool(config, keep_idle)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="neuromosaic-warm-pool", daemon=True).start()
+                self._loop = loop
+                atexit.register(self.close)
+            return self._loop
+
+    def run(self, prepare: Callable[[Path], Path], limits: Limits, *, into: Path, keep: Iterable[str] = (),
+            readable: str = "") -> Outcome:
+        """:meth:`WarmPool.run`, waited for."""
+        job = self.pool.run(prepare, limits, into=into, keep=tuple(keep), readable=readable)
+        return asyncio.run_coroutine_threadsafe(job, self._running_loop()).result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.pool.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        atexit.unregister(self.close)
