@@ -89,6 +89,7 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
 
     from neuromosaic_core.alerts import start_alerts, stop_alerts
     from neuromosaic_core.config import resolve
+    from neuromosaic_core.constraints import check_fits_task
     from neuromosaic_core.display import print_summary
     from neuromosaic_core.logs import configure_logging
     from neuromosaic_core.orchestrator import ExperimentAlreadyDone, Orchestrator
@@ -99,8 +100,12 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     configure_logging(core.log.level, core.log.json, run_dir / "neuromosaic.log")
     components = build_components(resolved, system)
     try:
+        if getattr(components.runner, "needs_code", True):  # a runner that looks results up builds nothing
+            check_fits_task(components.encoder, components.task.input_shape, components.task.num_classes,
+                            resolved.component("encoder").name, resolved.component("task").name)
         components.codegen.preflight()
     except NeuromosaicError:
+        components.codegen.close()
         components.storage.close()
         raise
     orchestrator = Orchestrator(core, components, run_dir, hook=system.pm.hook, config=resolved.raw,

@@ -7,6 +7,7 @@ architecture is recorded as an invalid trial without training.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -77,3 +78,37 @@ class ConstraintValidator:
         checks = [("max_params", a.params, c.max_params), ("max_flops", a.flops, c.max_flops), ("max_depth", a.depth, c.max_depth)]
         violations = tuple(Violation(name, actual, limit) for name, actual, limit in checks if limit is not None and actual > limit)
         return ValidationResult(violations, a.params, a.flops, a.depth)
+
+
+#: Vectors :func:`check_fits_task` decodes before a search: enough that a family with some
+#: invalid corners is not refused, few enough to take milliseconds.
+FIT_SAMPLES = 64
+
+
+def check_fits_task(encoder: Any, input_shape: Sequence[int], num_classes: int, encoder_name: str = "",
+                    task_name: str = "", samples: int = FIT_SAMPLES) -> None:
+    """Refuse, before a search starts, an encoder none of whose networks can take the task's
+    input: ``samples`` vectors of its space (seeded, so the answer is the same every time) are
+    decoded and their shapes analysed; when not one of them can be built, a
+    :class:`~neuromosaic_core.errors.ConfigError` says so in one line with the first reason
+    (a flat family on images, a 2-D family on a sequence). Without it such a search would
+    record every trial as invalid until ``search.max_failures`` stops it."""
+    import random
+
+    from neuromosaic_core.errors import ConfigError
+
+    space = encoder.search_space()
+    rng = random.Random(0)
+    first: str | None = None
+    for _ in range(samples):
+        try:
+            analyse(encoder.decode(space.sample(rng)), input_shape, num_classes)
+            return
+        except (LayerError, ValueError) as exc:
+            first = first or str(exc)
+    which = f"encoder={encoder_name}" if encoder_name else "the encoder"
+    task = f"task={task_name}'s" if task_name else "the task's"
+    shape = "x".join(str(s) for s in input_shape)
+    raise ConfigError(f"{which} builds no network for {task} input of shape {shape}: none of {samples} sampled "
+                      f"architectures fits ({first}); choose an encoder for this kind of input "
+                      "(1-D sequences or flat features: mlp_conv1d, resnet1d; images: resnet2d, nb201_cell)")

@@ -137,6 +137,18 @@ def test_the_real_command_leaves_nothing_when_the_database_cannot_be_opened(star
     assert snapshot(start) == before
 
 
+def test_an_encoder_that_cannot_take_the_tasks_input_is_refused_before_any_trial(tmp_path):
+    # A flat family on images: every architecture would be invalid until search.max_failures.
+    # The check needs the components, so it runs after Hydra made the run directory.
+    proc = neuromosaic(tmp_path, "task=digits_images", "encoder=mlp_conv1d", *FAST[1:])
+    assert_short_error(proc, "encoder=mlp_conv1d builds no network for task=digits_images's input of shape 1x8x8")
+    assert "choose an encoder for this kind of input" in proc.stderr
+    with sqlite3.connect(tmp_path / "neuromosaic.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone() == (0,)
+    conn.close()
+
+
 def test_cfg_job_prints_the_config_without_opening_the_database(tmp_path, monkeypatch, capsys):
     from neuromosaic_core import cli
 
