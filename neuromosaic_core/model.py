@@ -651,6 +651,16 @@ class SearchSpace:
     def contains(self, vector: ArchitectureVector) -> bool:
         return not self.violations(vector)
 
+    def checked(self, vector: ArchitectureVector | Mapping[str, Scalar], family: str = "") -> ArchitectureVector:
+        """``vector`` in canonical form; ``ValueError`` naming every problem when it is not a point
+        of this space (the opening of an encoder's ``decode``). ``family`` names the space in the message."""
+        if not isinstance(vector, ArchitectureVector):
+            vector = ArchitectureVector(vector)
+        problems = self.violations(vector)
+        if problems:
+            raise ValueError(f"vector is not a point of the {family + ' ' if family else ''}space: " + "; ".join(problems))
+        return self.canonicalize(vector)
+
     def member(self, vector: ArchitectureVector | Mapping[str, Scalar]) -> ArchitectureVector | None:
         """``vector`` in canonical form, or None when it is not a point of this space (a vector of
         another space, say, replayed into a strategy)."""

@@ -9,25 +9,17 @@ the session header says why. With everything installed (the README's ``pytest``)
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 
 import pytest
+
+from neuromosaic_core.testing.plugins import leave_out_without
 
 #: The plugins a ``neuromosaic codegen=llamacpp task=digits`` run combines.
 CLI_NEEDS = {"llamacpp": "codegen (this plugin, installed)", "random": "strategy", "mlp_conv1d": "encoder", "local": "runner",
              "sql": "storage", "digits": "task", "template": "codegen (the fallback)"}
 
-_installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-MISSING = [f"{kind} {name!r}" for name, kind in CLI_NEEDS.items() if name not in _installed]
-
-collect_ignore: list[str] = ["test_cli.py"] if MISSING else []
-
-
-def pytest_report_header() -> list[str]:
-    if not MISSING:
-        return []
-    return [f"neuromosaic-codegen-llamacpp: test_cli.py not collected ({', '.join(MISSING)} not installed)"]
+collect_ignore, pytest_report_header = leave_out_without("neuromosaic-codegen-llamacpp", CLI_NEEDS)
 
 
 def _skip(reason: str) -> None:

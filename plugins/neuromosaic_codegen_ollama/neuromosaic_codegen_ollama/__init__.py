@@ -11,7 +11,7 @@ from typing import Any
 from neuromosaic_codegen_ollama.settings import OllamaSettings
 from neuromosaic_core import hookimpl
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 
 def _factory(settings: OllamaSettings) -> Any:

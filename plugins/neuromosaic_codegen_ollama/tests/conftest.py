@@ -12,23 +12,18 @@ when the model is missing.
 from __future__ import annotations
 
 import importlib.util
-from importlib import metadata
 
 import pytest
 
 from neuromosaic_core.interfaces import CodeGenProvider, CodeGenRequest
+from neuromosaic_core.testing.plugins import missing_components
 
 #: The plugins a default ``neuromosaic`` run with ``task=digits`` combines with this one.
 CLI_NEEDS = {"random": "strategy", "mlp_conv1d": "encoder", "local": "runner", "sql": "storage", "digits": "task",
              "template": "codegen (the fallback)"}
 
 
-def _missing_for_cli() -> list[str]:
-    installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-    return [f"{kind} {name!r}" for name, kind in CLI_NEEDS.items() if name not in installed]
-
-
-MISSING = _missing_for_cli()
+MISSING = missing_components(CLI_NEEDS)
 ISOLATED = bool(MISSING)
 NO_LLAMA = importlib.util.find_spec("llama_cpp") is None
 

@@ -11,7 +11,7 @@ from typing import Any
 from neuromosaic_core import hookimpl
 from neuromosaic_encoder_mlp_conv1d.settings import MlpConv1dSettings
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 
 def _factory(settings: MlpConv1dSettings) -> Any:

@@ -146,12 +146,7 @@ class MlpConv1dEncoder(ArchitectureEncoder):
     # -- decode ---------------------------------------------------------------------------
 
     def decode(self, vector: ArchitectureVector | Mapping[str, Scalar]) -> ArchitectureSpec:
-        if not isinstance(vector, ArchitectureVector):
-            vector = ArchitectureVector(vector)
-        problems = self._space.violations(vector)
-        if problems:
-            raise ValueError("vector is not a point of the mlp_conv1d space: " + "; ".join(problems))
-        v = self._space.canonicalize(vector).values
+        v = self._space.checked(vector, "mlp_conv1d").values
         if v["family"] == "mlp":
             return ArchitectureSpec("mlp", self._decode_mlp(v))
         return ArchitectureSpec("conv1d", self._decode_conv(v))

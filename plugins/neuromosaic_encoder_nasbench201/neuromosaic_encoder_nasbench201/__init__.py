@@ -13,7 +13,7 @@ import attrs
 
 from neuromosaic_core import hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 
 @attrs.frozen

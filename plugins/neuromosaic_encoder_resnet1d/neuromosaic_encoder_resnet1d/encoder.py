@@ -186,12 +186,7 @@ class ResNet1dEncoder(ArchitectureEncoder):
     # -- decode ---------------------------------------------------------------------------
 
     def decode(self, vector: ArchitectureVector | Mapping[str, Scalar]) -> ArchitectureSpec:
-        if not isinstance(vector, ArchitectureVector):
-            vector = ArchitectureVector(vector)
-        problems = self._space.violations(vector)
-        if problems:
-            raise ValueError("vector is not a point of the resnet1d space: " + "; ".join(problems))
-        v = self._space.canonicalize(vector).values
+        v = self._space.checked(vector, "resnet1d").values
         act = Layer("activation", {"fn": v["activation"]})
         bn = Layer("batchnorm")
         g = GraphBuilder(FAMILY)

@@ -1,29 +1,11 @@
-"""What an isolated session (``nox -s plugin``) leaves out.
-
-``nox -s plugin`` installs this plugin alone with the core, to prove it declares what it needs.
-``test_cli.py`` runs the ``neuromosaic`` command, which also needs a strategy, runner, storage,
-task and code generator plugin; a skip would fail there under CI's ``NEUROMOSAIC_STRICT_SKIPS=1``,
-so in an isolated session that module is not collected, and the session header says why.
-"""
+"""What an isolated session (``nox -s plugin``) leaves out: ``test_cli.py``, which runs the
+``neuromosaic`` command, where the plugins it combines with are missing (see
+:mod:`neuromosaic_core.testing.plugins`)."""
 
 from __future__ import annotations
 
-from importlib import metadata
+from neuromosaic_core.testing.plugins import leave_out_without
 
 #: The plugins `neuromosaic encoder=resnet1d` combines with this one.
 CLI_NEEDS = {"random": "strategy", "local": "runner", "sql": "storage", "mnist1d": "task", "template": "codegen"}
-
-
-def _missing_for_cli() -> list[str]:
-    installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-    return [f"{kind} {name!r}" for name, kind in CLI_NEEDS.items() if name not in installed]
-
-
-MISSING = _missing_for_cli()
-collect_ignore: list[str] = ["test_cli.py"] if MISSING else []
-
-
-def pytest_report_header() -> list[str]:
-    if not collect_ignore:
-        return []
-    return [f"neuromosaic-encoder-resnet1d: test_cli.py not collected ({', '.join(MISSING)} not installed)"]
+collect_ignore, pytest_report_header = leave_out_without("neuromosaic-encoder-resnet1d", CLI_NEEDS)

@@ -11,7 +11,7 @@ from typing import Any
 from neuromosaic_core import hookimpl
 from neuromosaic_encoder_resnet2d.settings import ResNet2dSettings
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 
 def _factory(settings: ResNet2dSettings) -> Any:

@@ -101,12 +101,7 @@ class ResNet2dEncoder(ArchitectureEncoder):
     # -- decode ---------------------------------------------------------------------------
 
     def decode(self, vector: ArchitectureVector | Mapping[str, Scalar]) -> ArchitectureSpec:
-        if not isinstance(vector, ArchitectureVector):
-            vector = ArchitectureVector(vector)
-        problems = self._space.violations(vector)
-        if problems:
-            raise ValueError("vector is not a point of the resnet2d space: " + "; ".join(problems))
-        v: Mapping[str, Any] = self._space.canonicalize(vector).values
+        v: Mapping[str, Any] = self._space.checked(vector, "resnet2d").values
         k, block, se = v["kernel"], v["block"], v["se"] == "on"
         g = GraphBuilder(FAMILY)
         x = g.chain([_conv(v["stem_width"], 3), BN, RELU])

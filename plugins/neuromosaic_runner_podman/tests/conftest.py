@@ -18,29 +18,18 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 from neuromosaic_runner_podman import image
 from neuromosaic_runner_podman.service import PodmanService
 
+from neuromosaic_core.testing.plugins import leave_out_without
+
 CLI_NEEDS = {"random": "strategy", "mlp_conv1d": "encoder", "sql": "storage", "digits": "task", "template": "codegen"}
 
 
-def _missing_for_cli() -> list[str]:
-    installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-    return [f"{kind} {name!r}" for name, kind in CLI_NEEDS.items() if name not in installed]
-
-
-MISSING = _missing_for_cli()
-collect_ignore: list[str] = ["test_cli.py"] if MISSING else []
-
-
-def pytest_report_header() -> list[str]:
-    if not MISSING:
-        return []
-    return [f"neuromosaic-runner-podman: test_cli.py not collected ({', '.join(MISSING)} not installed)"]
+collect_ignore, pytest_report_header = leave_out_without("neuromosaic-runner-podman", CLI_NEEDS)
 
 
 def podman_missing() -> str | None:

@@ -13,7 +13,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings
 
-__version__ = "0.1.1"
+__version__ = "0.1.2"
 
 
 def _at_least(minimum: float) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 from neuromosaic_core.interfaces import TrialJob
 from neuromosaic_core.model import TrainingSettings
 from neuromosaic_core.testing.hostile import model_code
+from neuromosaic_core.testing.plugins import leave_out_without
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # The test cluster uses token authentication (see LocalCluster). Ray reads the mode when it is
@@ -33,8 +33,7 @@ if os.environ.get("RAY_AUTH_MODE") != "token" or not os.environ.get("RAY_AUTH_TO
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
 
 CLI_NEEDS = {"random": "strategy", "mlp_conv1d": "encoder", "sql": "storage", "digits": "task", "template": "codegen"}
-_installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-collect_ignore = [] if all(name in _installed for name in CLI_NEEDS) else ["test_cli.py"]
+collect_ignore, pytest_report_header = leave_out_without("neuromosaic-runner-ray", CLI_NEEDS)
 
 NET = model_code()  # the corpus's working 8 -> 16 -> 3 model
 WRONG_SHAPE = NET.replace("nn.Linear(16, 3)", "nn.Linear(16, 4)")

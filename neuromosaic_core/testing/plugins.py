@@ -1,0 +1,41 @@
+"""Helpers for a plugin's own ``tests/conftest.py``: what an isolated session leaves out.
+
+``nox -s plugin`` installs a plugin alone with the core, to prove it declares what it needs. Its
+end-to-end test runs the ``neuromosaic`` command, which also needs a strategy, runner, storage,
+task and code generator plugin; a skip would fail under CI's ``NEUROMOSAIC_STRICT_SKIPS=1``, so in
+an isolated session that module is not collected, and the session header says why::
+
+    from neuromosaic_core.testing.plugins import leave_out_without
+
+    CLI_NEEDS = {"random": "strategy", "local": "runner", "sql": "storage", "mnist1d": "task", "template": "codegen"}
+    collect_ignore, pytest_report_header = leave_out_without("neuromosaic-encoder-resnet1d", CLI_NEEDS)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+
+
+def missing_components(needs: Mapping[str, str], torch: bool = False) -> list[str]:
+    """What of ``needs`` (entry-point name -> what it is, ``{"random": "strategy"}``) is not
+    installed, in words (``strategy 'random'``); and ``torch`` when asked for and missing."""
+    installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
+    missing = [f"{kind} {name!r}" for name, kind in needs.items() if name not in installed]
+    return missing + (["torch"] if torch and importlib.util.find_spec("torch") is None else [])
+
+
+def leave_out_without(plugin: str, needs: Mapping[str, str], modules: Sequence[str] = ("test_cli.py",),
+                      torch: bool = False) -> tuple[list[str], Callable[[], list[str]]]:
+    """``collect_ignore`` (``modules`` when anything of ``needs`` is missing, else nothing) and a
+    ``pytest_report_header`` hook saying what was left out and why."""
+    missing = missing_components(needs, torch)
+    ignored = list(modules) if missing else []
+
+    def pytest_report_header() -> list[str]:
+        if not ignored:
+            return []
+        return [f"{plugin}: {', '.join(ignored)} not collected ({', '.join(missing)} not installed)"]
+
+    return ignored, pytest_report_header

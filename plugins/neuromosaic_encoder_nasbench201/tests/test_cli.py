@@ -1,0 +1,32 @@
+"""The trainable cell end to end: a real search through the command line (collected only where
+the plugins it combines with are installed; see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_nb201_cells_train_on_digits_images(tmp_path: Path):
+    """`neuromosaic task=digits_images encoder=nb201_cell` trains real cells: the table's vectors,
+    the benchmark's skeleton (narrowed here to keep it quick), real accuracies in the database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
+    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
+    args = ["task=digits_images", "encoder=nb201_cell", "encoder.channels=4", "encoder.cells_per_stage=1", "search.trials=2",
+            "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1", "storage.url=sqlite:///results.db",
+            "codegen=template"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "runs").glob("digits_images-nb201_cell-*"))
+    assert len(runs) == 1, list((tmp_path / "runs").iterdir())
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["trials"]["completed"] == 2 and summary["trials"]["invalid"] == 0
+    assert summary["best"]["test_accuracy"] > 0.15  # trained: better than guessing one of 10 classes
+    with sqlite3.connect(tmp_path / "results.db") as conn:
+        vectors = [json.loads(v) for (v,) in conn.execute("SELECT vector FROM trials")]
+    conn.close()
+    assert len(vectors) == 2 and all(len(v["values"]) == 6 for v in vectors)  # the table encoder's six edges
