@@ -58,8 +58,10 @@ class SearchStrategy(abc.ABC):
     ``self._pending`` (a ``Counter``; a key is pending twice once the space is exhausted) and
     ``self._evaluated`` (the tried keys). A strategy that adds a suggestion to ``_pending``, skips
     pending keys when it proposes, and resolves a told vector with :meth:`_resolve` gets
-    :meth:`mark_pending` and :meth:`forget` right from the defaults. A strategy keeping its own
-    account (an optimiser's open trials) overrides both.
+    :meth:`mark_pending` and :meth:`forget` right from the defaults. ``self._seen`` counts what a
+    random warm-up counts: suggestions made or marked pending, less those forgotten; a strategy
+    adds one per suggestion and per result told for a vector that was not pending (a replayed
+    history). A strategy keeping its own account (an optimiser's open trials) overrides both.
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True) -> None:
@@ -69,6 +71,7 @@ class SearchStrategy(abc.ABC):
         self.maximize = maximize
         self._pending: Counter[str] = Counter()
         self._evaluated: set[str] = set()
+        self._seen = 0
 
     def get_search_space(self) -> SearchSpace:
         return self.space
@@ -87,9 +90,10 @@ class SearchStrategy(abc.ABC):
         A resume marks the interrupted trials it re-runs, so a restored or replayed strategy does
         not propose the architectures that were in flight again.
 
-        The default counts each as pending in ``self._pending``."""
+        The default counts each as pending in ``self._pending`` and in ``self._seen``."""
         for vector in vectors:
             self._pending[self.vector_key(vector)] += 1
+        self._seen += len(vectors)
 
     def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
         """Pending ``vectors`` (suggested or marked) that will never get a result: pre-screening
@@ -97,9 +101,10 @@ class SearchStrategy(abc.ABC):
         as if it had never been suggested, is not tried, and may be suggested again. Vectors not
         pending are ignored.
 
-        The default takes each out of ``self._pending``."""
+        The default takes each out of ``self._pending`` and ``self._seen``."""
         for vector in vectors:
-            self._resolve(self.vector_key(vector))
+            if self._resolve(self.vector_key(vector)):
+                self._seen = max(0, self._seen - 1)
 
     def vector_key(self, vector: ArchitectureVector) -> str:
         """The key ``_pending`` and ``_evaluated`` keep ``vector`` under: its canonical form's key,

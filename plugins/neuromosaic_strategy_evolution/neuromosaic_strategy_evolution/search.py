@@ -104,7 +104,6 @@ class EvolutionSearch(SearchStrategy):
         self._archive: dict[str, Individual] = {}  # every success, latest per vector, in arrival order
         self._aging: deque[Individual] = deque()  # aging mode: the population, oldest first
         self._arrivals = 0
-        self._seen = 0  # suggestions made plus results told for vectors that were not pending
         self._warned: set[str] = set()  # objectives already reported missing from a successful result
         #: For each suggestion (by key), the key of the parent it was mutated from, or None when it
         #: was sampled at random. For inspection and tests.
@@ -238,18 +237,6 @@ class EvolutionSearch(SearchStrategy):
 
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutate(self.space, parent, self._rng, self.max_retries)
-
-    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
-        """Pending like suggestions, and counted towards the random start like them."""
-        super().mark_pending(vectors)
-        self._seen += len(vectors)
-
-    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
-        """No longer pending, and no longer counted towards the random start: a suggestion never evaluated
-        is taken back."""
-        for vector in vectors:
-            if self._resolve(self.vector_key(vector)):
-                self._seen = max(0, self._seen - 1)
 
     # -- snapshots --------------------------------------------------------------------------
 

@@ -57,7 +57,6 @@ class HillClimbSearch(SearchStrategy):
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
         self._failed: set[str] = set()
         self._scores: dict[str, tuple[float, ArchitectureVector]] = {}  # in order of first success
-        self._seen = 0  # suggestions made plus results told for vectors that were not pending
         #: For each suggestion (by key), the key of the parent it was mutated from, or None when it
         #: was sampled at random. For inspection and tests.
         self.lineage: dict[str, str | None] = {}
@@ -130,18 +129,6 @@ class HillClimbSearch(SearchStrategy):
 
     def _mutate(self, parent: ArchitectureVector) -> ArchitectureVector | None:
         return mutation.mutate(self.space, parent, self._rng, self.max_retries)
-
-    def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
-        """Pending like suggestions, and counted towards the warm-up like them."""
-        super().mark_pending(vectors)
-        self._seen += len(vectors)
-
-    def forget(self, vectors: Sequence[ArchitectureVector]) -> None:
-        """No longer pending, and no longer counted towards the warm-up: a suggestion never evaluated
-        is taken back."""
-        for vector in vectors:
-            if self._resolve(self.vector_key(vector)):
-                self._seen = max(0, self._seen - 1)
 
     # -- snapshots --------------------------------------------------------------------------
 
