@@ -41,25 +41,10 @@ from typing import Any
 
 from loguru import logger
 
-from neuromosaic_core import hookimpl
 from neuromosaic_core.plugins import PluginSystem
 
-
-class Recorder:
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.stamps: list[float] = []
-
-    @hookimpl
-    def experiment_started(self, experiment: Any, config: Any) -> None:
-        self.start = time.perf_counter()
-
-    @hookimpl
-    def trial_finished(self, trial: Any) -> None:
-        self.stamps.append(time.perf_counter())
-
-    def durations(self) -> list[float]:
-        return [b - a for a, b in zip([self.start, *self.stamps[:-1]], self.stamps, strict=True)]
+sys.path.insert(0, str(Path(__file__).parent))
+from overhead import Recorder, tabular_components  # noqa: E402 - the same search loop as the overhead benchmark
 
 
 def receiver(hang: threading.Event | None) -> tuple[ThreadingHTTPServer, list[str]]:
@@ -83,29 +68,14 @@ def receiver(hang: threading.Event | None) -> tuple[ThreadingHTTPServer, list[st
 
 
 def run(mode: str, trials: int, workdir: Path) -> tuple[list[float], list[str]]:
-    from neuromosaic_runner_tabular import TabularSettings
-    from neuromosaic_storage_sql.settings import SqlStorageSettings
-
     from neuromosaic_core.alerts import resolve_alerts, start_alerts, stop_alerts
-    from neuromosaic_core.orchestrator import Components, Orchestrator
+    from neuromosaic_core.orchestrator import Orchestrator
     from neuromosaic_core.settings import CoreSettings, ExperimentSettings, SearchSettings
 
     recorder = Recorder()
     system = PluginSystem.load(extra_plugins=[("alerting_recorder", recorder)])
-
-    def make(kind: str, name: str, settings: Any = None, **kwargs: Any) -> Any:
-        component = system.get(kind, name)
-        return component.factory(settings=settings if settings is not None else component.default_settings(), **kwargs)
-
-    encoder = make("encoder", "nasbench201")
-    runner_settings = TabularSettings(workers=1)
+    components, runner_settings = tabular_components(system, "random", workdir)
     url = f"sqlite:///{workdir / 'neuromosaic.db'}"
-    components = Components(
-        strategy=make("strategy", "random", space=encoder.search_space(), seed=0, metric="val_accuracy", maximize=True),
-        encoder=encoder, codegen=make("codegen", "template"), codegen_name="template",
-        runner=make("runner", "tabular", runner_settings), storage=make("storage", "sql", SqlStorageSettings(url=url)),
-        task=make("task", "nasbench201"), task_settings=system.get("task", "nasbench201").default_settings(),
-    )
     hang = threading.Event() if mode == "on, receiver hangs" else None
     server, received = receiver(hang) if mode != "off" else (None, [])
     engine = None

@@ -72,16 +72,14 @@ def _diffs(start: float, stamps: list[float]) -> list[float]:
     return [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
 
 
-def run_ours(strategy: str, trials: int, table: Path | None, workdir: Path, seed: int = 0, profile: Path | None = None,
-             full_sync: bool = False) -> list[float]:
+def tabular_components(system: PluginSystem, strategy: str, workdir: Path, seed: int = 0,
+                       table: Path | None = None) -> tuple[Any, Any]:
+    """The components of a search on the NAS-Bench-201 table (``runner=tabular``, one worker,
+    SQLite in ``workdir``) and the runner's settings; ``benchmarks/alerting.py`` uses them too."""
     from neuromosaic_runner_tabular import TabularSettings
     from neuromosaic_storage_sql.settings import SqlStorageSettings
 
-    from neuromosaic_core.orchestrator import Components, Orchestrator
-    from neuromosaic_core.settings import CoreSettings, ExperimentSettings, SearchSettings
-
-    recorder = Recorder()
-    system = PluginSystem.load(extra_plugins=[("overhead_recorder", recorder)])
+    from neuromosaic_core.orchestrator import Components
 
     def make(kind: str, name: str, settings: Any = None, **kwargs: Any) -> Any:
         component = system.get(kind, name)
@@ -99,6 +97,17 @@ def run_ours(strategy: str, trials: int, table: Path | None, workdir: Path, seed
         task=make("task", "nasbench201"),
         task_settings=system.get("task", "nasbench201").default_settings(),
     )
+    return components, runner_settings
+
+
+def run_ours(strategy: str, trials: int, table: Path | None, workdir: Path, seed: int = 0, profile: Path | None = None,
+             full_sync: bool = False) -> list[float]:
+    from neuromosaic_core.orchestrator import Orchestrator
+    from neuromosaic_core.settings import CoreSettings, ExperimentSettings, SearchSettings
+
+    recorder = Recorder()
+    system = PluginSystem.load(extra_plugins=[("overhead_recorder", recorder)])
+    components, runner_settings = tabular_components(system, strategy, workdir, seed, table)
     if full_sync:  # fsync the WAL on every commit, like SQLite's default (the plugin uses synchronous=NORMAL)
         components.storage.db.execute_sql("PRAGMA synchronous=FULL")
         assert components.storage.db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2
