@@ -487,6 +487,29 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             raise HTTPException(404, f"trial {number} of {name!r} has no code")
         return PlainTextResponse(found.code, headers={"Content-Disposition": f'inline; filename="trial-{number:04d}.py"'})
 
+    @app.get("/api/experiments/{name}/trials/{number}/weights", tags=["files"],
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def weights(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> Response:
+        """The trial's trained weights: the state dict the harness saved (`torch.load(f, weights_only=True)`),
+        from the run directory's `weights/` folder, decrypted when they are encrypted at rest. 404 when the
+        trial kept none (failed, or reused from an earlier trial: fetch that one) or the file is gone."""
+        found = results.trial(db, name, number)
+        directory = run_dir(state.runs, name)
+        kept = found.result is not None and found.result.weights_path
+        path = inside(directory / "weights", f"trial-{number:04d}.pt") if directory and kept else None
+        if path is None:
+            why = f"reused from trial {found.reused_from}" if found.reused_from is not None else "none were kept"
+            raise HTTPException(404, f"trial {number} of {name!r} has no weights ({why})")
+        from neuromosaic_core.encryption import EncryptedResultsDB, bytes_fingerprint
+
+        data = path.read_bytes()
+        if bytes_fingerprint(data) is not None:
+            if not isinstance(db, EncryptedResultsDB):
+                raise EncryptionKeyError(f"trial {number}'s weights are encrypted at rest and this server has no key")
+            data = db.keys.decrypt_bytes(data, f"trial {number}'s weights")
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="trial-{number:04d}.pt"'})
+
     @app.get("/api/experiments/{name}/history", tags=["trials"])
     def history(name: Name, _: Read, metric: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
         """Every trial's number, status and value of `metric` (default: the search's objective), for the

@@ -13,7 +13,6 @@ they run.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,14 @@ import pytest
 from neuromosaic_api.testing import api_settings, fill
 
 from neuromosaic_core.testing.memory import InMemoryResultsDB
+from neuromosaic_core.testing.plugins import missing_components
 
 SEARCH_NEEDS = {"random": "strategy", "mlp_conv1d": "encoder", "sql": "storage", "digits": "task",
                 "template": "codegen", "local": "runner"}
 
 
-def _missing(needs: dict[str, str]) -> list[str]:
-    installed = {ep.name for ep in metadata.entry_points(group="neuromosaic")}
-    return [f"{kind} {name!r}" for name, kind in needs.items() if name not in installed]
-
-
-MISSING_FOR_SEARCH = _missing(SEARCH_NEEDS)
-MISSING_SQL = _missing({"sql": "storage"})
+MISSING_FOR_SEARCH = missing_components(SEARCH_NEEDS)
+MISSING_SQL = missing_components({"sql": "storage"})
 collect_ignore: list[str] = []
 if MISSING_FOR_SEARCH:
     collect_ignore += ["test_searches.py", "test_dashboard.py", "test_client_policy_http.py"]

@@ -119,6 +119,24 @@ def test_plots_and_report_are_served_from_the_run_directory(client, tmp_path):
     assert info["plots"] == ["history.png"] and info["report"] is True
 
 
+def test_a_trials_weights_are_served_and_a_trial_without_them_is_404(client, db, tmp_path):
+    import attrs
+
+    trial = db.find_trial(EXPERIMENT, 1)
+    db.save_trial(attrs.evolve(trial, result=attrs.evolve(trial.result, weights_path="/elsewhere/trial-0001.pt")))
+    weights = tmp_path / "runs" / EXPERIMENT / "weights"
+    weights.mkdir(parents=True)
+    (weights / "trial-0001.pt").write_bytes(b"PK\x03\x04 a state dict")
+    (weights / "trial-0002.pt").write_bytes(b"not kept by the result")
+    response = client.get(f"/api/experiments/{EXPERIMENT}/trials/1/weights", headers=READ)
+    assert response.status_code == 200 and response.content == b"PK\x03\x04 a state dict"
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert 'filename="trial-0001.pt"' in response.headers["content-disposition"]
+    missing = client.get(f"/api/experiments/{EXPERIMENT}/trials/2/weights", headers=READ)  # its result has no weights
+    assert missing.status_code == 404 and "has no weights" in missing.json()["detail"]
+    assert client.get(f"/api/experiments/{EXPERIMENT}/trials/1/weights").status_code == 401  # a token is needed
+
+
 def test_without_a_report_file_the_report_is_built_from_the_database(client):
     response = client.get(f"/api/experiments/{EXPERIMENT}/report", headers=READ)
     assert response.status_code == 200 and response.headers["content-security-policy"].startswith("sandbox")

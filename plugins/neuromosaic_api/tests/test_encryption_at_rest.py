@@ -44,3 +44,17 @@ def test_without_the_key_queries_work_and_the_code_is_refused_in_one_line(make_c
     other = Keyring(parse_key(generate_key(), "other"))
     refused = make_client(EncryptedResultsDB(inner, other)).get(f"/api/experiments/{EXPERIMENT}/trials/1/code", headers=READ)
     assert refused.status_code == 503 and other.primary in refused.json()["detail"]
+
+
+def test_encrypted_weights_are_served_decrypted_with_the_key(make_client, sealed, tmp_path):
+    import attrs
+
+    inner, key = sealed
+    db = EncryptedResultsDB(inner, Keyring(key))
+    trial = inner.find_trial(EXPERIMENT, 1)
+    inner.save_trial(attrs.evolve(trial, result=attrs.evolve(trial.result, weights_path="weights/trial-0001.pt")))
+    folder = tmp_path / "runs" / EXPERIMENT / "weights"
+    folder.mkdir(parents=True)
+    (folder / "trial-0001.pt").write_bytes(Keyring(key).encrypt_bytes(b"PK\x03\x04 the state dict"))
+    response = make_client(db).get(f"/api/experiments/{EXPERIMENT}/trials/1/weights", headers=READ)
+    assert response.status_code == 200 and response.content == b"PK\x03\x04 the state dict"
