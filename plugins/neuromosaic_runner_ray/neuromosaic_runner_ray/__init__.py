@@ -31,8 +31,9 @@ class RayRunnerSettings(RunnerSettings):
     Ray resources each trial requests. ``max_retries``: how often a trial is re-run when its Ray
     worker or node dies. ``workers``: trials submitted at once (``auto``: what the cluster's CPUs
     and GPUs hold at ``num_cpus``/``num_gpus`` each). ``timeout``: seconds per trial.
-    ``memory_mb``: address-space limit of each trial process. ``processes``: RLIMIT_NPROC of the
-    sandbox user, which every trial on a node shares (it counts threads too). ``temp_dir``: Ray's session
+    ``memory_mb``: address-space limit of each trial process. ``processes``: processes and threads a
+    trial may hold at once (more stops it at once: a fork bomb); the kernel's backstop, RLIMIT_NPROC
+    of the sandbox user, which every trial on a node shares, is twice that. ``temp_dir``: Ray's session
     directory for a local cluster (empty: Ray's default, ``/tmp/ray``)."""
 
     address: str = ""
