@@ -98,7 +98,7 @@ def check_fits_task(encoder: Any, input_shape: Sequence[int], num_classes: int, 
     from neuromosaic_core.errors import ConfigError
 
     space = encoder.search_space()
-    rng = random.Random(0)
+    rng = random.Random(0)  # noqa: S311  # nosec B311 - a reproducible sample of the space, not cryptography
     first: str | None = None
     for _ in range(samples):
         try:

@@ -14,8 +14,12 @@ an isolated session that module is not collected, and the session header says wh
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess  # nosec B404 - the tests run the command line as a user does
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
+from pathlib import Path
 
 
 def missing_components(needs: Mapping[str, str], torch: bool = False) -> list[str]:
@@ -39,3 +43,12 @@ def leave_out_without(plugin: str, needs: Mapping[str, str], modules: Sequence[s
         return [f"{plugin}: {', '.join(ignored)} not collected ({', '.join(missing)} not installed)"]
 
     return ignored, pytest_report_header
+
+
+def run_neuromosaic(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``neuromosaic ARGS`` as a user runs it, in ``cwd``: a subprocess of this interpreter (the
+    installed plugins), without the caller's ``NEUROMOSAIC_*`` environment; output captured."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
+    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,  # noqa: S603
+                          env=environ, timeout=timeout, check=False)

@@ -4,22 +4,19 @@ the plugins it combines with are installed; see conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
+
+from neuromosaic_core.testing.plugins import run_neuromosaic
 
 
 def test_nb201_cells_train_on_digits_images(tmp_path: Path):
     """`neuromosaic task=digits_images encoder=nb201_cell` trains real cells: the table's vectors,
     the benchmark's skeleton (narrowed here to keep it quick), real accuracies in the database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
-    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
     args = ["task=digits_images", "encoder=nb201_cell", "encoder.channels=4", "encoder.cells_per_stage=1", "search.trials=2",
             "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1", "storage.url=sqlite:///results.db",
             "codegen=template"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    proc = run_neuromosaic(tmp_path, *args, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "runs").glob("digits_images-nb201_cell-*"))
     assert len(runs) == 1, list((tmp_path / "runs").iterdir())

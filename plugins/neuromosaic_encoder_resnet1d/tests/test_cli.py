@@ -4,23 +4,16 @@ real training of the template's code on MNIST-1D (a small sample, two epochs, tw
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def neuromosaic(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
-    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, env=environ, timeout=600)
+from neuromosaic_core.testing.plugins import run_neuromosaic
 
 
 @pytest.mark.e2e
 def test_a_resnet1d_search_trains_residual_networks(tmp_path: Path) -> None:
-    proc = neuromosaic(
+    proc = run_neuromosaic(
         tmp_path, "encoder=resnet1d", "encoder.max_stages=2", "encoder.max_blocks=1", "task=mnist1d", "task.num_samples=500",
         "search.trials=2", "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1",
         f"storage.url=sqlite:///{tmp_path}/nm.db", f"hydra.run.dir={tmp_path}/run",

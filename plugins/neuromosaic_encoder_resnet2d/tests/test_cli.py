@@ -4,20 +4,17 @@ where the plugins it combines with are installed; see conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from neuromosaic_core.testing.plugins import run_neuromosaic
 
 
 def test_search_on_digits_images(tmp_path: Path):
     """The one end-to-end test: `neuromosaic task=digits_images encoder=resnet2d` trains two real networks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
-    code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
     args = ["task=digits_images", "encoder=resnet2d", "encoder.max_stages=2", "encoder.max_blocks=1", "search.trials=2",
             "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1", "storage.url=sqlite:///results.db",
             "codegen=template"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    proc = run_neuromosaic(tmp_path, *args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "runs").glob("digits_images-resnet2d-*"))
     assert len(runs) == 1, list((tmp_path / "runs").iterdir())
