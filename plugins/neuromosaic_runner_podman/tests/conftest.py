@@ -21,8 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from neuromosaic_runner_podman import image
-from neuromosaic_runner_podman.service import PodmanService
 
 from neuromosaic_core.testing.plugins import leave_out_without
 
@@ -44,6 +42,8 @@ def podman_missing() -> str | None:
 @pytest.fixture(scope="session")
 def trial_image() -> str:
     """The trial image's tag, built from a debootstrapped root file system if it is missing."""
+    from neuromosaic_runner_podman import image  # here, not at the top: without the plugin the root conftest says what to install
+
     reason = podman_missing()
     if reason:
         pytest.skip(reason)
@@ -60,6 +60,8 @@ def trial_image() -> str:
 @pytest.fixture(scope="session")
 def podman_url(trial_image: str) -> Iterator[str]:
     """One private podman service for the session (a runner with an empty url starts its own)."""
+    from neuromosaic_runner_podman.service import PodmanService
+
     service = PodmanService()
     url = service.start()
     yield url
@@ -82,6 +84,8 @@ def containers() -> object:
 def trial_containers(label_value: str | None = None) -> list[str]:
     """Names of this plugin's trial containers that exist now (any state), through the CLI."""
     import subprocess
+
+    from neuromosaic_runner_podman import image
 
     args = ["podman", "ps", "-a", "--format", "{{.Names}}", "--filter", "label=io.neuromosaic.runner=podman"]
     if label_value:
