@@ -128,7 +128,9 @@ class Outcome:
     unknown. ``output`` is the tail of stdout+stderr (at most :data:`OUTPUT_KEPT` bytes, decoded).
     ``peak_memory_mb``: the peak of the sandbox's real memory, the summed proportional set size
     (PSS) of its processes: a page shared by forked processes counts once in all, not once each.
-    ``processes_exceeded``/``cpu_exceeded``: stopped at ``Limits.processes``/``Limits.cpu_seconds``."""
+    ``processes_exceeded``/``cpu_exceeded``: stopped at ``Limits.processes``/``Limits.cpu_seconds``.
+    ``worker_failed``: a warm worker (:mod:`neuromosaic_core.sandbox.pool`) could not run the job
+    at all (its fork failed, say): the machine's fault, not the job's."""
 
     returncode: int | None
     output: str
@@ -141,6 +143,7 @@ class Outcome:
     output_bytes: int = 0
     processes_exceeded: bool = False
     cpu_exceeded: bool = False
+    worker_failed: bool = False
 
     def describe(self) -> str:
         """A short cause in words: ``timeout``, ``too much output``, ``killed by signal 11 (SIGSEGV)``, ..."""

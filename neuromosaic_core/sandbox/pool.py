@@ -199,7 +199,8 @@ class _Worker:
                 self.dirty = True
         if "error" in reply:
             self.dirty = True
-            return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.config.isolation)
+            return Outcome(None, f"the pool worker failed: {reply['error']}", False, 0.0, 0.0, 0.0, self.config.isolation,
+                           worker_failed=True)
         if reply.get("strays"):
             logger.warning(f"{into.name} left {reply['strays']} process(es) behind; replacing its pool worker")
             self.dirty = True
@@ -304,7 +305,17 @@ class WarmPool:
         """Run one job: ``prepare(job_dir)`` writes its files into a fresh job directory and returns
         the path the entry is called with; afterwards the plain files named in ``keep`` are moved
         to ``into``. ``readable``: a path outside the job directory the job reads (its data); a
-        worker sees one, so jobs are routed to a worker started for theirs."""
+        worker sees one, so jobs are routed to a worker started for theirs. A job the worker could not
+        run at all (``Outcome.worker_failed``: its fork failed at the sandbox uid's process limit,
+        say) runs once more, on a new worker, so the job is not blamed for the machine."""
+        outcome = await self._run_once(prepare, limits, into, tuple(keep), readable)
+        if outcome.worker_failed:
+            logger.warning(f"a warm worker could not run a job ({outcome.output}); once more on a new worker")
+            outcome = await self._run_once(prepare, limits, into, tuple(keep), readable)
+        return outcome
+
+    async def _run_once(self, prepare: Callable[[Path], Path], limits: Limits, into: Path, keep: tuple[str, ...],
+                        readable: str) -> Outcome:
         try:
             worker = await self._acquire(readable)
         except WorkerDied as exc:

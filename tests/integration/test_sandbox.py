@@ -334,3 +334,27 @@ def test_peak_memory_counts_pages_shared_by_forked_processes_once(tmp_path, bwra
     out = py(code, tmp_path)
     assert out.returncode == 0, out.output
     assert 150 < out.peak_memory_mb < 400, out.peak_memory_mb
+
+
+def test_a_job_its_warm_worker_could_not_run_runs_again_on_a_new_worker(tmp_path):
+    # A failure of the worker, not of the job (here: it cannot make the job's private folder; in
+    # the field: its fork hit the sandbox uid's process limit), must not be reported as the job's.
+    pytest.importorskip("torch")  # a warm worker imports torch
+    from neuromosaic_core.sandbox.pool import PoolConfig, SyncWarmPool
+
+    prepared: list[Path] = []
+
+    def prepare(job_dir: Path) -> Path:
+        prepared.append(job_dir)
+        if len(prepared) == 1:
+            (job_dir / "tmp").mkdir()  # where the worker (without a namespace) makes the job's HOME
+        (job_dir / "job.json").write_text("{}")
+        return job_dir / "job.json"
+
+    pool = SyncWarmPool(PoolConfig("operator:not_", sys.executable, "process-group", Limits(timeout_s=60), ENV))
+    try:
+        outcome = pool.run(prepare, Limits(timeout_s=60), into=tmp_path)  # operator.not_([path]) is False: exit 0
+    finally:
+        pool.close()
+    assert outcome.returncode == 0 and not outcome.worker_failed, outcome
+    assert len(prepared) == 2 and (pool.pool.started, pool.pool.replaced) == (2, 1)
