@@ -452,6 +452,15 @@ def _kill_tree(pid: int, monitor: _Monitor) -> None:
             proc.kill()  # gone already is fine
 
 
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """A plain file, not a link (to follow) or anything else: what a sandboxed command wrote is
+    read or moved only then."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
     os.chown(path, uid, gid)
     for root, dirs, files in os.walk(path):

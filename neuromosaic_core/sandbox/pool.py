@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ from neuromosaic_core.sandbox import (
     _set_limits,
     bwrap_argv,
     empty_directory,
+    is_regular_file,
 )
 
 #: Seconds a worker may take beyond a job's timeout to answer before it is killed.
@@ -56,13 +56,6 @@ START_TIMEOUT_S = 120.0
 #: The trial harness: the local runner's entry.
 HARNESS = "neuromosaic_core.harness.__main__:main"
 _ids = itertools.count(1)
-
-
-def _is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 @attrs.frozen
@@ -190,7 +183,7 @@ class _Worker:
         finally:
             sampler.cancel()
             for name in keep:
-                if _is_regular_file(job_dir / name):  # never a link the job planted
+                if is_regular_file(job_dir / name):  # never a link the job planted
                     shutil.move(str(job_dir / name), str(into / name))
                     with contextlib.suppress(OSError):
                         os.chown(into / name, os.getuid(), os.getgid())

@@ -14,12 +14,14 @@ an isolated session that module is not collected, and the session header says wh
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess  # nosec B404 - the tests run the command line as a user does
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 
 def missing_components(needs: Mapping[str, str], torch: bool = False) -> list[str]:
@@ -52,3 +54,19 @@ def run_neuromosaic(cwd: Path, *args: str, timeout: float = 600) -> subprocess.C
     code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,  # noqa: S603
                           env=environ, timeout=timeout, check=False)
+
+
+#: A quick search's settings for an end-to-end test: 2 trials of 2 epochs, one worker, the
+#: template's code, SQLite in the working directory, no plots.
+QUICK_SEARCH = ("search.trials=2", "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1",
+                "storage.url=sqlite:///results.db", "codegen=template")
+
+
+def search_summary(cwd: Path, run_name: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run ``neuromosaic ARGS`` in ``cwd`` (:func:`run_neuromosaic`), require it to succeed with
+    one run directory ``runs/<run_name>*``, and return that run's ``summary.json``."""
+    proc = run_neuromosaic(cwd, *args, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((cwd / "runs").glob(f"{run_name}*"))
+    assert len(runs) == 1, list((cwd / "runs").iterdir())
+    return json.loads((runs[0] / "summary.json").read_text())

@@ -7,20 +7,14 @@ import json
 import sqlite3
 from pathlib import Path
 
-from neuromosaic_core.testing.plugins import run_neuromosaic
+from neuromosaic_core.testing.plugins import QUICK_SEARCH, search_summary
 
 
 def test_nb201_cells_train_on_digits_images(tmp_path: Path):
     """`neuromosaic task=digits_images encoder=nb201_cell` trains real cells: the table's vectors,
     the benchmark's skeleton (narrowed here to keep it quick), real accuracies in the database."""
-    args = ["task=digits_images", "encoder=nb201_cell", "encoder.channels=4", "encoder.cells_per_stage=1", "search.trials=2",
-            "training.epochs=2", "training.patience=1", "visualizers=[]", "runner.workers=1", "storage.url=sqlite:///results.db",
-            "codegen=template"]
-    proc = run_neuromosaic(tmp_path, *args, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list((tmp_path / "runs").glob("digits_images-nb201_cell-*"))
-    assert len(runs) == 1, list((tmp_path / "runs").iterdir())
-    summary = json.loads((runs[0] / "summary.json").read_text())
+    summary = search_summary(tmp_path, "digits_images-nb201_cell-", "task=digits_images", "encoder=nb201_cell",
+                             "encoder.channels=4", "encoder.cells_per_stage=1", *QUICK_SEARCH)
     assert summary["trials"]["completed"] == 2 and summary["trials"]["invalid"] == 0
     assert summary["best"]["test_accuracy"] > 0.15  # trained: better than guessing one of 10 classes
     with sqlite3.connect(tmp_path / "results.db") as conn:

@@ -29,7 +29,15 @@ from loguru import logger
 from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.interfaces import Runner, TrialJob
 from neuromosaic_core.model import ErrorClass, ExperimentError, TrialResult, converter
-from neuromosaic_core.sandbox import MIN_UID_PROCESSES, Limits, Outcome, default_cpu_seconds, resolve_isolation, run_sandboxed
+from neuromosaic_core.sandbox import (
+    MIN_UID_PROCESSES,
+    Limits,
+    Outcome,
+    default_cpu_seconds,
+    is_regular_file,
+    resolve_isolation,
+    run_sandboxed,
+)
 from neuromosaic_runner_local import LocalRunnerSettings
 
 OUTPUT_TAIL = 2000
@@ -60,14 +68,6 @@ def write_trial_file(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-
-
-def is_regular_file(path: Path) -> bool:
-    """A plain file, not a link (to follow) or anything else."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def read_trial_file(path: Path, limit: int = RESULT_LIMIT) -> str:
