@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neuromosaic_core.errors import DuplicateComponentError, NeuromosaicError, run_console_script
+from neuromosaic_core.errors import ConfigError, DuplicateComponentError, NeuromosaicError, run_console_script
 from neuromosaic_core.plugins import PluginSystem
 
 _SYSTEM: PluginSystem | None = None
@@ -174,6 +174,17 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         meta_component, meta_settings = resolved.meta
         meta = meta_component.factory(space=encoder.search_space(), seed=core.experiment.seed, settings=meta_settings,
                                       metric=core.search.metric, maximize=core.search.direction == "maximize")
+    task = make("task")
+    scheduler = None
+    if resolved.scheduler is not None:
+        scheduler_component, scheduler_settings = resolved.scheduler
+        if not getattr(runner, "needs_code", True):
+            codegen.close()
+            raise ConfigError(f"scheduler={scheduler_component.name} needs a runner that trains; "
+                              f"runner={resolved.component('runner').name} looks results up (drop scheduler=...)")
+        regression = getattr(task, "kind", "classification") == "regression"  # the learning curve's score
+        scheduler = scheduler_component.factory(settings=scheduler_settings, max_epochs=core.training.epochs,
+                                                metric="val_rmse" if regression else "val_accuracy", maximize=not regression)
     return Components(
         strategy=make("strategy", space=encoder.search_space(), seed=core.experiment.seed, metric=core.search.metric,
                       maximize=core.search.direction == "maximize", **strategy_kwargs),
@@ -183,11 +194,12 @@ def build_components(resolved: Any, system: PluginSystem) -> Any:
         fallback=fallback,
         runner=runner,
         storage=_encrypted(make("storage"), core.encryption),
-        task=make("task"),
+        task=task,
         task_settings=resolved.settings("task"),
         visualizers=[(c.name, c.factory(settings=s)) for c, s in resolved.visualizers],
         meta=meta,
         meta_settings=resolved.meta[1] if resolved.meta is not None else None,
+        scheduler=scheduler,
     )
 
 

@@ -33,7 +33,7 @@ CONFIG_NAME = "config"
 GROUPS = ("strategy", "encoder", "codegen", "runner", "storage", "task")
 #: Optional groups: none selected by default (``meta: null`` in conf/config.yaml); selecting one
 #: (``meta=surrogate``) adds its node.
-OPTIONAL_GROUPS = ("meta",)
+OPTIONAL_GROUPS = ("meta", "scheduler")
 
 #: Documented environment variables and the setting each one sets.
 ENV_OVERRIDES = {
@@ -138,6 +138,8 @@ class ResolvedConfig:
     meta: tuple[Component, Any] | None = None
     #: ``alerts.*``, checked (:class:`neuromosaic_core.alerts.AlertConfig`); None for a config without the node.
     alerts: Any = None
+    #: The selected trial scheduler and its settings, or None (the default: every trial trains to its end).
+    scheduler: tuple[Component, Any] | None = None
 
     def settings(self, kind: str) -> Any:
         return self.components[kind][1]
@@ -170,6 +172,11 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     if meta_node:
         component = system.get("meta", str(meta_node.pop("name", None)))
         meta = (component, structure_settings(meta_node, component.settings, "meta") if component.settings else None)
+    scheduler = None
+    scheduler_node = dict(raw.get("scheduler") or {})
+    if scheduler_node:
+        component = system.get("scheduler", str(scheduler_node.pop("name", None)))
+        scheduler = (component, structure_settings(scheduler_node, component.settings, "scheduler") if component.settings else None)
     skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer", "alerts"}
     core = structure_settings({k: v for k, v in raw.items() if k not in skip}, CoreSettings, "")
     core = _with_task_objective(core, *components["task"], raw)
@@ -196,7 +203,7 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     alerts = resolve_alerts(raw.get("alerts"), system)
     if "alerts" in raw:  # the stored config keeps no webhook token
         raw["alerts"] = redact_secrets(raw["alerts"], system)
-    return ResolvedConfig(core, components, visualizers, raw, meta, alerts)
+    return ResolvedConfig(core, components, visualizers, raw, meta, alerts, scheduler)
 
 
 def task_objective(component: Component, settings: Any) -> tuple[str, str]:

@@ -101,6 +101,14 @@ def register_meta_learners(register: Register) -> None:
 
 
 @hookspec
+def register_schedulers(register: Register) -> None:
+    """Register trial schedulers (multi-fidelity: stop or pause poor trials early). Factory:
+    ``factory(settings, max_epochs, metric, maximize)`` returning a
+    :class:`~neuromosaic_core.interfaces.TrialScheduler`; ``max_epochs`` is ``training.epochs``
+    (full fidelity), ``metric``/``maximize`` the learning curve's score and direction."""
+
+
+@hookspec
 def register_alert_channels(register: Register) -> None:
     """Register alert channels: where the alerts of ``alerts.*`` go (see
     :mod:`neuromosaic_core.alerts`). Factory: ``factory(settings)`` returning an
@@ -145,5 +153,6 @@ REGISTRATION_HOOKS = {
     "visualizer": "register_visualizers",
     "task": "register_tasks",
     "meta": "register_meta_learners",
+    "scheduler": "register_schedulers",
     "alert_channel": "register_alert_channels",
 }

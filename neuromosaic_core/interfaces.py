@@ -294,6 +294,13 @@ class TrialJob:
     #: What the harness optimises: ``classification`` (cross-entropy, accuracy; ``num_classes``
     #: outputs) or ``regression`` (mean squared error, RMSE; ``num_classes`` is the number of targets).
     kind: str = "classification"
+    #: Multi-fidelity (a scheduler is on): train until this many epochs in all, then stop with a
+    #: checkpoint; None trains to ``training.epochs`` (or early stopping).
+    max_epochs: int | None = None
+    #: Where the harness keeps this trial's training state between segments: it resumes from the
+    #: file when it exists and writes it when it stops at ``max_epochs`` before its training's end.
+    #: Inside the trial's directory, so every runner that gives the harness that directory keeps it.
+    checkpoint_path: str | None = None
 
 
 class Runner(abc.ABC):
@@ -648,3 +655,84 @@ class MetaLearner(abc.ABC):
         vectors = [{"vector": dict(pool[i].values), "predicted": round(means[i], 6), "std": round(stds[i], 6)}
                    for i in order if pool[i].key() not in done][:n]
         return {"metric": self.metric, "maximize": self.maximize, "dimensions": dimensions, "vectors": vectors}
+
+
+@attrs.frozen
+class Decision:
+    """What a :class:`TrialScheduler` decides for a trial that reached a milestone.
+
+    ``continue``: train on now, from the checkpoint, until ``budget`` epochs in all; ``pause``:
+    keep the checkpoint, the trial counts as assessed at its fidelity and :meth:`TrialScheduler.promote`
+    may resume it later; ``stop``: final at its fidelity (the checkpoint is dropped)."""
+
+    action: str
+    budget: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.action not in ("continue", "pause", "stop"):
+            raise ValueError(f"action must be continue, pause or stop, got {self.action!r}")
+        if self.action == "continue" and (self.budget is None or self.budget < 1):
+            raise ValueError("a continue decision needs a budget of at least 1 epoch")
+
+
+class TrialScheduler(abc.ABC):
+    """Multi-fidelity: decides how far each trial trains, so poor trials stop early and the
+    budget goes to promising ones (``scheduler=asha``; none by default).
+
+    The orchestrator trains a trial in segments. A new trial trains to :meth:`first_budget`
+    epochs. Each time a segment ends before the training's own end (``training.epochs`` or early
+    stopping), the orchestrator calls :meth:`observe`, then :meth:`decide`. Before a new trial
+    starts on a free worker, :meth:`promote` may hand that worker a paused trial instead, which
+    continues from its checkpoint (same trial, more epochs).
+
+    Results: ``result.curve[i]`` is the validation score (``metric``, higher is better when
+    ``maximize``) after epoch ``i + 1``; ``result.fidelity`` the epochs the result reached
+    (``max_epochs`` when its training ran to its end); ``result.metrics`` the other metrics
+    (params, latency: for several objectives).
+
+    State: a scheduler knows only what it observed, and every result carries its whole learning
+    curve, so a resume rebuilds it by observing each stored result again in trial order (the
+    orchestrator does). :meth:`observe` must therefore accept the same trial again at a higher
+    fidelity and must not decide anything. Called on the event loop's thread: keep each call well
+    under a millisecond.
+    """
+
+    def __init__(self, max_epochs: int, metric: str = "val_accuracy", maximize: bool = True) -> None:
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be at least 1, got {max_epochs}")
+        self.max_epochs = max_epochs
+        self.metric = metric
+        self.maximize = maximize
+
+    @abc.abstractmethod
+    def first_budget(self, number: int) -> int:
+        """Epochs trial ``number`` trains before its first decision (``max_epochs`` or fewer)."""
+
+    @abc.abstractmethod
+    def observe(self, number: int, result: TrialResult) -> None:
+        """Record a trial's result (its learning curve up to ``result.fidelity``)."""
+
+    @abc.abstractmethod
+    def decide(self, number: int, result: TrialResult) -> Decision:
+        """What trial ``number`` does next; it reached ``result.fidelity`` < ``max_epochs``."""
+
+    def promote(self) -> tuple[int, int] | None:
+        """A paused trial to continue now and the epochs to train it to, or None (start a new
+        trial). Called once per free worker; the promotion is final (never offered twice)."""
+        return None
+
+    def describe(self) -> str:
+        """One line for the log: the milestones."""
+        return type(self).__name__
+
+    def best_at(self, curve: Sequence[float], epochs: int) -> float:
+        """The best validation score of the first ``epochs`` epochs of ``curve`` (what early
+        stopping keeps): the value a trial is ranked by at that milestone."""
+        head = [v for v in curve[:epochs] if v == v]
+        if not head:
+            return -math.inf if self.maximize else math.inf
+        return max(head) if self.maximize else min(head)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` is strictly better than ``b``."""
+        return a > b if self.maximize else a < b

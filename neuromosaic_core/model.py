@@ -747,6 +747,17 @@ class TrialResult:
     metrics: Mapping[str, float] = attrs.field(factory=dict)
     error: ExperimentError | None = None
     weights_path: str | None = None
+    #: The learning curve: the validation score (``val_accuracy``, or ``val_rmse`` for regression)
+    #: after each epoch trained so far, epoch 1 first. Empty for results that did not train (a
+    #: lookup table) or came from an older version.
+    curve: tuple[float, ...] = ()
+    #: The epochs this result was allowed to train: ``training.epochs`` when its training ran to its
+    #: end (early stopping included), fewer when a scheduler stopped or paused it at a milestone.
+    #: None: not recorded (no scheduler, an older result): full fidelity.
+    fidelity: int | None = None
+    #: True when a scheduler stopped or paused the trial before its training's end: a result at
+    #: low fidelity, never reused as a full one nor chosen as best over a full one.
+    pruned: bool = False
 
     @property
     def ok(self) -> bool:

@@ -35,6 +35,7 @@ from neuromosaic_core.interfaces import (
     SearchStrategy,
     Task,
     TrialJob,
+    TrialScheduler,
     Visualizer,
 )
 from neuromosaic_core.model import (
@@ -90,6 +91,8 @@ class Components:
     #: start, no recommendations).
     meta: MetaLearner | None = None
     meta_settings: MetaSettings | None = None
+    #: The trial scheduler (``scheduler=<name>``), or None: every trial trains to its end.
+    scheduler: TrialScheduler | None = None
 
 
 @attrs.define

@@ -144,6 +144,9 @@ class SearchSettings:
     #: restores it and replays only the trials after it; 0 never does (a resume replays all).
     #: Only strategies that implement ``state_dict`` take snapshots.
     snapshot_every: int = 100
+    #: Wall-clock seconds for the search (None: no limit): after it no trial starts (nor is
+    #: promoted); trials running finish their current segment, paused ones stay paused.
+    time_budget: float | None = None
 
     def __attrs_post_init__(self) -> None:
         for name in ("trials", "max_failures", "top_k", "codegen_attempts", "prescreen"):
@@ -151,6 +154,8 @@ class SearchSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be 0 (never) or more, got {self.snapshot_every}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be a positive number of seconds (or null), got {self.time_budget}")
 
 
 @attrs.frozen

@@ -117,9 +117,11 @@ def _make_optimizer(name: str, params: Any, lr: float, weight_decay: float) -> A
 
 
 def run_job(job: TrialJob) -> TrialResult:
-    """Run one trial; every failure comes back as a failed TrialResult."""
+    """Run one trial (or one segment of it, see :attr:`TrialJob.max_epochs`); every failure comes
+    back as a failed TrialResult."""
     try:
-        return TrialResult(metrics=_train_and_measure(job), weights_path=job.weights_path)
+        metrics, curve, fidelity = _train_and_measure(job)
+        return TrialResult(metrics=metrics, weights_path=job.weights_path, curve=curve, fidelity=fidelity)
     except TrialFailure as exc:
         return TrialResult.failure(exc.error_class, str(exc))
     except CodeRejected as exc:
@@ -141,7 +143,31 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "can't allocate memory" in text or "out of memory" in text.lower()
 
 
-def _train_and_measure(job: TrialJob) -> dict[str, float]:
+def _load_checkpoint(path: str | None) -> dict[str, Any] | None:
+    """The training state a previous segment of this trial left, or None. ``weights_only``: the
+    file lies in the trial's directory, where the generated code could have written too."""
+    if not path or not Path(path).is_file():
+        return None
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrialFailure(ErrorClass.RUNTIME, f"cannot read the checkpoint {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _save_checkpoint(path: str, state: dict[str, Any]) -> None:
+    import torch
+
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint, never half of one
+
+
+def _train_and_measure(job: TrialJob) -> tuple[dict[str, float], tuple[float, ...], int]:
+    """Train (from the checkpoint when there is one) and measure; the metrics, the learning curve
+    and the fidelity reached (``training.epochs`` when training ran to its end)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if job.code_path:
         validate_code(Path(job.code_path).read_text())  # before importing torch: rejected code costs no start-up
@@ -212,8 +238,19 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
     generator = torch.Generator().manual_seed(settings.seed)
     # early stopping on validation accuracy, or on (minus) the validation RMSE for regression
     best_score, best_state, best_epoch, epochs_run = -math.inf, None, 0, 0
+    curve: list[float] = []  # the validation score after each epoch
+    stopped_early, seconds_before = False, 0.0
+    checkpoint = _load_checkpoint(job.checkpoint_path)
+    if checkpoint is not None:  # a later segment: continue exactly where the last one stopped
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        best_score, best_state, best_epoch = checkpoint["best_score"], checkpoint["best_state"], checkpoint["best_epoch"]
+        epochs_run, curve, seconds_before = checkpoint["epochs"], list(checkpoint["curve"]), checkpoint["train_seconds"]
+    until = min(settings.epochs, job.max_epochs or settings.epochs)
     start = time.perf_counter()
-    for epoch in range(settings.epochs):
+    for epoch in range(epochs_run, until):
         model.train()
         order = torch.randperm(len(train_rows), generator=generator).numpy()
         for i in range(0, len(order), settings.batch_size):
@@ -229,12 +266,23 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
             optimizer.step()
         epochs_run = epoch + 1
         val_score, _ = _evaluate(model, val_rows, kind, y_std)
+        curve.append(val_score)
         score = -val_score if kind == "regression" else val_score
         if score > best_score:
             best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch
         elif epoch - best_epoch >= settings.patience:
+            stopped_early = True
             break
-    train_seconds = time.perf_counter() - start
+    train_seconds = seconds_before + time.perf_counter() - start
+    finished = stopped_early or epochs_run >= settings.epochs
+    if job.checkpoint_path:
+        if finished:
+            Path(job.checkpoint_path).unlink(missing_ok=True)
+        else:  # paused at a milestone: what the next segment needs to go on as if never stopped
+            _save_checkpoint(job.checkpoint_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "best_score": best_score, "best_state": best_state,
+                "best_epoch": best_epoch, "epochs": epochs_run, "curve": curve, "train_seconds": train_seconds})
     if best_state is not None:
         model.load_state_dict(best_state)
 
@@ -269,4 +317,4 @@ def _train_and_measure(job: TrialJob) -> dict[str, float]:
         "train_seconds": train_seconds,
         "epochs": float(epochs_run),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    }, tuple(curve), settings.epochs if finished else epochs_run
