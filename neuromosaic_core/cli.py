@@ -123,8 +123,9 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
         components.codegen.close()
         components.storage.close()
     print_summary(getattr(orchestrator, "top", []), core.search.metric,
-                  f"Best architectures of {core.experiment.name} ({summary['trials']['completed']} completed, "
-                  f"{summary['trials']['failed']} failed, {summary['trials']['invalid']} invalid)", console)
+                  f"Best architectures of {core.experiment.name} ({summary['trials']['completed']} completed"
+                  + (f" of which {summary['trials']['pruned']} pruned" if summary['trials'].get('pruned') else "")
+                  + f", {summary['trials']['failed']} failed, {summary['trials']['invalid']} invalid)", console)
     console.print(f"results: {run_dir / 'summary.json'}")
     if summary.get("stopped") == "max_failures":
         raise NeuromosaicError("the search stopped after search.max_failures consecutive failures; see the log above")

@@ -13,7 +13,8 @@ from neuromosaic_core.model import Trial
 
 
 class SearchProgress:
-    """``trial i/N · best 0.953 · failed 1 invalid 0 · 0:01:12`` on stderr, refreshed as trials finish."""
+    """``trial i/N · best 0.953 · failed 1 invalid 0 · 0:01:12`` on stderr, refreshed as trials
+    finish; with a scheduler ``· pruned 5`` (completed trials stopped early) after the failures."""
 
     def __init__(self, total: int, metric: str, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -23,12 +24,12 @@ class SearchProgress:
             MofNCompleteColumn(),
             BarColumn(),
             TextColumn("best {task.fields[best]}"),
-            TextColumn("failed {task.fields[failed]} invalid {task.fields[invalid]}"),
+            TextColumn("failed {task.fields[failed]} invalid {task.fields[invalid]}{task.fields[pruned]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
         )
-        self.task_id = self.progress.add_task("search", total=total, best="-", failed=0, invalid=0)
+        self.task_id = self.progress.add_task("search", total=total, best="-", failed=0, invalid=0, pruned="")
 
     def __enter__(self) -> SearchProgress:
         self.progress.start()
@@ -37,9 +38,11 @@ class SearchProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def update(self, completed: int, failed: int, invalid: int, best: float | None) -> None:
+    def update(self, completed: int, failed: int, invalid: int, best: float | None, pruned: int | None = None) -> None:
+        """``pruned`` (with a scheduler): how many of the completed trials stopped early."""
         best_text = f"{self.metric}={best:.4f}" if best is not None else "-"
-        self.progress.update(self.task_id, completed=completed, failed=failed, invalid=invalid, best=best_text)
+        self.progress.update(self.task_id, completed=completed, failed=failed, invalid=invalid, best=best_text,
+                             pruned=f" · pruned {pruned}" if pruned is not None else "")
 
 
 def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:

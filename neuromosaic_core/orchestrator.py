@@ -29,6 +29,7 @@ from neuromosaic_core.interfaces import (
     ArchitectureEncoder,
     CodeGenProvider,
     CodeGenRequest,
+    Decision,
     MetaLearner,
     ResultsDB,
     Runner,
@@ -102,6 +103,8 @@ class Counts:
     invalid: int = 0
     reused: int = 0
     consecutive_failures: int = 0
+    #: Completed trials a scheduler stopped or paused below full fidelity (counted in ``completed`` too).
+    pruned: int = 0
 
 
 class Orchestrator:
@@ -135,6 +138,15 @@ class Orchestrator:
         self._told: set[int] = set()  # ids of stored trials the strategy has been told (see _snapshot)
         self._open: set[int] = set()  # ids of stored trials not told yet: running or queued to re-run
         self._since_snapshot = 0  # trials told since the last strategy snapshot
+        #: Multi-fidelity: the scheduler, the full fidelity (epochs), continuations decided but not
+        #: started yet (trial, epochs to train to) and the in-flight tasks that continue a trial.
+        self.scheduler = components.scheduler
+        self.max_epochs = settings.training.epochs
+        self._continue: deque[tuple[Trial, int]] = deque()
+        self._continuations: set[asyncio.Task[TrialResult]] = set()
+        self._paused: dict[int, Trial] = {}  # paused trials by number, for promotion
+        self._deadline: float | None = None
+        self._abs_run_dir = run_dir.resolve()
         storage = components.storage
         #: The keys of encryption at rest when it is on: code and weights are sealed as each trial ends.
         self._keys = storage.keys if isinstance(storage, EncryptedResultsDB) and storage.encrypt else None
@@ -168,16 +180,14 @@ class Orchestrator:
         storage.mark_interrupted(self.name)
         counts = storage.count_trials(self.name)
         completed = counts.get(TrialStatus.COMPLETED, 0)
-        if completed >= self.s.search.trials:
-            raise ExperimentAlreadyDone(
-                f"experiment {self.name!r}: {completed}/{self.s.search.trials} trials done; "
-                "raise search.trials or choose another experiment.name"
-            )
+        if completed >= self.s.search.trials and self.scheduler is None:
+            raise self._already_done(completed)
         self.counts.completed = completed
         self.counts.failed = counts.get(TrialStatus.FAILED, 0)
         self.counts.invalid = counts.get(TrialStatus.INVALID, 0)
         for best in storage.get_best_architectures(self.name, k=1, metric=self.s.search.metric, maximize=self.maximize):
-            self._track_best(best.result)  # type: ignore[arg-type]
+            if not best.result.pruned:  # type: ignore[union-attr]
+                self._track_best(best.result)  # type: ignore[arg-type]
         # Every interrupted trial is re-run in place (same row, same number) until it ends, so a
         # crash during a resume cannot lose it. Rows of the same architecture all come back: the
         # first trains, the others share its result.
@@ -186,7 +196,31 @@ class Orchestrator:
             self.log.warning(f"{len(interrupted)} trial(s) cut off by an earlier crash will be re-run")
         self.log.info(f"resuming: {completed}/{self.s.search.trials} trials already done")
         history = self._replay()
+        self._restore_scheduler(history)
+        if completed >= self.s.search.trials and not self._continue:
+            raise self._already_done(completed)  # with a scheduler: unless a trial was cut off between segments
         return experiment, history, interrupted
+
+    def _already_done(self, completed: int) -> ExperimentAlreadyDone:
+        return ExperimentAlreadyDone(f"experiment {self.name!r}: {completed}/{self.s.search.trials} trials done; "
+                                     "raise search.trials or choose another experiment.name")
+
+    def _restore_scheduler(self, history: Sequence[Trial]) -> None:
+        """Rebuild the scheduler from the stored learning curves (it keeps no state of its own) and
+        pick up the trials left between two segments by a crash or the time budget: a pruned trial
+        whose checkpoint is still there is asked again what it does next, so nothing trains twice."""
+        completed = [t for t in history if t.status == TrialStatus.COMPLETED and t.result is not None]
+        self.counts.pruned = sum(t.result.pruned for t in completed)  # type: ignore[union-attr]
+        if self.scheduler is None:
+            return
+        trained = [t for t in completed if t.reused_from is None]
+        for trial in trained:
+            self.scheduler.observe(trial.number, trial.result)  # type: ignore[arg-type]
+        waiting = [t for t in trained if t.result.pruned and self._checkpoint(t.number).exists()]  # type: ignore[union-attr]
+        for trial in waiting:
+            self._decided(trial, self.scheduler.decide(trial.number, trial.result))  # type: ignore[arg-type]
+        if waiting:
+            self.log.info(f"{len(waiting)} trial(s) between two segments: continued from their checkpoints when the scheduler says so")
 
     def _strategy_identity(self) -> str:
         """What a snapshot must match to be restored: the strategy's class, its and the encoder's
@@ -215,7 +249,9 @@ class Orchestrator:
         if snapshot is not None:
             strategy.load_state_dict(dict(snapshot.state))
             through, self._told = snapshot.told_through, expand_ranges(snapshot.told)
-        history = storage.list_history(self.name, after=0 if self.c.meta is not None else through)
+        # A meta-learner refits on everything and a scheduler rebuilds its rungs from every curve.
+        whole = self.c.meta is not None or self.scheduler is not None
+        history = storage.list_history(self.name, after=0 if whole else through)
         if snapshot is not None:
             stale = [t.vector for t in history if t.id is not None and t.id > through and t.id not in self._told]
             if stale:
@@ -314,8 +350,12 @@ class Orchestrator:
         reuse = self.s.search.reuse
         anywhere = reuse == "all" or trial.vector.key() in self._warm_keys
         twin = None if reuse == "none" else self.c.storage.find_reusable(trial.reuse_key, None if anywhere else self.name)
+        if twin is not None and twin.result is not None and twin.result.pruned and (
+                self.scheduler is None or twin.experiment != self.name):
+            twin = None  # a result at low fidelity is never reused as a full one (it stays this search's own)
         if twin is not None and twin.result is not None:
-            log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused")
+            at = f" at {twin.result.fidelity}/{self.max_epochs} epochs (its scheduler paused it)" if twin.result.pruned else ""
+            log.info(f"same architecture as trial {twin.number} of {twin.experiment}: result reused{at}")
             trial.code, trial.reused_from = twin.code, twin.id
             return twin.result
         running = self._running.get(trial.reuse_key) if reuse != "none" else None
@@ -326,6 +366,8 @@ class Orchestrator:
         # Absolute paths, computed from one resolved run directory (the runner creates the folder).
         result_path = self._abs_run_dir / "trials" / f"trial-{trial.number:04d}" / "result.json"
         result_path.unlink(missing_ok=True)
+        if trial.id is None:  # a new trial (an interrupted one goes on from its checkpoint)
+            self._checkpoint(trial.number).unlink(missing_ok=True)
         if not needs_code:
             return self._job(trial, "", result_path)
         request = CodeGenRequest(trial.spec, tuple(self.c.task.input_shape), self.c.task.num_classes)
@@ -350,7 +392,15 @@ class Orchestrator:
         code_path.write_text(outcome.code)
         return self._job(trial, str(self._abs_run_dir / code_path.relative_to(self.run_dir)), result_path)
 
-    def _job(self, trial: Trial, code_path: str, result_path: Path) -> TrialJob:
+    def _checkpoint(self, number: int) -> Path:
+        """Where a trial's training state waits between two segments (multi-fidelity)."""
+        return self._abs_run_dir / "trials" / f"trial-{number:04d}" / "checkpoint.pt"
+
+    def _job(self, trial: Trial, code_path: str, result_path: Path, budget: int | None = None) -> TrialJob:
+        """The job of a trial; with a scheduler, of its segment up to ``budget`` epochs (its first
+        milestone when None)."""
+        if self.scheduler is not None and budget is None:
+            budget = self.scheduler.first_budget(trial.number)
         return TrialJob(
             trial_id=trial.number,
             experiment=self.name,
@@ -366,29 +416,95 @@ class Orchestrator:
             spec=trial.spec,
             device=str(getattr(self._runner_settings, "device", "cpu")),
             kind=str(getattr(self.c.task, "kind", "classification")),
+            max_epochs=budget if self.scheduler is not None else None,
+            checkpoint_path=str(self._checkpoint(trial.number)) if self.scheduler is not None else None,
         )
+
+    def _continuation(self, trial: Trial, budget: int) -> TrialJob:
+        """The job that trains a paused or continuing trial on from its checkpoint to ``budget``
+        epochs: same trial, same code, more epochs."""
+        if trial.spec is None or (trial.code is None and getattr(self.c.runner, "needs_code", True)):
+            stored = self.c.storage.find_trial(self.name, trial.number)  # after a resume: history holds no code
+            if stored is None:
+                raise NeuromosaicError(f"trial {trial.number} of {self.name!r} is not in the database any more")
+            trial = stored
+        result_path = self._abs_run_dir / "trials" / f"trial-{trial.number:04d}" / "result.json"
+        result_path.unlink(missing_ok=True)
+        code = ""
+        if trial.code is not None:
+            path = self._code_path(trial.number)
+            path.write_text(trial.code)  # the clear code (sealed at rest after the last segment when encrypting)
+            code = str(self._abs_run_dir / path.relative_to(self.run_dir))
+        return self._job(trial, code, result_path, budget)
+
+    def _decided(self, trial: Trial, decision: Decision) -> None:
+        """Carry out a scheduler's decision for a trial that reached a milestone."""
+        log = self.log.bind(trial=trial.number)
+        if decision.action == "continue" and self._time_up():
+            log.info(f"time budget spent: paused at {trial.result.fidelity} epochs instead of continuing")  # type: ignore[union-attr]
+        elif decision.action == "continue":
+            self._continue.append((trial, int(decision.budget)))  # type: ignore[arg-type]
+        elif decision.action == "stop":
+            self._checkpoint(trial.number).unlink(missing_ok=True)
+        if decision.action != "stop" and not (decision.action == "continue" and not self._time_up()):
+            self._paused[trial.number] = trial
+
+    def _paused_trial(self, number: int) -> Trial:
+        trial = self._paused.pop(number, None)
+        if trial is None:  # paused before a resume: read it back
+            trial = self.c.storage.find_trial(self.name, number)
+            if trial is None:
+                raise NeuromosaicError(f"the scheduler promoted trial {number}, which {self.name!r} does not have")
+        return trial
+
+    def _time_up(self) -> bool:
+        return self._deadline is not None and time.perf_counter() >= self._deadline
 
     def _code_path(self, number: int) -> Path:
         path = self.run_dir / "code" / f"trial-{number:04d}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _finish(self, trial: Trial, result: TrialResult) -> None:
+    def _finish(self, trial: Trial, result: TrialResult, continued: bool = False) -> None:
+        """Store a trial's result, tell the strategy, the scheduler and the observers. ``continued``:
+        the result of a later segment of a trial that already counts as completed."""
+        log = self.log.bind(trial=trial.number)
+        if result.ok and result.fidelity is not None:
+            result = attrs.evolve(result, pruned=result.fidelity < self.max_epochs)
+        if continued and not result.ok:
+            assert result.error is not None and trial.result is not None
+            log.warning(f"training on from {trial.result.fidelity} epochs failed ({result.error.error_class.value}): "
+                        f"{result.error.message}; it keeps its result at that fidelity")
+            self._checkpoint(trial.number).unlink(missing_ok=True)
+            return
+        was_pruned = continued and trial.result is not None and trial.result.pruned
         trial.result = result
         if trial.reuse_key is not None and self._running.get(trial.reuse_key, (None,))[0] is trial:
             del self._running[trial.reuse_key]
-        log = self.log.bind(trial=trial.number)
+        decision = None
         if result.ok:
             trial.status = TrialStatus.COMPLETED
-            self.counts.completed += 1
+            if not continued:
+                self.counts.completed += 1
+                self.counts.reused += trial.reused_from is not None
+            self.counts.pruned += int(result.pruned) - int(was_pruned)
             self.counts.consecutive_failures = 0
-            self.counts.reused += trial.reused_from is not None
-            self._track_best(result)
+            if not result.pruned:  # the best is chosen among full results
+                self._track_best(result)
+            if self.scheduler is not None and trial.reused_from is None:
+                self.scheduler.observe(trial.number, result)
+                if result.pruned:
+                    decision = self.scheduler.decide(trial.number, result)
             m = result.metrics
-            log.info(f"completed: {self.s.search.metric}={m.get(self.s.search.metric, float('nan')):.4f} "
+            if result.pruned:
+                what = {"continue": "milestone", "pause": "paused", "stop": "stopped early"}[decision.action] if decision else "reused"
+                status = f"{what} at {result.fidelity}/{self.max_epochs} epochs"
+            else:
+                status = "completed"
+            log.info(f"{status}: {self.s.search.metric}={m.get(self.s.search.metric, float('nan')):.4f} "
                      + (f"test_accuracy={m['test_accuracy']:.4f} " if "test_accuracy" in m else "")  # a lookup table may have none
                      + f"params={int(m.get('params', 0)):,} "
-                     f"{trial.spec.describe() if trial.spec else ''}")
+                     f"{trial.spec.describe() if trial.spec and not continued else ''}")
         else:
             assert result.error is not None
             if result.error.error_class == ErrorClass.CONSTRAINT:
@@ -412,8 +528,14 @@ class Orchestrator:
         if self.c.meta is not None:
             self.c.meta.observe([(trial.vector, result)])
         self._notify("trial_finished", trial=trial)
+        self._show_progress()
+        if decision is not None:
+            self._decided(trial, decision)
+
+    def _show_progress(self) -> None:
         if self.progress:
-            self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
+            self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best,
+                                 self.counts.pruned if self.scheduler is not None else None)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -456,7 +578,6 @@ class Orchestrator:
         self.log.info(f"preparing task {self.c.task.name!r}")
         self.data_path = await asyncio.to_thread(self.c.task.prepare_data, self.run_dir / "data")
         self._abs_data_path = str(Path(self.data_path).resolve())
-        self._abs_run_dir = self.run_dir.resolve()
         queue: deque[Trial] = deque(requeue)
         trials: list[Trial] = []  # the batch being started
         in_flight: dict[asyncio.Task[TrialResult], Trial] = {}
@@ -464,24 +585,47 @@ class Orchestrator:
         workers = max(1, self.c.runner.workers)
         target = self.s.search.trials
         self.log.info(f"searching: {target} trials, {workers} worker(s), runner {type(self.c.runner).__name__}")
+        if self.scheduler is not None:
+            self.log.info(f"scheduler: {self.scheduler.describe()}")
+        if self.s.search.time_budget is not None:
+            self._deadline = started + self.s.search.time_budget
         self.progress = SearchProgress(target, self.s.search.metric) if self.show_progress else None
         if self.progress:
             self.progress.__enter__()
-            self.progress.update(self.counts.completed, self.counts.failed, self.counts.invalid, self.best)
+            self._show_progress()
         try:
             while True:
                 # Snapshots are taken here, where every suggestion made so far is stored (a resume
                 # forgets the open trials a snapshot had pending; it cannot see unstored ones).
                 if self.s.search.snapshot_every and self._since_snapshot >= self.s.search.snapshot_every:
                     self._snapshot()
-                if self.counts.completed >= target:
-                    break
                 if self.counts.consecutive_failures >= self.s.search.max_failures:
                     self.stop_reason = "max_failures"
                     self.log.error(f"stopping: {self.counts.consecutive_failures} consecutive failed trials "
                                    f"(search.max_failures={self.s.search.max_failures})")
                     break
-                slots = min(workers - len(in_flight), target - self.counts.completed - len(in_flight))
+                time_up = self._time_up()
+                if time_up and self.stop_reason == "completed":
+                    self.stop_reason = "time_budget"
+                    self.log.info(f"time budget of {self.s.search.time_budget:g} s spent: no trial starts any more; "
+                                  f"{len(in_flight)} running finish their segment")
+                free = workers - len(in_flight)
+                # Trials already started go first: a continuation the scheduler decided, then a
+                # promotion of a paused trial; only then a new architecture.
+                while free > 0 and not time_up and self.scheduler is not None:
+                    if self._continue:
+                        trial, budget = self._continue.popleft()
+                    elif (promoted := self.scheduler.promote()) is not None:
+                        trial, budget = self._paused_trial(promoted[0]), promoted[1]
+                        self.log.bind(trial=trial.number).info(f"promoted: trains on from its checkpoint to {budget} epochs")
+                    else:
+                        break
+                    task = asyncio.create_task(self.c.runner.run_trial(self._continuation(trial, budget)))
+                    in_flight[task] = trial
+                    self._continuations.add(task)
+                    free -= 1
+                new_in_flight = len(in_flight) - len(self._continuations)
+                slots = 0 if time_up else min(free, target - self.counts.completed - new_in_flight)
                 if slots > 0:
                     trials = [queue.popleft() for _ in range(min(slots, len(queue)))]
                     if len(trials) < slots:
@@ -518,10 +662,14 @@ class Orchestrator:
                                 self._running[trial.reuse_key] = (trial, task)
                         in_flight[task] = trial
                 if not in_flight:
-                    continue
+                    if slots <= 0:
+                        break  # nothing running and nothing left to start
+                    continue  # every trial of the batch ended at once (reused, invalid): start more
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    self._finish(in_flight.pop(task), task.result())
+                    continued = task in self._continuations
+                    self._continuations.discard(task)
+                    self._finish(in_flight.pop(task), task.result(), continued)
         finally:
             # Suggestions and warm-start proposals never stored will never get a result.
             unstored = [t.vector for t in (*trials, *queue) if t.id is None]
@@ -636,6 +784,8 @@ class Orchestrator:
                 "failed": sum(t.status == TrialStatus.FAILED for t in trials),
                 "invalid": sum(t.status == TrialStatus.INVALID for t in trials),
                 "reused": sum(t.reused_from is not None for t in trials),
+                # completed below full fidelity: stopped or paused by the scheduler (in `completed` too)
+                "pruned": sum(t.status == TrialStatus.COMPLETED and t.result is not None and t.result.pruned for t in trials),
             },
             "best": None,
             "top": [],
@@ -647,6 +797,8 @@ class Orchestrator:
             entry = {"trial_id": trial.number, **{k: trial.result.metrics.get(k) for k in
                      ("val_accuracy", "test_accuracy", "params", "flops", "latency_ms", "train_seconds")}}
             entry["params"] = int(entry["params"]) if entry["params"] is not None else None
+            entry["fidelity"] = trial.result.fidelity  # epochs it was allowed (None: not recorded, full)
+            entry["pruned"] = trial.result.pruned
             entry.update({k: trial.result.metrics[k] for k in (metric, "val_rmse", "test_rmse") if k in trial.result.metrics})
             entry["spec"] = converter.unstructure(trial.spec)
             if rank == 0:

