@@ -136,7 +136,9 @@ def trial_started(trial: Any) -> None:
 
 @hookspec
 def trial_finished(trial: Any) -> None:
-    """A trial ended (completed, failed or invalid); ``trial.result`` holds its result."""
+    """A trial ended (completed, failed or invalid); ``trial.result`` holds its result. Under a
+    scheduler (multi-fidelity) also at each milestone of a trial that trains on in segments:
+    ``trial.result.fidelity`` says how many epochs it reached, ``pruned`` that it is not full yet."""
 
 
 @hookspec
