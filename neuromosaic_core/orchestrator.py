@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import time
@@ -430,6 +431,11 @@ class Orchestrator:
             trial = stored
         result_path = self._abs_run_dir / "trials" / f"trial-{trial.number:04d}" / "result.json"
         result_path.unlink(missing_ok=True)
+        checkpoint = self._checkpoint(trial.number)
+        if self._keys is not None and checkpoint.is_file():  # sealed at rest between segments
+            clear = checkpoint.with_name(f".{checkpoint.name}.opening")
+            clear.write_bytes(self._keys.read_file(checkpoint))
+            os.replace(clear, checkpoint)
         code = ""
         if trial.code is not None:
             path = self._code_path(trial.number)
@@ -518,7 +524,8 @@ class Orchestrator:
         if self._keys is not None:  # the trial is over: its code and weights leave the clear
             # (a reused result's weights belong to the trial that trained them, maybe in another run)
             seal_trial_files(self._keys, self.run_dir / "code" / f"trial-{trial.number:04d}.py",
-                             result.weights_path if trial.reused_from is None else None)
+                             result.weights_path if trial.reused_from is None else None,
+                             self._checkpoint(trial.number) if self.scheduler is not None else None)
         self.c.storage.save_trial(trial)
         self.c.strategy.update_with_results([(trial.vector, result)])
         if trial.id is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -616,3 +617,18 @@ def test_a_crash_between_segments_resumes_from_the_checkpoint_and_trains_nothing
     trained = Counter(holding.trained) + Counter(resumed.trained)
     assert trained == Counter(final)  # every epoch of every trial trained exactly once
     assert summary["trials"]["completed"] == 6
+
+
+def test_checkpoints_are_sealed_at_rest_between_segments_and_opened_to_train_on(tmp_path):
+    pytest.importorskip("cryptography")
+    from neuromosaic_core.encryption import EncryptedResultsDB, Keyring
+
+    keys = Keyring(os.urandom(32))
+    Thresholds.middling = {2, 4}
+    storage = EncryptedResultsDB(InMemoryResultsDB(), keys, encrypt=True)
+    _, summary, runner, _ = run(tmp_path, [40, 15, 5, 20, 50, 8], storage=storage)
+    paused = tmp_path / "mf" / "trials" / "trial-0004" / "checkpoint.pt"
+    assert paused.exists() and b"epochs" not in paused.read_bytes()  # sealed: not the clear JSON the runner wrote
+    assert json.loads(keys.read_file(paused)) == {"epochs": 2}
+    assert runner.trained[2] == EPOCHS  # trial 2 was promoted: its sealed checkpoint was opened for the runner
+    assert summary["trials"]["pruned"] == 3
