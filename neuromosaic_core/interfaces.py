@@ -53,15 +53,31 @@ class SearchStrategy(abc.ABC):
       surrogate, rejected as not novel): they stop being pending, are not tried, and may be
       suggested again; a strategy waiting for its suggestions (a generation) must not stall.
     - The score is ``result.metrics[self.metric]``, to be maximised when ``self.maximize``.
+    - Results at reduced fidelity (a trial scheduler is on): a result with ``result.pruned`` is the
+      trial's value at ``result.fidelity`` epochs, fewer than the training's ``epochs``, because the
+      scheduler stopped or paused it early; ``result.curve`` holds its validation score after each
+      epoch. Such a value is not an equal of a full result's (``pruned`` false): rank full results
+      before pruned ones and pruned ones by fidelity, and compare values only within one rank
+      (:meth:`fidelity_rank`).
+    - The re-tell rule: when the scheduler promotes a paused trial and it trains on, the same
+      vector is told again with its later result (at a higher fidelity: pruned again, or full).
+      The later result supersedes the earlier one: it replaces the vector's earlier entry instead
+      of adding another, it is not a new evaluation (nothing pending is resolved by it, nothing is
+      counted towards a warm-up), and the vector, tried since its first result, is not proposed
+      again meanwhile.
 
     The base class keeps the pending and tried vectors for its subclasses, by :meth:`vector_key`:
     ``self._pending`` (a ``Counter``; a key is pending twice once the space is exhausted) and
     ``self._evaluated`` (the tried keys). A strategy that adds a suggestion to ``_pending``, skips
-    pending keys when it proposes, and resolves a told vector with :meth:`_resolve` gets
+    pending keys when it proposes, and books each told result with :meth:`_tell` (or, for a
+    strategy written before multi-fidelity, resolves it with :meth:`_resolve`) gets
     :meth:`mark_pending` and :meth:`forget` right from the defaults. ``self._seen`` counts what a
     random warm-up counts: suggestions made or marked pending, less those forgotten; a strategy
-    adds one per suggestion and per result told for a vector that was not pending (a replayed
-    history). A strategy keeping its own account (an optimiser's open trials) overrides both.
+    adds one per suggestion, and :meth:`_tell` one per result told for a vector that was not
+    pending (a replayed history) unless the result is a re-tell. ``self._partial`` holds the keys
+    whose latest result was pruned (what tells a re-tell apart); a strategy taking snapshots keeps
+    it in its state with ``_pending``, ``_evaluated`` and ``_seen``. A strategy keeping its own
+    account (an optimiser's open trials) overrides :meth:`mark_pending` and :meth:`forget`.
     """
 
     def __init__(self, space: SearchSpace, seed: int = 0, metric: str = "val_accuracy", maximize: bool = True) -> None:
@@ -72,6 +88,7 @@ class SearchStrategy(abc.ABC):
         self._pending: Counter[str] = Counter()
         self._evaluated: set[str] = set()
         self._seen = 0
+        self._partial: set[str] = set()
 
     def get_search_space(self) -> SearchSpace:
         return self.space
@@ -120,6 +137,34 @@ class SearchStrategy(abc.ABC):
         if self._pending[key] == 0:
             del self._pending[key]
         return True
+
+    def _tell(self, key: str, result: TrialResult) -> bool:
+        """Book one result told for ``key``: True when it is a re-tell, False when it is new.
+
+        A re-tell (a later result of a trial whose latest result was pruned, and no other instance
+        of the vector pending) resolves nothing and counts nothing: the strategy replaces the
+        vector's earlier entry with it. A new result resolves one pending instance of ``key``, or,
+        when none was pending (a replayed history), counts one in ``_seen``. Either way the key is
+        tried afterwards, and kept in ``_partial`` while its latest result is pruned."""
+        retell = key in self._partial and self._pending.get(key, 0) <= 0
+        if not retell and not self._resolve(key):
+            self._seen += 1
+        self._evaluated.add(key)
+        if result.ok and result.pruned:
+            self._partial.add(key)
+        else:
+            self._partial.discard(key)
+        return retell
+
+    @staticmethod
+    def fidelity_rank(result: TrialResult) -> tuple[int, int]:
+        """How far a successful ``result``'s value can be trusted, higher first: ``(1, 0)`` for a
+        full result (``pruned`` false, whatever its ``fidelity``), ``(0, fidelity)`` for a pruned one.
+        Rank results by ``(fidelity_rank(result), value)`` (value negated when minimising), so a
+        pruned result never beats a full one, nor one pruned at a higher fidelity."""
+        if not result.pruned:
+            return (1, 0)
+        return (0, result.fidelity or 0)
 
     def state_dict(self) -> dict[str, Any] | None:
         """Everything the strategy has learnt and its random state, JSON-able, or None (the

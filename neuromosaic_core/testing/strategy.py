@@ -21,6 +21,7 @@ import json
 import math
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -73,6 +74,21 @@ def synthetic_score(vector: ArchitectureVector) -> float:
     score -= 0.2 * abs(float(values.get("dropout", 0.0)) - 0.2)  # type: ignore[arg-type]
     score += 0.02 * math.log(float(values.get("width", 8)))  # type: ignore[arg-type]
     return max(0.0, min(1.0, score))
+
+
+def pruned_result(score: float, fidelity: int) -> TrialResult:
+    """A result a trial scheduler stopped or paused after ``fidelity`` epochs (fewer than the
+    training's): its value at that fidelity, a learning curve rising to ``score``."""
+    curve = tuple(score * (i + 1) / fidelity for i in range(fidelity))
+    return TrialResult(metrics={"val_accuracy": score, "test_accuracy": score, "params": 1000.0},
+                       curve=curve, fidelity=fidelity, pruned=True)
+
+
+def full_result(score: float, epochs: int = 8) -> TrialResult:
+    """A result whose training ran to its end (``epochs``), as a promoted trial's last segment reports."""
+    curve = tuple(score * min(1.0, (i + 1) / (epochs / 2)) for i in range(epochs))
+    return TrialResult(metrics={"val_accuracy": score, "test_accuracy": score, "params": 1000.0},
+                       curve=curve, fidelity=epochs)
 
 
 def call_with_timeout(fn: Callable[[], T], timeout_s: float, what: str) -> T:
@@ -305,3 +321,54 @@ class StrategyContract:
             self.forget(strategy, vectors[2:])
             self.update(strategy, [(v, TrialResult(metrics={"val_accuracy": synthetic_score(v), "params": 1000.0}))
                                    for v in vectors[:2]])
+
+    # -- results at reduced fidelity (a trial scheduler) ----------------------------------------
+
+    def test_a_vector_told_again_at_a_higher_fidelity(self) -> None:
+        """A scheduler stopped a trial early (``pruned``: its value at ``fidelity`` epochs), then
+        promoted it: the same vector is told again with its full result. The strategy takes both,
+        does not count the second as a new evaluation (nothing pending resolved, no warm-up
+        counted) and does not propose the vector again while untried ones remain."""
+        space = twelve_point_space()
+        strategy = self.make_strategy(space, 10)
+        first = self.suggest(strategy, 4)
+        promoted, stopped = first[0], first[1]
+        self.update(strategy, [(promoted, pruned_result(0.9, fidelity=2)), (stopped, pruned_result(0.2, fidelity=2)),
+                               (first[2], full_result(0.5))])
+        seen, pending = strategy._seen, Counter(strategy._pending)
+        self.update(strategy, [(promoted, full_result(0.6))])  # promoted, trained on, told again
+        assert (strategy._seen, Counter(strategy._pending)) == (seen, pending), (
+            "the re-told vector was booked as a new result (see SearchStrategy._tell)"
+        )
+        self.update(strategy, [(first[3], full_result(0.4))])
+        again = self.suggest(strategy, 8)
+        self.check_vectors(space, again, 8)
+        assert not {v.key() for v in first} & {v.key() for v in again}, (
+            "a tried vector (told pruned, then full) was proposed again while untried ones remain"
+        )
+        assert len({v.key() for v in again}) == 8, "a suggestion repeats another pending suggestion"
+
+    def test_snapshot_with_a_result_to_be_told_again(self, space: SearchSpace) -> None:
+        """A snapshot taken while a pruned trial waits for promotion: restored, the strategy takes
+        the trial's later full result as the original does and suggests what the original suggests."""
+        original = self.make_strategy(space, 11)
+        vectors = self.suggest(original, 4)
+        self.update(original, [(vectors[0], pruned_result(synthetic_score(vectors[0]), fidelity=2)),
+                               (vectors[1], pruned_result(synthetic_score(vectors[1]), fidelity=4)),
+                               (vectors[2], full_result(synthetic_score(vectors[2])))])
+        state = original.state_dict()
+        if state is None:  # no snapshots: a resume replays the history instead
+            return
+        restored = self.make_strategy(space, 98)
+        restored.load_state_dict(json.loads(json.dumps(state)))
+        later = [(vectors[0], full_result(synthetic_score(vectors[0]))), (vectors[3], full_result(synthetic_score(vectors[3])))]
+        self.update(original, later)
+        self.update(restored, later)
+        assert (restored._seen, Counter(restored._pending)) == (original._seen, Counter(original._pending)), (
+            "the restored strategy books the re-told result differently (keep _partial in the snapshot)"
+        )
+        assert [v.key() for v in self.suggest(restored, 4)] == [v.key() for v in self.suggest(original, 4)]
+        again = self.make_strategy(space, 97)
+        again.load_state_dict(json.loads(json.dumps(original.state_dict())))
+        assert [v.key() for v in self.suggest(again, 3)] == [v.key() for v in self.suggest(original, 3)]
+

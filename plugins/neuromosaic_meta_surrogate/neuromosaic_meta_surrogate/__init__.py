@@ -13,7 +13,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import MetaSettings
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 @attrs.frozen

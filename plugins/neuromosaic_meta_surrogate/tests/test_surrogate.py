@@ -199,3 +199,48 @@ def test_importing_the_plugin_does_not_import_scikit_learn():
     code = "import sys, neuromosaic_meta_surrogate; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# -- results at reduced fidelity (a trial scheduler) -------------------------------------------------
+
+
+def early(vector: ArchitectureVector, epochs: int = 2) -> TrialResult:
+    """Stopped by a scheduler after ``epochs`` of 8: the ranking of a full training, at a third of its level."""
+    value = 0.3 * score(vector)
+    return TrialResult({"val_accuracy": value}, curve=(value,) * epochs, fidelity=epochs, pruned=True)
+
+
+def finished(vector: ArchitectureVector, value: float | None = None) -> TrialResult:
+    value = score(vector) if value is None else value
+    return TrialResult({"val_accuracy": value}, curve=(value,) * 8, fidelity=8)
+
+
+def test_a_pruned_low_value_is_not_predicted_as_the_full_value():
+    stopped = ArchitectureVector({"width": 60, "op": "c", "act": "relu"})  # only a value after 2 epochs: ~0.29
+    twin = ArchitectureVector({"width": 60, "op": "d", "act": "relu"})  # near-identical, trained fully: ~0.96
+    history = ([(v, finished(v)) for v in sample(30, seed=1)] + [(v, early(v)) for v in sample(30, seed=4)]
+               + [(stopped, early(stopped)), (twin, finished(twin))])
+    surrogate = ForestSurrogate(SPACE, seed=0)
+    surrogate.observe(history)
+    (predicted,), _ = surrogate.predict([stopped])
+    assert abs(predicted - score(stopped)) < 0.15, f"predicted {predicted:.3f} at full fidelity, the full value is ~{score(stopped):.2f}"
+    # the same values taken for full ones drag the prediction down towards the early value
+    blind = ForestSurrogate(SPACE, seed=0)
+    blind.observe([(v, TrialResult(dict(r.metrics))) for v, r in history])
+    assert blind.predict([stopped])[0][0] < predicted - 0.2
+    # and the ranking at full fidelity follows the driving dimension, whatever fidelity the rows had
+    means, _ = surrogate.predict([ArchitectureVector({"width": w, "op": "a", "act": "tanh"}) for w in (8, 32, 60)])
+    assert means[0] < means[1] < means[2]
+    assert surrogate.best == max(score(v) for v, r in history if not r.pruned)
+
+
+def test_a_promoted_trial_replaces_its_pruned_row():
+    surrogate = ForestSurrogate(SPACE, seed=0)
+    surrogate.observe([(v, finished(v)) for v in sample(20, seed=1)])
+    probe = ArchitectureVector({"width": 50, "op": "b", "act": "tanh"})
+    surrogate.observe([(probe, early(probe))])
+    assert surrogate.n_results == 21
+    surrogate.observe([(probe, finished(probe, value=0.1))])  # trained on: it turns out poor
+    assert surrogate.n_results == 21, "the re-told vector was added as a second row"
+    assert surrogate.predict([probe])[0][0] < 0.5
+    assert not surrogate._with_fidelity  # no pruned row is left: the forest of a search without a scheduler

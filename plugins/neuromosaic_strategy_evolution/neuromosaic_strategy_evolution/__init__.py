@@ -13,7 +13,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_strategy_evolution.objectives import check_settings
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 
 @attrs.frozen

@@ -7,6 +7,10 @@
 - ``nsga2`` (Deb et al. 2002): every successful individual is kept; parents are the ``population``
   best by non-dominated sorting and crowding distance (``deap.tools.selNSGA2``), and a child is one
   mutation of the winner of a binary crowded tournament.
+
+With a trial scheduler (multi-fidelity), a result a scheduler stopped or paused early
+(``result.pruned``) is ranked below every full one, and pruned ones by fidelity: only within one
+such rank do objective values compete (:meth:`SearchStrategy.fidelity_rank`).
 """
 
 from __future__ import annotations
@@ -34,13 +38,20 @@ from neuromosaic_strategy_evolution.objectives import Objective, check_settings
 @attrs.frozen
 class Individual:
     """One successful evaluation: the vector, all its metrics, its objective values (in the order
-    of the objectives, not negated) and its age (the how-many-th success it was)."""
+    of the objectives, not negated), its age (the how-many-th success it was) and how far its
+    value can be trusted (:meth:`SearchStrategy.fidelity_rank`: ``(1, 0)`` full, ``(0, epochs)``
+    stopped early by a trial scheduler)."""
 
     vector: ArchitectureVector
     key: str
     metrics: Mapping[str, float]
     fitness: tuple[float, ...]
     age: int
+    rank: tuple[int, int] = (1, 0)
+
+    @property
+    def pruned(self) -> bool:
+        return self.rank[0] == 0
 
 
 class _Candidate:
@@ -71,6 +82,13 @@ class EvolutionSearch(SearchStrategy):
       canonicalised.
     - Failed results, results without a finite value of every objective and vectors outside the
       space never join the population.
+    - Multi-fidelity: a result stopped or paused early by a trial scheduler (``result.pruned``)
+      ranks below every full result, and below pruned ones of higher fidelity, whatever its value:
+      the aging tournament picks the best by (rank, objective); NSGA-II selects among the full
+      results first and fills up with pruned ones, highest fidelity first, and its tournament
+      compares the rank first. When a promoted trial's vector is told again at a higher fidelity,
+      the later result replaces the earlier one (in the population too, as its newest member)
+      instead of adding a second individual.
     - No suggestion repeats a pending vector (suggested or marked pending) or an evaluated one: after ``max_retries``
       children it samples at random, after ``max_retries`` samples it accepts an evaluated vector
       and, when the space is exhausted, a pending one, so a tiny space never loops forever.
@@ -134,18 +152,21 @@ class EvolutionSearch(SearchStrategy):
         return [candidate.individual for candidate, _, _ in self._nsga2_parents()]
 
     def best(self) -> tuple[ArchitectureVector, float] | None:
-        """The best successful vector so far by the (first) objective, with its value."""
+        """The best successful vector so far by the (first) objective, with its value: a full
+        result before any pruned one (see the class docstring)."""
         if not self._archive:
             return None
-        sign = 1.0 if self.objectives[0][1] else -1.0
-        top = max(self._archive.values(), key=lambda ind: sign * ind.fitness[0])  # first wins ties
+        top = max(self._archive.values(), key=self._standing)  # first wins ties
         return top.vector, top.fitness[0]
 
     def pareto_front(self) -> list[tuple[ArchitectureVector, dict[str, float]]]:
-        """The non-dominated successful vectors (by all objectives) with their metrics, oldest first."""
+        """The non-dominated successful vectors (by all objectives) with their metrics, oldest
+        first; among the full results when there are any (else those of the highest fidelity)."""
         candidates = self._candidates()
         if not candidates:
             return []
+        top = max(c.individual.rank for c in candidates)
+        candidates = [c for c in candidates if c.individual.rank == top]
         (front,) = tools.sortNondominated(candidates, len(candidates), first_front_only=True)
         members = {id(c) for c in front}
         return [(c.individual.vector, dict(c.individual.metrics)) for c in candidates if id(c) in members]
@@ -166,17 +187,20 @@ class EvolutionSearch(SearchStrategy):
             suggestions.append(vector)
         return suggestions
 
+    def _standing(self, ind: Individual) -> tuple[tuple[int, int], float]:
+        """What ranks individuals by the first objective: fidelity first, then the value."""
+        return ind.rank, ind.fitness[0] if self.objectives[0][1] else -ind.fitness[0]
+
     def _parent_picker(self) -> Callable[[], Individual] | None:
         """A function drawing one parent for this batch, or None with nothing to breed from."""
         if self.mode == "aging":
             members = list(self._aging)
             if not members:
                 return None
-            sign = 1.0 if self.objectives[0][1] else -1.0
 
             def tournament() -> Individual:
                 sample = self._rng.sample(members, min(self.sample_size, len(members)))
-                return max(sample, key=lambda ind: sign * ind.fitness[0])  # first drawn wins ties
+                return max(sample, key=self._standing)  # first drawn wins ties
 
             return tournament
         parents = self._nsga2_parents()
@@ -187,7 +211,8 @@ class EvolutionSearch(SearchStrategy):
             if len(parents) == 1:
                 return parents[0][0].individual
             a, b = self._rng.sample(parents, 2)
-            # Lower non-dominated rank wins, then larger crowding distance; a full tie is a coin flip.
+            # Lower rank (fidelity group, then non-dominated front) wins, then larger crowding
+            # distance; a full tie is a coin flip.
             key_a, key_b = (a[1], -a[2]), (b[1], -b[2])
             if key_a == key_b:
                 return self._rng.choice((a, b))[0].individual
@@ -198,17 +223,26 @@ class EvolutionSearch(SearchStrategy):
     def _candidates(self) -> list[_Candidate]:
         return [_Candidate(ind, self._fitness_class(ind.fitness)) for ind in self._archive.values()]
 
-    def _nsga2_parents(self) -> list[tuple[_Candidate, int, float]]:
-        """NSGA-II survivors: (candidate, front rank, crowding distance), best first."""
-        candidates = self._candidates()
-        if not candidates:
-            return []
-        # selNSGA2 sorts into fronts, assigns crowding distances and truncates the last front by
-        # them; none of it draws random numbers, so the global random state is not involved.
-        chosen = tools.selNSGA2(candidates, min(self.population_size, len(candidates)))
-        fronts = tools.sortNondominated(chosen, len(chosen))
-        rank = {id(c): r for r, front in enumerate(fronts) for c in front}
-        return [(c, rank[id(c)], c.fitness.crowding_dist) for c in chosen]
+    def _nsga2_parents(self) -> list[tuple[_Candidate, tuple[int, int], float]]:
+        """NSGA-II survivors: (candidate, (fidelity group, front rank), crowding distance), best
+        first. The groups are selected in turn, full results first, then pruned ones by fidelity,
+        highest first, until ``population`` are chosen: a pruned result never displaces a full one."""
+        groups: dict[tuple[int, int], list[_Candidate]] = {}
+        for candidate in self._candidates():
+            groups.setdefault(candidate.individual.rank, []).append(candidate)
+        parents: list[tuple[_Candidate, tuple[int, int], float]] = []
+        for group, fidelity in enumerate(sorted(groups, reverse=True)):
+            room = self.population_size - len(parents)
+            if room <= 0:
+                break
+            candidates = groups[fidelity]
+            # selNSGA2 sorts into fronts, assigns crowding distances and truncates the last front
+            # by them; none of it draws random numbers, so the global random state is not involved.
+            chosen = tools.selNSGA2(candidates, min(room, len(candidates)))
+            fronts = tools.sortNondominated(chosen, len(chosen))
+            rank = {id(c): r for r, front in enumerate(fronts) for c in front}
+            parents += [(c, (group, rank[id(c)]), c.fitness.crowding_dist) for c in chosen]
+        return parents
 
     def _propose(self, pick: Callable[[], Individual] | None) -> tuple[ArchitectureVector, ArchitectureVector | None]:
         first: tuple[ArchitectureVector, ArchitectureVector | None] | None = None
@@ -250,6 +284,7 @@ class EvolutionSearch(SearchStrategy):
             "aging": [_individual_state(ind) for ind in self._aging],
             "arrivals": self._arrivals,
             "seen": self._seen,
+            "partial": sorted(self._partial),
             "warned": sorted(self._warned),
         }
 
@@ -261,6 +296,7 @@ class EvolutionSearch(SearchStrategy):
         self._archive = {ind.key: ind for ind in archive}
         self._aging = deque(_individual(data) for data in state["aging"])
         self._arrivals, self._seen, self._warned = state["arrivals"], state["seen"], set(state["warned"])
+        self._partial = set(state.get("partial", ()))  # absent from snapshots of 0.2
 
     # -- tell -------------------------------------------------------------------------------
 
@@ -268,20 +304,21 @@ class EvolutionSearch(SearchStrategy):
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if not self._resolve(key):
-                self._seen += 1  # a replayed or foreign result counts towards the random start
-            self._evaluated.add(key)
+            # A replayed or foreign result counts towards the random start; a re-tell does not.
+            retell = self._tell(key, result)
             if canonical is None or not result.ok:
                 continue
             fitness = self._fitness(result.metrics)
             if fitness is None:
                 self._warn_missing(result.metrics)
                 continue
-            individual = Individual(canonical, key, dict(result.metrics), fitness, self._arrivals)
+            individual = Individual(canonical, key, dict(result.metrics), fitness, self._arrivals, self.fidelity_rank(result))
             self._arrivals += 1
             self._archive.pop(key, None)  # re-evaluated: the latest result counts, as the newest
             self._archive[key] = individual
             if self.mode == "aging":
+                if retell:  # the same trial at a higher fidelity: it replaces its earlier entry
+                    self._aging = deque(ind for ind in self._aging if ind.key != key)
                 self._aging.append(individual)
                 while len(self._aging) > self.population_size:
                     self._aging.popleft()  # the oldest leaves, however good it is
@@ -310,8 +347,10 @@ def _finite(value: Any) -> float | None:
 
 def _individual_state(ind: Individual) -> dict[str, Any]:
     return {"vector": dict(ind.vector.values), "key": ind.key, "metrics": dict(ind.metrics),
-            "fitness": list(ind.fitness), "age": ind.age}
+            "fitness": list(ind.fitness), "age": ind.age, "rank": list(ind.rank)}
 
 
 def _individual(data: dict[str, Any]) -> Individual:
-    return Individual(ArchitectureVector(data["vector"]), data["key"], data["metrics"], tuple(data["fitness"]), data["age"])
+    rank = tuple(data.get("rank", (1, 0)))  # absent from snapshots of 0.2: full results
+    return Individual(ArchitectureVector(data["vector"]), data["key"], data["metrics"], tuple(data["fitness"]), data["age"],
+                      (int(rank[0]), int(rank[1])))

@@ -497,3 +497,66 @@ def test_nsga2_parents_are_the_selected_population():
     assert len(parents) == 5
     children = strategy.suggest_architectures(8)
     assert all(strategy.lineage[v.key()] in parents for v in children)
+
+
+# -- results at reduced fidelity (a trial scheduler) -------------------------------------------------
+
+
+def pruned(score: float, fidelity: int = 2, **more: float) -> TrialResult:
+    """A result a scheduler stopped after ``fidelity`` epochs (of 8)."""
+    return TrialResult(metrics={"val_accuracy": score, **more}, curve=(score,) * fidelity, fidelity=fidelity, pruned=True)
+
+
+def full(score: float, **more: float) -> TrialResult:
+    return TrialResult(metrics={"val_accuracy": score, **more}, curve=(score,) * 8, fidelity=8)
+
+
+def test_a_pruned_result_with_a_higher_value_does_not_win_the_tournament_over_a_full_one():
+    space = flat_space()
+    strategy = EvolutionSearch(space, seed=0, population=3, sample_size=3)  # every tournament sees all three
+    stopped_early = ArchitectureVector({"x": 40, "c": "a", "r": 0.5})
+    finished, low = ArchitectureVector({"x": 10, "c": "a", "r": 0.5}), ArchitectureVector({"x": 20, "c": "b", "r": 0.5})
+    strategy.update_with_results([(stopped_early, pruned(0.9, fidelity=6)), (finished, full(0.5)), (low, pruned(0.8, fidelity=2))])
+    children = strategy.suggest_architectures(10)
+    assert {strategy.lineage[c.key()] for c in children} == {finished.key()}, "a pruned 0.9 was preferred to a full 0.5"
+    assert strategy.best() == (finished, 0.5)
+    # among pruned results, the higher fidelity wins, whatever the value
+    only_pruned = EvolutionSearch(space, seed=0, population=2, sample_size=2)
+    only_pruned.update_with_results([(stopped_early, pruned(0.6, fidelity=6)), (low, pruned(0.8, fidelity=2))])
+    assert {only_pruned.lineage[c.key()] for c in only_pruned.suggest_architectures(5)} == {stopped_early.key()}
+
+
+def test_nsga2_selects_full_results_before_pruned_ones_that_dominate_them():
+    strategy = EvolutionSearch(TOY2, seed=1, mode="nsga2", population=2, objectives="gain:max,cost:min")
+    a, b, c = (ArchitectureVector({"x": x, "y0": 1, "y1": 1, "y2": 1}) for x in (1, 2, 3))
+    strategy.update_with_results([
+        (a, TrialResult({"gain": 0.9, "cost": 1.0}, fidelity=2, pruned=True)),  # dominates both full ones
+        (b, TrialResult({"gain": 0.5, "cost": 5.0}, fidelity=8)),
+        (c, TrialResult({"gain": 0.4, "cost": 6.0}, fidelity=8)),
+    ])
+    assert {ind.key for ind in strategy.population()} == {b.key(), c.key()}
+    assert [v.key() for v, _ in strategy.pareto_front()] == [b.key()]
+    children = strategy.suggest_architectures(6)
+    assert all(strategy.lineage[v.key()] in {b.key(), c.key()} for v in children)
+
+
+@pytest.mark.parametrize("mode", ["aging", "nsga2"])
+def test_a_vector_told_again_at_full_fidelity_replaces_its_pruned_entry(mode):
+    kwargs = {"mode": "nsga2", "objectives": "val_accuracy:max,params:min"} if mode == "nsga2" else {"sample_size": 2}
+    strategy = EvolutionSearch(flat_space(), seed=2, population=4, **kwargs)
+    vectors = strategy.suggest_architectures(3)
+    strategy.update_with_results([(v, pruned(0.3, params=10.0)) for v in vectors])
+    assert strategy.warming_up  # 3 of 4 random starts
+    strategy.update_with_results([(vectors[0], full(0.7, params=10.0))])  # promoted, trained on, told again
+    assert strategy.warming_up, "the re-tell was counted as a new evaluation"
+    assert strategy.evaluated == 3 and strategy.pending == 0
+    members = strategy.population()
+    assert sorted(ind.key for ind in members) == sorted(v.key() for v in vectors), "the re-told vector was added twice"
+    entry = next(ind for ind in members if ind.key == vectors[0].key())
+    assert (entry.metrics["val_accuracy"], entry.pruned) == (0.7, False)
+    # the snapshot keeps what a later re-tell needs
+    restored = EvolutionSearch(flat_space(), seed=9, population=4, **kwargs)
+    restored.load_state_dict(strategy.state_dict())
+    for s in (strategy, restored):
+        s.update_with_results([(vectors[1], full(0.6, params=10.0))])
+    assert restored.warming_up and restored.population() == strategy.population()

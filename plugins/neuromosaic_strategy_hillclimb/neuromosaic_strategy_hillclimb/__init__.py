@@ -11,7 +11,7 @@ import attrs
 
 from neuromosaic_core import hookimpl
 
-__version__ = "0.2.1"
+__version__ = "0.3.0"
 
 
 def _at_least(minimum: int) -> Any:

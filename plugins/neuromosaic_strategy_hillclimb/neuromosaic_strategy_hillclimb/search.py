@@ -29,6 +29,11 @@ class HillClimbSearch(SearchStrategy):
       is canonicalised. With no usable parent yet (everything failed) it samples at random.
     - A vector whose result failed is remembered and never becomes a parent, even if it reported
       metrics, and even if it is evaluated again later.
+    - Multi-fidelity: a result a trial scheduler stopped or paused early (``result.pruned``) ranks
+      below every full result, and below pruned ones of a higher fidelity, whatever its value
+      (:meth:`SearchStrategy.fidelity_rank`), so the climb never moves to a neighbour on the
+      strength of a few epochs while full results exist. A vector told again at a higher fidelity
+      (a promoted trial) takes its later result instead of the earlier one.
     - No suggestion repeats a pending vector (suggested or marked pending) or an evaluated one: after ``max_retries``
       mutations it samples at random instead, and after ``max_retries`` samples it accepts a
       vector already evaluated (or, when the space is exhausted, a pending one), so a tiny space
@@ -56,7 +61,8 @@ class HillClimbSearch(SearchStrategy):
         self.max_retries = max_retries
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
         self._failed: set[str] = set()
-        self._scores: dict[str, tuple[float, ArchitectureVector]] = {}  # in order of first success
+        #: key -> (fidelity rank, score, vector), in order of first success
+        self._scores: dict[str, tuple[tuple[int, int], float, ArchitectureVector]] = {}
         #: For each suggestion (by key), the key of the parent it was mutated from, or None when it
         #: was sampled at random. For inspection and tests.
         self.lineage: dict[str, str | None] = {}
@@ -79,9 +85,12 @@ class HillClimbSearch(SearchStrategy):
         return self._seen < self.warmup
 
     def parents(self) -> list[tuple[ArchitectureVector, float]]:
-        """The candidate parents: the ``top_k`` best successful vectors, best first, with scores."""
-        ranked = sorted(self._scores.values(), key=lambda item: item[0], reverse=self.maximize)  # stable: ties keep age order
-        return [(vector, score) for score, vector in ranked[: self.top_k]]
+        """The candidate parents: the ``top_k`` best successful vectors, best first (full results
+        before pruned ones), with scores."""
+        sign = 1.0 if self.maximize else -1.0
+        # stable: ties keep age order
+        ranked = sorted(self._scores.values(), key=lambda item: (item[0], sign * item[1]), reverse=True)
+        return [(vector, score) for _, score, vector in ranked[: self.top_k]]
 
     def best(self) -> tuple[ArchitectureVector, float] | None:
         """The best successful vector so far and its score."""
@@ -139,8 +148,9 @@ class HillClimbSearch(SearchStrategy):
             "pending": dict(self._pending),
             "evaluated": sorted(self._evaluated),
             "failed": sorted(self._failed),
-            "scores": [[key, score, dict(vector.values)] for key, (score, vector) in self._scores.items()],
+            "scores": [[key, score, dict(vector.values), list(rank)] for key, (rank, score, vector) in self._scores.items()],
             "seen": self._seen,
+            "partial": sorted(self._partial),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -148,8 +158,12 @@ class HillClimbSearch(SearchStrategy):
         self._pending = Counter(state["pending"])
         self._evaluated = set(state["evaluated"])
         self._failed = set(state["failed"])
-        self._scores = {key: (score, ArchitectureVector(values)) for key, score, values in state["scores"]}
+        self._scores = {}
+        for key, score, values, *rank in state["scores"]:  # no rank in snapshots of 0.2: full results
+            fidelity_rank = (int(rank[0][0]), int(rank[0][1])) if rank else (1, 0)
+            self._scores[key] = (fidelity_rank, score, ArchitectureVector(values))
         self._seen = state["seen"]
+        self._partial = set(state.get("partial", ()))
 
     # -- tell -------------------------------------------------------------------------------
 
@@ -157,9 +171,8 @@ class HillClimbSearch(SearchStrategy):
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if not self._resolve(key):
-                self._seen += 1  # a replayed or foreign result counts towards the warm-up
-            self._evaluated.add(key)
+            # A replayed or foreign result counts towards the warm-up; a re-tell does not.
+            retell = self._tell(key, result)
             if not result.ok:
                 self._failed.add(key)
                 self._scores.pop(key, None)
@@ -167,16 +180,16 @@ class HillClimbSearch(SearchStrategy):
             score = _score(result.metrics.get(self.metric))
             if canonical is None or score is None or key in self._failed:
                 continue
+            rank = self.fidelity_rank(result)
             previous = self._scores.get(key)
-            if previous is None or _better(score, previous[0], self.maximize):
-                self._scores[key] = (score, canonical)
+            # A re-tell supersedes the earlier result; a vector evaluated twice keeps its better
+            # result, a full one before a pruned one.
+            sign = 1.0 if self.maximize else -1.0
+            if previous is None or retell or (rank, sign * score) > (previous[0], sign * previous[1]):
+                self._scores[key] = (rank, score, canonical)
 
 
 def _score(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
-
-
-def _better(a: float, b: float, maximize: bool) -> bool:
-    return a > b if maximize else a < b

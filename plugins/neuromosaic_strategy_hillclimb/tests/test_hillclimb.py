@@ -267,3 +267,23 @@ def test_does_not_touch_global_random_state():
     strategy = HillClimbSearch(mixed_space(), seed=0, warmup=2)
     run(strategy, synthetic_score, trials=10, batch=2)
     assert random.random() == expected
+
+
+# -- results at reduced fidelity (a trial scheduler) -------------------------------------------------
+
+
+def test_the_climb_does_not_move_to_a_pruned_result_over_a_full_one():
+    space = toy_space()
+    strategy = HillClimbSearch(space, seed=0, warmup=0, top_k=1)
+    finished, stopped_early = ArchitectureVector({"x": 30, "c": "a"}), ArchitectureVector({"x": 10, "c": "b"})
+    strategy.update_with_results([
+        (finished, TrialResult(metrics={"val_accuracy": 0.5}, curve=(0.3,) * 7 + (0.5,), fidelity=8)),
+        (stopped_early, TrialResult(metrics={"val_accuracy": 0.9}, curve=(0.8, 0.9), fidelity=2, pruned=True)),
+    ])
+    assert strategy.parents() == [(finished, 0.5)], "a value after 2 epochs outranked a full result"
+    children = strategy.suggest_architectures(5)
+    assert {strategy.lineage[c.key()] for c in children} == {finished.key()}
+    # promoted, trained to the end and told again: now a full result, and the better one
+    strategy.update_with_results([(stopped_early, TrialResult(metrics={"val_accuracy": 0.7}, curve=(0.7,) * 8, fidelity=8))])
+    assert strategy.parents() == [(stopped_early, 0.7)]
+    assert strategy.evaluated == 2 and strategy.pending == 5

@@ -8,6 +8,10 @@ After a short random warm-up, every call of ``suggest_architectures(k)`` sends o
 repeats a pending or evaluated architecture, is replaced by a mutation of the best vector so far,
 and so is the whole batch when the provider raises. :attr:`LLMGuidedSearch.stats` counts what
 happened.
+
+With a trial scheduler (multi-fidelity), a result stopped early (``result.pruned``) ranks below
+every full result in the history (:meth:`SearchStrategy.fidelity_rank`), and the prompt says after
+how many epochs it was stopped; a promoted trial's later result replaces its earlier one.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ class LLMGuidedSearch(SearchStrategy):
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
         self._pending_vectors: dict[str, ArchitectureVector] = {}  # the pending vectors, for the prompt
         self._failed: set[str] = set()
-        self._scores: dict[str, tuple[float, ArchitectureVector]] = {}  # in order of first success
+        #: key -> (fidelity rank, score, vector), in order of first success
+        self._scores: dict[str, tuple[tuple[int, int], float, ArchitectureVector]] = {}
         self._failures: dict[str, tuple[ArchitectureVector, str]] = {}  # most recent last
         self._seen = 0  # suggestions made plus results told for vectors that were not pending
         #: Cumulative counters over all provider calls, and those of the latest call.
@@ -126,9 +131,14 @@ class LLMGuidedSearch(SearchStrategy):
         return self._seen < self.settings.warmup
 
     def history(self) -> list[tuple[ArchitectureVector, float]]:
-        """The best ``history_size`` successful vectors, best first (ties: older first), with scores."""
-        ranked = sorted(self._scores.values(), key=lambda item: item[0], reverse=self.maximize)
-        return [(vector, score) for score, vector in ranked[: self.settings.history_size]]
+        """The best ``history_size`` successful vectors, best first (full results before pruned
+        ones; ties: older first), with scores."""
+        return [(vector, score) for _, score, vector in self._ranked()]
+
+    def _ranked(self) -> list[tuple[tuple[int, int], float, ArchitectureVector]]:
+        sign = 1.0 if self.maximize else -1.0
+        ranked = sorted(self._scores.values(), key=lambda item: (item[0], sign * item[1]), reverse=True)  # stable
+        return ranked[: self.settings.history_size]
 
     def best(self) -> tuple[ArchitectureVector, float] | None:
         """The best successful vector so far and its score."""
@@ -148,12 +158,14 @@ class LLMGuidedSearch(SearchStrategy):
         ]
         lines += [f"- {describe(dim)}" for dim in self.space.dimensions]
         lines += ["", f"Objective: {direction} {self.metric} ({better} is better).", ""]
-        history = self.history()
+        history = self._ranked()
         if history:
             lines.append(
                 f"Best architectures so far ({len(history)} of {len(self._scores)} successful, {len(self._evaluated)} evaluated; best first):"
             )
-            lines += [f"{i}. {self.metric}={score:.6g} {self._show(vector)}" for i, (vector, score) in enumerate(history, 1)]
+            lines += [f"{i}. {self.metric}={score:.6g} {self._show(vector)}"
+                      + (f" (stopped early, after {rank[1]} epochs)" if rank[0] == 0 else "")
+                      for i, (rank, score, vector) in enumerate(history, 1)]
         else:
             lines.append(f"No architecture has succeeded yet ({len(self._evaluated)} evaluated).")
         failures = list(self._failures.values())[-FAILURES_SHOWN:][::-1]
@@ -307,12 +319,10 @@ class LLMGuidedSearch(SearchStrategy):
         for vector, result in results:
             canonical = self.space.member(vector)
             key = canonical.key() if canonical is not None else vector.key()
-            if self._resolve(key):
-                if key not in self._pending:
-                    self._pending_vectors.pop(key, None)
-            else:
-                self._seen += 1  # a replayed or foreign result counts towards the warm-up
-            self._evaluated.add(key)
+            # A replayed or foreign result counts towards the warm-up; a re-tell does not.
+            retell = self._tell(key, result)
+            if key not in self._pending:
+                self._pending_vectors.pop(key, None)
             if not result.ok:
                 self._failed.add(key)
                 self._scores.pop(key, None)
@@ -324,9 +334,13 @@ class LLMGuidedSearch(SearchStrategy):
             score = _score(result.metrics.get(self.metric))
             if canonical is None or score is None or key in self._failed:
                 continue
+            rank = self.fidelity_rank(result)
             previous = self._scores.get(key)
-            if previous is None or (score > previous[0] if self.maximize else score < previous[0]):
-                self._scores[key] = (score, canonical)
+            # A re-tell supersedes the earlier result; a vector evaluated twice keeps its better
+            # result, a full one before a pruned one.
+            sign = 1.0 if self.maximize else -1.0
+            if previous is None or retell or (rank, sign * score) > (previous[0], sign * previous[1]):
+                self._scores[key] = (rank, score, canonical)
 
 
 # -- resolving the provider ----------------------------------------------------------------------

@@ -693,3 +693,20 @@ def test_marked_pending_vectors_are_in_the_prompt_until_forgotten():
     strategy.forget([vec(**CONV), vec(**MLP)])  # neither will get a result
     assert strategy.suggest_architectures(1) == [vec(**MLP)]  # forgotten, so not a repeat: the LLM's proposal is used
     assert "Being evaluated now" not in provider.prompts[1] and "0 evaluated" in provider.prompts[1]
+
+
+def test_the_prompt_ranks_full_results_first_and_says_which_stopped_early():
+    strategy, _ = scripted(json.dumps([MLP]))
+    early, finished = vec(**dict(MLP, depth=4)), vec(**dict(MLP, depth=5))
+    strategy.update_with_results([
+        (early, TrialResult(metrics={"val_accuracy": 0.9}, curve=(0.7, 0.9), fidelity=2, pruned=True)),
+        (finished, TrialResult(metrics={"val_accuracy": 0.5}, curve=(0.5,) * 8, fidelity=8)),
+    ])
+    assert strategy.best() == (finished, 0.5), "a value after 2 epochs outranked a full result"
+    lines = [line for line in strategy.build_prompt(1).splitlines() if re.match(r"^\d+\. ", line)]
+    assert lines[0].startswith("1. val_accuracy=0.5 ") and not lines[0].endswith(")")
+    assert lines[1].startswith("2. val_accuracy=0.9 ") and lines[1].endswith("(stopped early, after 2 epochs)")
+    # promoted and told again at full fidelity: one entry, the later result
+    strategy.update_with_results([(early, TrialResult(metrics={"val_accuracy": 0.8}, curve=(0.8,) * 8, fidelity=8))])
+    assert strategy.history() == [(early, 0.8), (finished, 0.5)]
+    assert "stopped early" not in strategy.build_prompt(1)

@@ -12,7 +12,7 @@ import attrs
 
 from neuromosaic_core import hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: The samplers ``OptunaSettings.sampler`` may name.
 SAMPLERS = ("tpe", "gp", "random", "nsga2")

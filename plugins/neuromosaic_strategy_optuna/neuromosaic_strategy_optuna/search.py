@@ -55,6 +55,14 @@ class OptunaSearch(SearchStrategy):
       suggested (history replayed on resume, another worker's result) is added to the study as a
       finished trial with the distributions ``ask`` would have used, so a resumed search continues
       where it stopped. Vectors that are not points of the space are ignored.
+    - Multi-fidelity, through Optuna's own pruning interface: a result a trial scheduler stopped or
+      paused early (``result.pruned``) has its learning curve reported (``trial.report(value,
+      epoch)``, epoch 1 first; the objective value at ``result.fidelity`` when it has no curve)
+      and its trial told ``PRUNED``, which TPE ranks below every complete trial and by the last
+      epoch reached. A vector told again at a higher fidelity (a promoted trial that trained on)
+      already has a finished trial: its later result is added as a new finished trial
+      (``COMPLETE``, or ``PRUNED`` again) with its curve as intermediate values. Optuna reports
+      intermediate values for one objective only: with several, pruned trials carry none.
     """
 
     def __init__(
@@ -90,7 +98,7 @@ class OptunaSearch(SearchStrategy):
                 directions=["maximize" if up else "minimize" for _, up in self.objectives],
             )
         self._rng = random.Random(seed)  # noqa: S311 - reproducible sampling, not cryptography
-        self._running: dict[str, deque[int]] = {}  # pending vector key -> numbers of its running Optuna trials
+        self._running: dict[str, deque[optuna.Trial]] = {}  # pending vector key -> its running Optuna trials
 
     @property
     def multi_objective(self) -> bool:
@@ -118,7 +126,7 @@ class OptunaSearch(SearchStrategy):
     @property
     def pending(self) -> int:
         """How many suggestions have not been told yet."""
-        return sum(len(numbers) for numbers in self._running.values())
+        return sum(len(trials) for trials in self._running.values())
 
     @property
     def evaluated(self) -> int:
@@ -170,12 +178,12 @@ class OptunaSearch(SearchStrategy):
         suggestions = []
         with _quiet():
             for _ in range(n):
-                number, vector = self._propose()
-                self._running.setdefault(vector.key(), deque()).append(number)
+                trial, vector = self._propose()
+                self._running.setdefault(vector.key(), deque()).append(trial)
                 suggestions.append(vector)
         return suggestions
 
-    def _propose(self) -> tuple[int, ArchitectureVector]:
+    def _propose(self) -> tuple[optuna.Trial, ArchitectureVector]:
         first: ArchitectureVector | None = None
         not_pending: ArchitectureVector | None = None
         # Only a few repeats are handed back to Optuna: each becomes a FAIL trial in the study, and a
@@ -185,7 +193,7 @@ class OptunaSearch(SearchStrategy):
             trial, vector = self._ask()
             key = vector.key()
             if key not in self._running and key not in self._evaluated:
-                return trial.number, vector
+                return trial, vector
             # A repeat: failed trials stay out of Optuna's models, so this one does not distort them.
             self.study.tell(trial, state=TrialState.FAIL)
             if first is None:
@@ -203,13 +211,13 @@ class OptunaSearch(SearchStrategy):
         assert chosen is not None  # max_retries >= 1
         return self._enqueued(chosen), chosen
 
-    def _enqueued(self, vector: ArchitectureVector) -> int:
+    def _enqueued(self, vector: ArchitectureVector) -> optuna.Trial:
         """Make ``vector`` a running Optuna trial of its own, so the sampler knows it is pending."""
         active = {dim.name: vector.values[dim.name] for dim in self.space.active_dimensions(vector.values)}
         self.study.enqueue_trial(active)
         trial, asked = self._ask()
         assert asked == vector, (asked.values, vector.values)
-        return trial.number
+        return trial
 
     def mark_pending(self, vectors: Sequence[ArchitectureVector]) -> None:
         """Each becomes a running Optuna trial of its own (as a suggestion does), told when its result
@@ -226,12 +234,12 @@ class OptunaSearch(SearchStrategy):
         with _quiet():
             for vector in vectors:
                 key = self.vector_key(vector)
-                numbers = self._running.get(key)
-                if numbers:
-                    number = numbers.pop()
-                    if not numbers:
+                trials = self._running.get(key)
+                if trials:
+                    trial = trials.pop()
+                    if not trials:
                         del self._running[key]
-                    self.study.tell(number, state=TrialState.FAIL)
+                    self.study.tell(trial, state=TrialState.FAIL)
 
     # -- tell -------------------------------------------------------------------------------
 
@@ -243,22 +251,45 @@ class OptunaSearch(SearchStrategy):
                     continue  # not a point of this space (another space's history): nothing to learn
                 key = canonical.key()
                 values = self._objective_values(result)
-                state = TrialState.COMPLETE if values is not None else TrialState.FAIL
-                numbers = self._running.get(key)
-                if numbers:
-                    number = numbers.popleft()
-                    if not numbers:
-                        del self._running[key]
-                    self.study.tell(number, values, state=state)
+                if values is None:
+                    state = TrialState.FAIL
                 else:
-                    self._add(canonical, values, state)
+                    state = TrialState.PRUNED if result.pruned else TrialState.COMPLETE
+                curve = self._intermediate_values(result, values)
+                trials = self._running.get(key)
+                if trials:
+                    trial = trials.popleft()
+                    if not trials:
+                        del self._running[key]
+                    for step, value in curve.items():
+                        trial.report(value, step)
+                    # Optuna takes no values with PRUNED: the last intermediate value becomes its value.
+                    self.study.tell(trial, values if state == TrialState.COMPLETE else None, state=state)
+                else:  # never suggested here (replayed history), or told again at a higher fidelity
+                    self._add(canonical, values if state == TrialState.COMPLETE else None, state, curve)
                 self._evaluated.add(key)
 
-    def _add(self, vector: ArchitectureVector, values: list[float] | None, state: TrialState) -> None:
-        """Add a finished trial for a vector this strategy never suggested."""
+    def _add(self, vector: ArchitectureVector, values: list[float] | None, state: TrialState,
+             intermediate_values: dict[int, float] | None = None) -> None:
+        """Add a finished trial for a vector without a running trial here."""
+        if state == TrialState.PRUNED and intermediate_values:  # as study.tell(PRUNED) records it
+            values = [intermediate_values[max(intermediate_values)]]
         distributions = self.distributions(vector)
         params = {name: vector.values[name] for name in distributions}
-        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, values=values, state=state))
+        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, values=values, state=state,
+                                                       intermediate_values=intermediate_values or None))
+
+    def _intermediate_values(self, result: TrialResult, values: list[float] | None) -> dict[int, float]:
+        """What a trial reports to Optuna, by epoch (1 first): the finite points of the learning curve
+        up to the result's fidelity; for a pruned result without a curve, its objective value at its
+        fidelity. Empty for a failed result and for several objectives (Optuna takes none then)."""
+        if values is None or self.multi_objective:
+            return {}
+        head = result.curve[: result.fidelity] if result.fidelity is not None else result.curve
+        reported = {epoch: float(v) for epoch, v in enumerate(head, start=1) if _finite(v)}
+        if not reported and result.pruned:
+            reported = {result.fidelity or 1: values[0]}
+        return reported
 
     def _objective_values(self, result: TrialResult) -> list[float] | None:
         """The objective values of a successful result, or None (failed, missing or not finite)."""
@@ -267,10 +298,14 @@ class OptunaSearch(SearchStrategy):
         values = []
         for name, _ in self.objectives:
             value = result.metrics.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not _finite(value):
                 return None
-            values.append(float(value))
+            values.append(float(value))  # type: ignore[arg-type]  # _finite: a real number
         return values
+
+
+def _finite(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _distribution(dim: AnyDimension) -> BaseDistribution:

@@ -404,3 +404,63 @@ def test_a_marked_vector_is_a_running_trial_and_a_forgotten_one_a_failed_trial_n
     strategy.forget([suggested, resumed])
     assert [t.state for t in strategy.study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert strategy.pending == 0 and strategy.evaluated == 0
+
+
+# -- results at reduced fidelity (a trial scheduler) -------------------------------------------------
+
+
+def pruned(score: float, fidelity: int, **more: float) -> TrialResult:
+    """Stopped by a scheduler after ``fidelity`` epochs (of 8); the curve climbs to ``score``."""
+    curve = tuple(round(score * (i + 1) / fidelity, 6) for i in range(fidelity))
+    return TrialResult(metrics={"val_accuracy": score, **more}, curve=curve, fidelity=fidelity, pruned=True)
+
+
+def full(score: float, **more: float) -> TrialResult:
+    return TrialResult(metrics={"val_accuracy": score, **more}, curve=(score / 2,) * 4 + (score,) * 4, fidelity=8)
+
+
+def test_pruned_results_reach_tpe_as_pruned_trials_and_a_promoted_ones_full_result_as_complete():
+    strategy = make(toy_space(), 0, n_startup_trials=2)
+    early, finished, stopped = strategy.suggest_architectures(3)
+    strategy.update_with_results([(early, pruned(0.9, 2)), (finished, full(0.5)), (stopped, pruned(0.3, 4))])
+    trials = strategy.study.trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[0].intermediate_values == {1: 0.45, 2: 0.9}  # epoch by epoch, as trial.report(value, step)
+    assert trials[2].intermediate_values == {1: 0.075, 2: 0.15, 3: 0.225, 4: 0.3}
+    assert strategy.best() == (finished, 0.5), "a value after 2 epochs counted as a complete trial's"
+    # `early` was promoted, trained to the end and told again: TPE learns its full result too
+    strategy.update_with_results([(early, full(0.8))])
+    trials = strategy.study.trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert strategy.space.canonicalize(trials[3].params) == early and trials[3].value == 0.8
+    assert trials[3].intermediate_values == {**{e: 0.4 for e in range(1, 5)}, **{e: 0.8 for e in range(5, 9)}}
+    assert strategy.best() == (early, 0.8)
+    assert (strategy.pending, strategy.evaluated) == (0, 3)
+    more = strategy.suggest_architectures(5)  # TPE models the mix of complete and pruned trials
+    assert not {v.key() for v in more} & {early.key(), finished.key(), stopped.key()}
+
+
+def test_a_replayed_history_of_pruned_and_promoted_trials_rebuilds_the_same_study():
+    """A resume replays the stored results into a fresh strategy (Optuna's takes no snapshot)."""
+    original = make(toy_space(), 3, n_startup_trials=2)
+    early, finished = original.suggest_architectures(2)
+    told = [(early, pruned(0.6, 3)), (finished, full(0.5)), (early, full(0.7))]
+    for pair in told:
+        original.update_with_results([pair])
+    resumed = make(toy_space(), 3, n_startup_trials=2)
+    resumed.update_with_results(told)
+    summary = [(t.state, t.params, t.value, t.intermediate_values) for t in original.study.trials]
+    assert [(t.state, t.params, t.value, t.intermediate_values) for t in resumed.study.trials] == summary
+    assert resumed.best() == original.best() == (early, 0.7)
+    assert original.state_dict() is None
+
+
+def test_with_several_objectives_pruned_trials_carry_no_intermediate_values():
+    strategy = make(toy_space(), 0, objectives="val_accuracy:max,params:min", n_startup_trials=2)
+    a, b = strategy.suggest_architectures(2)
+    strategy.update_with_results([(a, pruned(0.9, 2, params=10.0)), (b, full(0.5, params=20.0))])
+    strategy.update_with_results([(a, full(0.8, params=10.0))])
+    trials = strategy.study.trials
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert all(t.intermediate_values == {} for t in trials)  # Optuna's report is single-objective only
+    assert [v for v, _ in strategy.pareto_front()] == [a]
