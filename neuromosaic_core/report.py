@@ -2,9 +2,9 @@
 
 ``neuromosaic-report`` (and the orchestrator, at the end of each run) writes a single ``.html`` file
 that opens offline: styles inline, plots embedded as ``data:`` URIs, no script or font from the
-network. It holds, per experiment: a summary (trials completed, failed and invalid, the best value,
-timings when known), the plots of the visualizers, the top architectures with their code, and the
-failure reasons by count; with several experiments, a comparison table first::
+network. It holds, per experiment: a summary (trials completed, pruned, failed and invalid, the best
+value, timings when known), the plots of the visualizers, the top architectures with their fidelity
+and their code, and the failure reasons by count; with several experiments, a comparison table first::
 
     from neuromosaic_core import results
     from neuromosaic_core.report import build_report
@@ -49,6 +49,8 @@ CAPTIONS = {
     "landscape": "Architecture landscape: vectors projected to 2-D, as points and interpolated",
     "importance": "Parameter importance: which search dimensions explain the metric",
     "parallel": "Parallel coordinates over the search dimensions active in these trials",
+    "learning_curves": "Learning curves: the validation score per epoch; pruned trials in grey, ending where a "
+                       "scheduler stopped them",
 }
 
 
@@ -85,6 +87,8 @@ class ExperimentReport:
     #: Why no importance ranking should be read from these trials (too few for the number of
     #: active dimensions), or None; shown beside the importance plot.
     importance_note: str | None = None
+    #: Completed trials a scheduler stopped or paused below full fidelity (counted in ``completed`` too).
+    pruned: int = 0
 
     @property
     def total(self) -> int:
@@ -187,13 +191,12 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
     found = db.get_experiment(experiment)
     if found is None:
         raise results.UnknownExperimentError(experiment, [e.name for e in db.list_experiments()])
-    row = next(r for r in results.list_experiments(db) if r["name"] == experiment)
-    metric = metric or row["metric"]
-    maximize = (row["direction"] == "maximize") if maximize is None else maximize
+    searched_metric, searched_maximize = results.objective(found)
+    metric = metric or searched_metric
+    maximize = searched_maximize if maximize is None else maximize
     trials = sorted(db.list_trials(experiment), key=lambda t: t.number)
-    top = results.best_trials(db, experiment, k=top_k, metric=metric, maximize=maximize)
-    values = [(t.number, v) for t in trials if (v := analysis.metric_value(t, metric)) is not None]
-    best_trial, best = (max if maximize else min)(values, key=lambda nv: nv[1]) if values else (None, None)
+    top = results.best_trials(db, experiment, k=top_k, metric=metric, maximize=maximize)  # full results first
+    best_trial, best = _best(trials, metric, maximize)
     train = [v for t in trials if (v := analysis.metric_value(t, "train_seconds")) is not None]
     notes: list[str] = []
     space = _search_space(found, trials)
@@ -209,8 +212,35 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
         counts=analysis.status_counts(trials), best=best, best_trial=best_trial, top=top,
         failures=analysis.failure_reasons(trials), elapsed_seconds=elapsed_seconds,
         train_seconds=sum(train) if train else None, plots=plots, notes=notes, trials=trials, space=space,
-        importance_note=analysis.importance_shortfall(len(data), active),
+        importance_note=analysis.importance_shortfall(len(data), active), pruned=results.pruned_count(trials),
     )
+
+
+def _best(trials: Sequence[Trial], metric: str, maximize: bool) -> tuple[int | None, float | None]:
+    """``(trial number, value)`` of the best ``metric``, chosen as storage ranks the best: among
+    the full results, or, when every result was pruned, among those of the highest fidelity (a
+    pruned result's early score is never the best over one trained further)."""
+    scored = [(t, v) for t in trials if (v := analysis.metric_value(t, metric)) is not None]
+    full = [(t, v) for t, v in scored if not t.result.pruned]  # type: ignore[union-attr]
+    if not full and scored:
+        highest = max(t.result.fidelity or 0 for t, _ in scored)  # type: ignore[union-attr]
+        full = [(t, v) for t, v in scored if (t.result.fidelity or 0) == highest]  # type: ignore[union-attr]
+    if not full:
+        return None, None
+    t, v = (max if maximize else min)(full, key=lambda tv: tv[1])
+    return t.number, v
+
+
+def _fidelity_cell(t: Trial) -> str:
+    """A trial's fidelity in a table cell (escaped): its epochs, ``full`` when none was recorded,
+    and a ``pruned`` badge when a scheduler stopped it there."""
+    result = t.result
+    if result is None or not result.ok:
+        return "–"
+    if result.fidelity is None:
+        return "full"
+    badge = ' <span class="pruned" title="a scheduler stopped it before its training\'s end">pruned</span>'
+    return f"{result.fidelity}{badge if result.pruned else ''}"
 
 
 # -- interactive SVG -----------------------------------------------------------------------------
@@ -316,6 +346,8 @@ def _tooltip(t: Trial, metric: str) -> str:
     parts = [f"trial {t.number}", TrialStatus(t.status).value]
     if value is not None:
         parts.append(f"{metric} {_num(value)}")
+    if t.result is not None and t.result.pruned:
+        parts.append(f"pruned at {t.result.fidelity} epochs")
     if t.result is not None and t.result.error is not None:
         parts.append(f"{t.result.error.error_class.value}: {t.result.error.message.strip().splitlines()[0][:120]}"
                      if t.result.error.message.strip() else t.result.error.error_class.value)
@@ -378,6 +410,7 @@ pre { background: #0f1720; color: #e6edf3; padding: 12px; border-radius: 6px; ov
 details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
 .note { color: #8a5a00; background: #fff7e0; border: 1px solid #f1d48a; padding: 6px 10px; border-radius: 4px; }
 .muted { color: #5b6673; }
+.pruned { font-size: 11px; color: #5b6673; background: #eef2f7; border: 1px solid #d9dee5; border-radius: 3px; padding: 0 4px; }
 """
 
 #: Marks each image with data-loaded="yes"/"no" once decoded and the body with the tally, so a
@@ -429,13 +462,13 @@ def _card(label: str, value: str, cls: str = "") -> str:
 
 def _comparison(reports: Sequence[ExperimentReport]) -> str:
     rows = [[f'<a href="#exp-{i}">{_e(r.name)}</a>', _e(r.task), _e(f"{r.metric} {'↑' if r.maximize else '↓'}"),
-             str(r.total), str(r.counts.get("completed", 0)), str(r.counts.get("failed", 0)),
+             str(r.total), str(r.counts.get("completed", 0)), str(r.pruned), str(r.counts.get("failed", 0)),
              str(r.counts.get("invalid", 0)), _num(r.best), "–" if r.best_trial is None else str(r.best_trial),
              _duration(r.elapsed_seconds), _duration(r.train_seconds)]
             for i, r in enumerate(reports)]
     return ("<h2>Comparison</h2>" +
-            _table(["experiment", "task", "metric", "trials", "completed", "failed", "invalid", "best", "best trial",
-                    "wall time", "training time"], rows, numeric=(3, 4, 5, 6, 7, 8)))
+            _table(["experiment", "task", "metric", "trials", "completed", "pruned", "failed", "invalid", "best",
+                    "best trial", "wall time", "training time"], rows, numeric=(3, 4, 5, 6, 7, 8, 9)))
 
 
 def _experiment_section(index: int, r: ExperimentReport) -> str:
@@ -448,6 +481,7 @@ def _experiment_section(index: int, r: ExperimentReport) -> str:
               f'<span class="best-value">{_num(r.best)}</span>', "good"),
         _card("trials", str(r.total)),
         _card("completed", str(r.counts.get("completed", 0))),
+        _card("pruned (of completed)", str(r.pruned)),
         _card("failed", str(r.counts.get("failed", 0)), "bad" if r.counts.get("failed") else ""),
         _card("invalid", str(r.counts.get("invalid", 0)), "bad" if r.counts.get("invalid") else ""),
     ]
@@ -491,8 +525,9 @@ def _experiment_section(index: int, r: ExperimentReport) -> str:
         for rank, t in enumerate(r.top, 1):
             m = t.result.metrics if t.result is not None else {}
             rows.append([str(rank), str(t.number), _num(analysis.metric_value(t, r.metric)),
-                         _num(m.get("params")), _e(t.spec.describe() if t.spec is not None else "–")])
-        parts.append(_table(["#", "trial", _e(r.metric), "params", "architecture"], rows, numeric=(0, 1, 2, 3)))
+                         _num(m.get("params")), _fidelity_cell(t), _e(t.spec.describe() if t.spec is not None else "–")])
+        parts.append(_table(["#", "trial", _e(r.metric), "params", "fidelity (epochs)", "architecture"], rows,
+                            numeric=(0, 1, 2, 3, 4)))
         for rank, t in enumerate(r.top, 1):
             code = t.code if t.code is not None else "(no code stored: a lookup runner, or reused without code)"
             if is_encrypted_text(code):

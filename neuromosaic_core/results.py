@@ -22,7 +22,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -39,12 +39,17 @@ __all__ = [
     "UnknownTrialError",
     "backup",
     "best_trials",
+    "curve_metric",
+    "curve_record",
     "default_url",
     "export",
     "export_rows",
+    "fidelity_label",
     "list_experiments",
+    "objective",
     "open_results",
     "pareto_front",
+    "pruned_count",
     "sqlite_path",
     "trial",
     "trial_record",
@@ -190,27 +195,41 @@ def _check_metrics(db: ResultsDB, experiment: str, *metrics: str) -> None:
             raise UnknownMetricError(metric, experiment, known)
 
 
-def _objective(experiment: Any) -> tuple[str, bool]:
-    """The metric and direction an experiment was searched with (its stored config), else the defaults."""
+def objective(experiment: Any) -> tuple[str, bool]:
+    """``(metric, maximize)``: what an experiment was searched for (its stored config), else the defaults."""
     search = (experiment.config or {}).get("search") or {}
     return str(search.get("metric") or "val_accuracy"), search.get("direction", "maximize") != "minimize"
 
 
-def list_experiments(db: ResultsDB) -> list[dict[str, Any]]:
+def pruned_count(trials: Iterable[Trial]) -> int:
+    """How many completed trials a scheduler stopped or paused below full fidelity (they count as
+    completed too: each has a result, at its own fidelity)."""
+    return sum(1 for t in trials if t.status == TrialStatus.COMPLETED and t.result is not None and t.result.pruned)
+
+
+def list_experiments(db: ResultsDB, history: Callable[[str], Sequence[Trial]] | None = None) -> list[dict[str, Any]]:
     """One row per experiment, in creation order: ``name``, ``task``, ``trials`` (all rows),
-    ``completed``, ``failed``, ``invalid``, ``metric`` and ``direction`` (what the search optimised)
-    and ``best`` (that metric's best completed value, None when there is none)."""
+    ``completed``, ``pruned`` (of the completed, those a scheduler stopped early), ``failed``,
+    ``invalid``, ``metric`` and ``direction`` (what the search optimised) and ``best`` (that
+    metric's best completed value, None when there is none).
+
+    ``history`` reads an experiment's trials without spec and code (default
+    ``db.list_history``) for the pruned count; a caller that keeps that list (the REST API)
+    passes its own. It is read only for experiments with completed trials."""
+    read_history = history if history is not None else db.list_history
     rows = []
     for exp in db.list_experiments():
         counts = db.count_trials(exp.name)
-        metric, maximize = _objective(exp)
+        metric, maximize = objective(exp)
         top = db.get_best_architectures(exp.name, k=1, metric=metric, maximize=maximize)
         best = top[0].result.metrics.get(metric) if top and top[0].result is not None else None
+        completed = counts.get(TrialStatus.COMPLETED, 0)
         rows.append({
             "name": exp.name,
             "task": exp.task,
             "trials": sum(counts.values()),
-            "completed": counts.get(TrialStatus.COMPLETED, 0),
+            "completed": completed,
+            "pruned": pruned_count(read_history(exp.name)) if completed else 0,
             "failed": counts.get(TrialStatus.FAILED, 0),
             "invalid": counts.get(TrialStatus.INVALID, 0),
             "metric": metric,
@@ -247,13 +266,16 @@ def pareto_front(db: ResultsDB, experiment: str, x: str = "params", y: str = "va
     return sorted(front, key=lambda t: (t.result.metrics[x], t.number))  # type: ignore[union-attr]
 
 
-def trial(db: ResultsDB, experiment: str, number: int) -> Trial:
+def trial(db: ResultsDB, experiment: str, number: int, *, need_code: bool = True) -> Trial:
     """Trial ``number`` of ``experiment``, with its spec, code and result (the latest row when a
-    number was stored twice)."""
+    number was stored twice). ``need_code=False``: the caller reads no code (a learning curve, say),
+    so code encrypted at rest under a key not held is no reason to refuse."""
     _require_experiment(db, experiment)
     found = db.find_trial(experiment, number)
     if found is None:
         raise UnknownTrialError(experiment, number, [t.number for t in db.list_history(experiment)])
+    if not need_code:
+        return found
     from neuromosaic_core.encryption import EncryptedResultsDB, require_open
 
     # Code encrypted at rest under a key not held: one line naming the fingerprints and the setting.
@@ -263,8 +285,41 @@ def trial(db: ResultsDB, experiment: str, number: int) -> Trial:
 # -- records and export ----------------------------------------------------------------------
 
 
+def curve_metric(t: Trial) -> str:
+    """The score a trial's learning curve holds: ``val_rmse`` for a regression task's trial (its
+    metrics report an RMSE), else ``val_accuracy``."""
+    metrics = t.result.metrics if t.result is not None else {}
+    return "val_rmse" if "val_rmse" in metrics or "test_rmse" in metrics else "val_accuracy"
+
+
+def curve_record(t: Trial) -> dict[str, Any]:
+    """A trial's learning curve as a JSON-ready dict: ``metric`` (see :func:`curve_metric`),
+    ``epochs`` (1, 2, ...) and ``values`` (the validation score after each), ``fidelity`` (the
+    epochs it was allowed; None: full) and ``pruned``. Empty lists for a trial that trained no
+    epoch (pending, failed before training, a lookup-table runner)."""
+    result = t.result
+    values = list(result.curve) if result is not None else []
+    return {"metric": curve_metric(t), "epochs": list(range(1, len(values) + 1)), "values": values,
+            "fidelity": result.fidelity if result is not None else None,
+            "pruned": bool(result.pruned) if result is not None else False}
+
+
+def fidelity_label(t: Trial) -> str:
+    """A trial's fidelity for a table: its epochs (``12``), ``12, pruned`` when a scheduler stopped
+    it there, ``full`` when none was recorded (no scheduler, an older result), ``-`` without a
+    result."""
+    result = t.result
+    if result is None or not result.ok:
+        return "-"
+    if result.fidelity is None:
+        return "full"
+    return f"{result.fidelity}, pruned" if result.pruned else str(result.fidelity)
+
+
 def trial_record(t: Trial, *, spec: bool = True, code: bool = False) -> dict[str, Any]:
-    """A trial as a JSON-ready dict: number, status, error, metrics, vector, spec hash, ..."""
+    """A trial as a JSON-ready dict: number, status, error, metrics, vector, spec hash, ...,
+    ``fidelity`` (epochs allowed, None: full), ``pruned`` and the learning ``curve`` (the
+    validation score per epoch)."""
     result = t.result
     error = result.error if result is not None else None
     record: dict[str, Any] = {
@@ -277,6 +332,9 @@ def trial_record(t: Trial, *, spec: bool = True, code: bool = False) -> dict[str
         "spec_hash": t.spec_hash,
         "architecture": t.spec.describe() if t.spec is not None else None,
         "reused_from": t.reused_from,
+        "fidelity": result.fidelity if result is not None else None,
+        "pruned": bool(result.pruned) if result is not None else False,
+        "curve": list(result.curve) if result is not None else [],
     }
     if spec:
         record["spec"] = converter.unstructure(t.spec) if t.spec is not None else None
@@ -305,21 +363,22 @@ def export_rows(trials: Sequence[Trial]) -> tuple[list[str], list[dict[str, Any]
     """The flat table ``export`` writes: its columns, and one row per trial.
 
     Columns: ``number, status, error_class, error``, every metric any trial reports (sorted), the
-    vector's dimensions as ``vector.<name>``, then ``spec_hash, architecture, reused_from``.
+    vector's dimensions as ``vector.<name>``, then ``spec_hash, architecture, reused_from``, and
+    ``fidelity`` (epochs allowed; empty: full) and ``pruned``.
     """
     metrics = _metric_names(trials)
     dims: list[str] = []
     for t in trials:
         dims.extend(d for d in t.vector.values if d not in dims)
     columns = ["number", "status", "error_class", "error", *metrics, *(f"vector.{d}" for d in dims),
-               "spec_hash", "architecture", "reused_from"]
+               "spec_hash", "architecture", "reused_from", "fidelity", "pruned"]
     rows = []
     for t in trials:
         rec = trial_record(t, spec=False)
         row = {k: rec[k] for k in ("number", "status", "error_class", "error")}
         row.update({m: rec["metrics"].get(m) for m in metrics})
         row.update({f"vector.{d}": rec["vector"].get(d) for d in dims})
-        row.update({k: rec[k] for k in ("spec_hash", "architecture", "reused_from")})
+        row.update({k: rec[k] for k in ("spec_hash", "architecture", "reused_from", "fidelity", "pruned")})
         rows.append(row)
     return columns, rows
 
@@ -329,7 +388,7 @@ def export(db: ResultsDB, experiment: str, path: str | Path, fmt: str = "csv") -
 
     ``csv``: one row per trial with the columns of :func:`export_rows` (empty cells for missing
     values). ``json``: a list of objects with the same keys plus ``spec`` (the architecture as
-    stored).
+    stored) and ``curve`` (the validation score per epoch).
     """
     if fmt not in EXPORT_FORMATS:
         raise ResultsError(f"unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
@@ -343,6 +402,7 @@ def export(db: ResultsDB, experiment: str, path: str | Path, fmt: str = "csv") -
         if fmt == "json":
             for row, t in zip(rows, trials, strict=True):
                 row["spec"] = converter.unstructure(t.spec) if t.spec is not None else None
+                row["curve"] = list(t.result.curve) if t.result is not None else []
             target.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         else:
             with target.open("w", newline="", encoding="utf-8") as f:
@@ -552,13 +612,14 @@ def _dispatch(db: ResultsDB, url: str, args: Any) -> int:
             return 0
         table = Table()
         for column, justify in (("experiment", "left"), ("task", "left"), ("trials", "right"), ("completed", "right"),
-                                ("failed", "right"), ("invalid", "right"), ("best", "right"), ("metric", "left")):
+                                ("pruned", "right"), ("failed", "right"), ("invalid", "right"), ("best", "right"),
+                                ("metric", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for r in rows:
             arrow = "↑" if r["direction"] == "maximize" else "↓"
-            table.add_row(r["name"], r["task"], str(r["trials"]), str(r["completed"]), str(r["failed"]),
+            table.add_row(r["name"], r["task"], str(r["trials"]), str(r["completed"]), str(r["pruned"]), str(r["failed"]),
                           str(r["invalid"]), _fmt(r["best"]), f"{r['metric']} {arrow}")
-        _print_table(table, f"Experiments in {url}")
+        _print_table(table, f"Experiments in {url} (pruned: completed trials a scheduler stopped early, counted in completed)")
         return 0
     if command == "best":
         trials = best_trials(db, args.experiment, k=args.k, metric=args.metric, maximize=not args.minimize)
@@ -582,12 +643,13 @@ def _dispatch(db: ResultsDB, url: str, args: Any) -> int:
             return 0
         x_dir, y_dir = ("max" if args.maximize_x else "min"), ("min" if args.minimize_y else "max")
         table = Table()
-        for column, justify in (("trial", "right"), (args.x, "right"), (args.y, "right"), ("family", "left"), ("architecture", "left")):
+        for column, justify in (("trial", "right"), (args.x, "right"), (args.y, "right"), ("fidelity", "right"),
+                                ("family", "left"), ("architecture", "left")):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for t in front:
             m = t.result.metrics if t.result else {}
-            table.add_row(str(t.number), _fmt(m.get(args.x)), _fmt(m.get(args.y)), t.spec.family if t.spec else "-",
-                          t.spec.describe().split(": ", 1)[-1] if t.spec else "-")
+            table.add_row(str(t.number), _fmt(m.get(args.x)), _fmt(m.get(args.y)), fidelity_label(t),
+                          t.spec.family if t.spec else "-", t.spec.describe().split(": ", 1)[-1] if t.spec else "-")
         _print_table(table, f"Pareto front of {args.experiment}: {x_dir} {args.x}, {y_dir} {args.y} ({len(front)} trials)")
         return 0
     if command == "show":
@@ -616,13 +678,26 @@ def _best_table(trials: Sequence[Trial], metric: str) -> Any:
     extra = [m for m in ("val_accuracy", "test_accuracy", "params") if m != metric]
     table = Table()
     for column, justify in (("#", "right"), ("trial", "right"), ("family", "left"), (metric, "right"),
-                            *((m, "right") for m in extra), ("architecture", "left")):
+                            *((m, "right") for m in extra), ("fidelity", "right"), ("architecture", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for rank, t in enumerate(trials, 1):
         m = t.result.metrics if t.result else {}
         table.add_row(str(rank), str(t.number), t.spec.family if t.spec else "-", _fmt(m.get(metric)),
-                      *(_fmt(m.get(name)) for name in extra), t.spec.describe().split(": ", 1)[-1] if t.spec else "-")
+                      *(_fmt(m.get(name)) for name in extra), fidelity_label(t),
+                      t.spec.describe().split(": ", 1)[-1] if t.spec else "-")
     return table
+
+
+def _curve_summary(t: Trial) -> str | None:
+    """A learning curve in one line: ``5 epochs of val_accuracy: 0.6100 -> 0.9300 (best 0.9400)``."""
+    curve = curve_record(t)
+    values = [v for v in curve["values"] if isinstance(v, float) and math.isfinite(v)]
+    if not values:
+        return None
+    best = min(values) if curve["metric"] == "val_rmse" else max(values)
+    epochs = len(curve["values"])
+    return (f"{epochs} epoch{'' if epochs == 1 else 's'} of {curve['metric']}: {_fmt(values[0])} -> {_fmt(values[-1])} "
+            f"(best {_fmt(best)})")
 
 
 def _show(t: Trial) -> None:
@@ -635,6 +710,13 @@ def _show(t: Trial) -> None:
     info.add_column("field", style="bold")
     info.add_column("value")
     info.add_row("status", rec["status"])
+    if t.result is not None and t.result.ok:
+        epochs = rec["fidelity"]
+        info.add_row("fidelity", "full" if epochs is None else
+                     f"{epochs} epochs, pruned (a scheduler stopped it before its training's end)" if rec["pruned"]
+                     else f"{epochs} epochs")
+        if (curve := _curve_summary(t)) is not None:
+            info.add_row("learning curve", curve)
     if t.spec is not None:
         info.add_row("family", t.spec.family)
         info.add_row("architecture", t.spec.describe().split(": ", 1)[-1])

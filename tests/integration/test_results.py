@@ -150,7 +150,7 @@ def test_sqlite_path() -> None:
 
 def test_list_experiments_counts_and_best(db) -> None:
     rows = {r["name"]: r for r in results.list_experiments(db)}
-    assert rows[EXP] == {"name": EXP, "task": "digits", "trials": 10, "completed": 7, "failed": 1, "invalid": 1,
+    assert rows[EXP] == {"name": EXP, "task": "digits", "trials": 10, "completed": 7, "pruned": 0, "failed": 1, "invalid": 1,
                          "metric": "val_accuracy", "direction": "maximize", "best": 0.95}
     assert rows["beta"]["trials"] == 0 and rows["beta"]["best"] is None
     # gamma was searched minimising val_loss: its best is the lowest
@@ -216,7 +216,8 @@ def test_export_csv(db, tmp_path: Path) -> None:
         rows = list(reader)
         columns = reader.fieldnames
     assert columns == ["number", "status", "error_class", "error", "flops", "params", "test_accuracy", "val_accuracy",
-                       "vector.dropout", "vector.family", "vector.mlp_width_0", "spec_hash", "architecture", "reused_from"]
+                       "vector.dropout", "vector.family", "vector.mlp_width_0", "spec_hash", "architecture", "reused_from",
+                       "fidelity", "pruned"]
     assert len(rows) == 10
     by_number = {int(r["number"]): r for r in rows}
     assert float(by_number[2]["val_accuracy"]) == 0.90 and float(by_number[2]["params"]) == 2000
@@ -406,3 +407,67 @@ def test_console_script_is_installed() -> None:
     assert script.exists(), "reinstall the core (pip install -e .) to get the neuromosaic-results script"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "backup" in proc.stdout and "pareto" in proc.stdout
+
+
+# -- multi-fidelity: pruned trials, fidelity and learning curves (in memory until the sql plugin stores them) --
+
+
+def multi_fidelity_db() -> InMemoryResultsDB:
+    """``mf``: trials 1 and 2 trained to their end (6 epochs), 3 pruned by a scheduler after 2
+    epochs, 4 from before fidelity was recorded, 5 failed."""
+    mem = InMemoryResultsDB()
+    mem.create_experiment(Experiment("mf", "digits", {"search": {"metric": "val_accuracy", "direction": "maximize"}}))
+    for n, curve, fidelity, pruned in ((1, (0.5, 0.6, 0.7, 0.75, 0.8, 0.8), 6, False),
+                                       (2, (0.4, 0.55, 0.6, 0.65, 0.7, 0.72), 6, False),
+                                       (3, (0.3, 0.35), 2, True), (4, (), None, False)):
+        mem.save_trial(Trial("mf", n, vector(n), spec=spec(16 * n), status=TrialStatus.COMPLETED, code=code(n), result=TrialResult(
+            metrics={"val_accuracy": max(curve, default=0.6), "params": 100.0 * n}, curve=curve, fidelity=fidelity, pruned=pruned)))
+    mem.save_trial(Trial("mf", 5, vector(5), status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.RUNTIME, "boom")))
+    return mem
+
+
+def run_in_process(db, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """``neuromosaic-results ARGS`` against ``db`` (any ResultsDB), its standard output."""
+    assert results._dispatch(db, "memory://", results.build_parser().parse_args(list(args))) == 0
+    return capsys.readouterr().out
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The cells of each row of a rich table, header first."""
+    return [[c.strip() for c in line.strip("│┃").split("│" if "│" in line else "┃")] for line in out.splitlines()
+            if line.startswith(("│", "┃"))]
+
+
+def test_pruned_counts_fidelity_and_curves_in_the_api(tmp_path: Path) -> None:
+    mem = multi_fidelity_db()
+    (row,) = results.list_experiments(mem)
+    assert (row["completed"], row["pruned"], row["failed"]) == (4, 1, 1)
+    assert results.list_experiments(mem, history=lambda name: [])[0]["pruned"] == 0, "a caller's own history is used"
+    pruned = results.trial_record(results.trial(mem, "mf", 3))
+    assert (pruned["fidelity"], pruned["pruned"], pruned["curve"]) == (2, True, [0.3, 0.35])
+    assert results.curve_record(results.trial(mem, "mf", 1)) == {
+        "metric": "val_accuracy", "epochs": [1, 2, 3, 4, 5, 6], "values": [0.5, 0.6, 0.7, 0.75, 0.8, 0.8],
+        "fidelity": 6, "pruned": False}
+    assert [results.fidelity_label(results.trial(mem, "mf", n)) for n in (1, 3, 4, 5)] == ["6", "2, pruned", "full", "-"]
+    results.export(mem, "mf", tmp_path / "mf.csv")
+    with (tmp_path / "mf.csv").open(newline="") as f:
+        assert [(r["number"], r["fidelity"], r["pruned"]) for r in csv.DictReader(f)] == [
+            ("1", "6", "False"), ("2", "6", "False"), ("3", "2", "True"), ("4", "", "False"), ("5", "", "False")]
+    results.export(mem, "mf", tmp_path / "mf.json", fmt="json")
+    assert [r["curve"] for r in json.loads((tmp_path / "mf.json").read_text())][2:] == [[0.3, 0.35], [], []]
+
+
+def test_cli_shows_pruned_counts_and_a_fidelity_column(capsys: pytest.CaptureFixture[str]) -> None:
+    mem = multi_fidelity_db()
+    header, row = table_rows(run_in_process(mem, capsys, "list"))
+    assert dict(zip(header, row, strict=True)).items() >= {"completed": "4", "pruned": "1", "failed": "1"}.items()
+    assert header.index("pruned") == header.index("completed") + 1, "pruned next to completed"
+    header, *rows = table_rows(run_in_process(mem, capsys, "best", "mf"))
+    by_trial = {r[header.index("trial")]: r[header.index("fidelity")] for r in rows}
+    assert by_trial == {"1": "6", "2": "6", "4": "full", "3": "2, pruned"}
+    header, *rows = table_rows(run_in_process(mem, capsys, "pareto", "mf"))
+    assert "fidelity" in header
+    shown = " ".join(run_in_process(mem, capsys, "show", "mf", "3").split())
+    assert "fidelity │ 2 epochs, pruned (a scheduler stopped it before its training's end)" in shown
+    assert "learning curve │ 2 epochs of val_accuracy: 0.3000 -> 0.3500 (best 0.3500)" in shown
+    assert json.loads(run_in_process(mem, capsys, "show", "mf", "1", "--json"))["curve"] == [0.5, 0.6, 0.7, 0.75, 0.8, 0.8]

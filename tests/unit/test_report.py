@@ -292,3 +292,60 @@ def test_the_importance_plot_says_when_there_are_too_few_trials_to_rank(tmp_path
                             status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": 0.5 + 0.1 * (i % 4)})))
     caption = importance_caption(db, "many", tmp_path)
     assert "too few" not in caption and caption.startswith("Parameter importance: which search dimensions")
+
+
+def multi_fidelity_database() -> InMemoryResultsDB:
+    """``mf``: trials 1-3 trained to their end (8 epochs), 4 and 5 pruned by a scheduler at 2 and 4
+    epochs (4 with the highest early accuracy), 6 from before fidelity was recorded, 7 failed."""
+    db = InMemoryResultsDB()
+    db.create_experiment(Experiment("mf", "digits", {"search": {"metric": "val_accuracy", "direction": "maximize"}}))
+    for number, acc, fidelity, pruned in ((1, 0.70, 8, False), (2, 0.80, 8, False), (3, 0.75, 8, False),
+                                          (4, 0.90, 2, True), (5, 0.50, 4, True), (6, 0.60, None, False)):
+        curve = tuple(acc * (e + 1) / (fidelity or 1) for e in range(fidelity or 0))
+        db.save_trial(make_trial("mf", number, status=TrialStatus.COMPLETED, result=TrialResult(
+            metrics={"val_accuracy": acc, "params": 1000.0 * number}, curve=curve, fidelity=fidelity, pruned=pruned)))
+    db.save_trial(make_trial("mf", 7, status=TrialStatus.FAILED, result=TrialResult.failure(ErrorClass.NAN_LOSS, "nan")))
+    return db
+
+
+class CurvesVisualizer(Visualizer):
+    """Writes ``learning_curves.png`` when some trial has a curve, as the matplotlib visualizer does."""
+
+    def plot_performance_landscape(self, trials, out_dir, metric="val_accuracy"):
+        if not any(t.result is not None and t.result.curve for t in trials):
+            return []
+        (out_dir / "learning_curves.png").write_bytes(PIXEL)
+        return [out_dir / "learning_curves.png"]
+
+
+def test_pruned_trials_are_counted_marked_with_their_fidelity_and_never_the_best(tmp_path):
+    out = build_report(multi_fidelity_database(), ["mf"], tmp_path / "r.html", top_k=6,
+                       visualizers=[("curves", CurvesVisualizer())])
+    html = out.read_text()
+    cards = {label: value for value, label in re.findall(r'<div class="value">(.*?)</div><div class="label">([^<]*)</div>', html)}
+    assert cards["completed"] == "6" and cards["pruned (of completed)"] == "2"
+    assert cards["best val_accuracy (trial 2)"] == '<span class="best-value">0.8000</span>', \
+        "trial 4's 0.90 after 2 epochs is not the best over a full result"
+    top = re.search(r"<h3>Top 6 architectures.*?<tbody>(.*?)</tbody>", html, re.S).group(1)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", top)]
+    cells = {r[1]: r[4] for r in rows}  # the order is storage's ranking (full results first)
+    assert {n: re.sub(r"<[^>]+>", "", c) for n, c in cells.items()} == {
+        "1": "8", "2": "8", "3": "8", "6": "full", "4": "2 pruned", "5": "4 pruned"}, "each with its epochs"
+    assert cells["4"].count('<span class="pruned"') == 1 and "pruned" not in cells["2"], "pruned ones badged"
+    (caption,) = re.findall(r'<img [^>]*data-plot="learning_curves.png"><figcaption>(.*?)</figcaption>', html)
+    assert caption.startswith("Learning curves: the validation score per epoch; pruned trials in grey")
+    assert any(t.startswith("trial 4 | completed | val_accuracy 0.9000 | pruned at 2 epochs")
+               for t in re.findall(r"<title>([^<]*)</title>", html)), "the explore tooltips say so too"
+
+
+def test_the_comparison_counts_pruned_trials_and_no_curves_means_no_curve_plot(tmp_path):
+    db = multi_fidelity_database()
+    db.create_experiment(Experiment("plain", "digits", {"search": {"metric": "val_accuracy", "direction": "maximize"}}))
+    db.save_trial(make_trial("plain", 1, status=TrialStatus.COMPLETED, result=TrialResult(metrics={"val_accuracy": 0.5})))
+    html = build_report(db, ["mf", "plain"], tmp_path / "r.html", visualizers=[("curves", CurvesVisualizer())]).read_text()
+    comparison = re.search(r"<h2>Comparison</h2><table><thead><tr>(.*?)</tr></thead><tbody>(.*?)</tbody>", html).groups()
+    headers = re.findall(r"<th>([^<]*)</th>", comparison[0])
+    rows = [dict(zip(headers, re.findall(r"<td[^>]*>(.*?)</td>", row), strict=True))
+            for row in re.findall(r"<tr>(.*?)</tr>", comparison[1])]
+    assert [(r["completed"], r["pruned"], r["failed"]) for r in rows] == [("6", "2", "1"), ("1", "0", "0")]
+    assert html.count('data-plot="learning_curves.png"') == 1, "only the experiment with curves has the plot"

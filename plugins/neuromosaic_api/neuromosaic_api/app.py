@@ -373,11 +373,11 @@ def _objective(state: ServerState, name: str) -> str:
 
 
 def _experiment_rows(state: ServerState) -> list[dict[str, Any]]:
-    rows = results.list_experiments(state.db)
+    rows = results.list_experiments(state.db, history=state.history)  # the pruned counts from the cached history
     stored = {row["name"] for row in rows}
     for name in state.searches.defined():
         if name not in stored:
-            rows.append({"name": name, "task": None, "trials": 0, "completed": 0, "failed": 0, "invalid": 0,
+            rows.append({"name": name, "task": None, "trials": 0, "completed": 0, "pruned": 0, "failed": 0, "invalid": 0,
                          "metric": None, "direction": None, "best": None})
     for row in rows:
         row["search"] = state.searches.state(row["name"])
@@ -461,7 +461,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
                offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
         """Trials in creation order, optionally of one status, a page at a time (`offset`, `limit` up to 500);
-        `total` counts the matching trials. Items carry metrics, vector and architecture, not code."""
+        `total` counts the matching trials. Items carry metrics, vector, architecture, `fidelity` (epochs allowed;
+        null: full), `pruned` and the learning `curve`, not code."""
         _known(state, name)
         history = state.history(name)  # no spec or code, and cached while nothing changed
         if status is not None:
@@ -473,11 +474,19 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
 
     @app.get("/api/experiments/{name}/trials/{number}", tags=["trials"])
     def trial(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> dict[str, Any]:
-        """One trial whole: status, metrics, vector, spec, the generated code (as text) and who wrote it."""
+        """One trial whole: status, metrics, vector, spec, fidelity, pruned, learning curve, the generated code (as
+        text) and who wrote it."""
         found = results.trial(db, name, number)
         record = results.trial_record(found, code=True)
         record["code_by"] = results.codegen_summary(found)
         return record
+
+    @app.get("/api/experiments/{name}/trials/{number}/curve", tags=["trials"])
+    def curve(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> dict[str, Any]:
+        """The trial's learning curve: `values[i]` is its validation score (`metric`: val_accuracy, or val_rmse for
+        regression) after epoch `epochs[i]`; `fidelity` the epochs it was allowed (null: full), `pruned` whether a
+        scheduler stopped it early. Empty lists for a trial that trained no epoch; 404 for an unknown trial."""
+        return results.curve_record(results.trial(db, name, number, need_code=False))
 
     @app.get("/api/experiments/{name}/trials/{number}/code", tags=["trials"], response_class=PlainTextResponse)
     def code(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> PlainTextResponse:

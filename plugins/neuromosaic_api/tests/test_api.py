@@ -324,3 +324,44 @@ def test_the_token_bucket_refills_at_its_rate_per_client():
     assert limiter.acquire("b") == 0.0  # another client has its own bucket
     assert retry_after(0.5) == "1" and retry_after(2.01) == "3"
     assert TokenBucketLimiter(rate=0, burst=1).acquire("x") == 0.0  # rate 0: no limit
+
+
+# -- multi-fidelity ----------------------------------------------------------------------------
+
+
+def _save_curves(db) -> None:
+    """Trial 1 trained to its end (4 epochs), trial 2 pruned by a scheduler after 2; trial 3 keeps
+    a result without a curve (as results before core 0.3.2)."""
+    import attrs
+
+    for number, curve, fidelity, pruned in ((1, (0.2, 0.4, 0.5, 0.55), 4, False), (2, (0.1, 0.15), 2, True)):
+        trial = db.find_trial(EXPERIMENT, number)
+        db.save_trial(attrs.evolve(trial, result=attrs.evolve(trial.result, curve=curve, fidelity=fidelity, pruned=pruned)))
+
+
+def test_trial_responses_carry_fidelity_pruned_and_the_curve(client, db):
+    _save_curves(db)
+    record = client.get(f"/api/experiments/{EXPERIMENT}/trials/2", headers=READ).json()
+    assert (record["fidelity"], record["pruned"], record["curve"]) == (2, True, [0.1, 0.15])
+    page = client.get(f"/api/experiments/{EXPERIMENT}/trials?limit=3", headers=READ).json()
+    assert [(t["fidelity"], t["pruned"], len(t["curve"])) for t in page["items"]] == [(4, False, 4), (2, True, 2), (None, False, 0)]
+    best = client.get(f"/api/experiments/{EXPERIMENT}/best?k=20", headers=READ).json()
+    assert {t["number"]: t["pruned"] for t in best}[2] is True
+    (row,) = client.get("/api/experiments", headers=READ).json()
+    assert (row["completed"], row["pruned"]) == (9, 1)
+    assert client.get(f"/api/experiments/{EXPERIMENT}", headers=READ).json()["pruned"] == 1
+
+
+def test_the_curve_route_gives_epochs_and_values_and_404_names_the_trials(client, db):
+    _save_curves(db)
+    url = f"/api/experiments/{EXPERIMENT}/trials"
+    assert client.get(f"{url}/1/curve", headers=READ).json() == {
+        "metric": "val_accuracy", "epochs": [1, 2, 3, 4], "values": [0.2, 0.4, 0.5, 0.55], "fidelity": 4, "pruned": False}
+    assert client.get(f"{url}/2/curve", headers=READ).json() == {
+        "metric": "val_accuracy", "epochs": [1, 2], "values": [0.1, 0.15], "fidelity": 2, "pruned": True}
+    assert client.get(f"{url}/3/curve", headers=READ).json()["epochs"] == [], "no curve recorded: empty, not an error"
+    missing = client.get(f"{url}/99/curve", headers=READ)
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "experiment 'exp' has no trial 99; its trials are numbered 1-12"
+    assert client.get("/api/experiments/nope/trials/1/curve", headers=READ).status_code == 404
+    assert client.get(f"{url}/1/curve").status_code == 401, "a token is needed"

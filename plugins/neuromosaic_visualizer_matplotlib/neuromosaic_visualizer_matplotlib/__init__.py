@@ -1,5 +1,5 @@
 """Neuromosaic plugin: the ``matplotlib`` visualizer (history, Pareto front, landscape, parameter
-importance and parallel coordinates, as PNG).
+importance, parallel coordinates and learning curves, as PNG).
 
 Cheap to import: matplotlib (and scikit-learn, for the importance) are imported by
 :mod:`neuromosaic_visualizer_matplotlib.plots`, which the factory loads.
@@ -13,7 +13,7 @@ import attrs
 
 from neuromosaic_core import hookimpl
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 DIRECTIONS = ("auto", "max", "min")
 PROJECTIONS = ("pca", "random")
@@ -79,4 +79,4 @@ def factory(settings: MatplotlibSettings | None) -> Any:
 @hookimpl
 def register_visualizers(register: Any) -> None:
     register("matplotlib", factory, settings=MatplotlibSettings,
-             description="history, Pareto, landscape, importance and parallel-coordinates PNGs")
+             description="history, Pareto, landscape, importance, parallel-coordinates and learning-curve PNGs")

@@ -1,4 +1,5 @@
-"""The five plots: history, Pareto front, landscape, parameter importance, parallel coordinates.
+"""The five plots (history, Pareto front, landscape, parameter importance, parallel coordinates),
+and the learning curves when the trials recorded any.
 
 Each ``draw_*`` function returns a matplotlib ``Figure`` (so tests, notebooks and the report can
 read what was drawn before anything is saved); :class:`MatplotlibVisualizer` saves them as PNG.
@@ -12,7 +13,9 @@ caller (a notebook, say) is left alone.
 
 from __future__ import annotations
 
+import math
 import textwrap
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,8 +25,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from neuromosaic_core import analysis
+from neuromosaic_core import analysis, results
 from neuromosaic_core.analysis import is_maximized, metric_value
 from neuromosaic_core.interfaces import Visualizer
 from neuromosaic_core.model import SearchSpace, Trial, TrialStatus
@@ -31,6 +35,7 @@ from neuromosaic_visualizer_matplotlib import MatplotlibSettings
 
 __all__ = [
     "FILES",
+    "LEARNING_CURVES_FILE",
     "MatplotlibVisualizer",
     "is_maximized",
     "metric_value",
@@ -44,8 +49,12 @@ PARETO_FILE = "pareto.png"
 LANDSCAPE_FILE = "landscape.png"
 IMPORTANCE_FILE = "importance.png"
 PARALLEL_FILE = "parallel.png"
-#: Every file the visualizer writes, in order.
+#: Every file the visualizer always writes, in order.
 FILES = (HISTORY_FILE, PARETO_FILE, LANDSCAPE_FILE, IMPORTANCE_FILE, PARALLEL_FILE)
+#: Written after :data:`FILES` when at least one trial has a learning curve.
+LEARNING_CURVES_FILE = "learning_curves.png"
+#: The grey of pruned trials' curves.
+PRUNED_COLOUR = "0.6"
 
 #: Fewer completed trials than this (or than active dimensions) and a forest's importances are
 #: noise: the chart says so instead (:func:`neuromosaic_core.analysis.importance_shortfall`).
@@ -102,9 +111,21 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _curve_alpha(lines: int) -> float:
+    """Opacity of one curve among ``lines``: solid for a few, faint for hundreds, so where many
+    overlap reads darker instead of one solid block."""
+    return min(0.8, max(0.08, 3.0 / math.sqrt(max(lines, 1))))
+
+
+def has_curves(trials: Sequence[Trial]) -> bool:
+    """Whether any trial recorded a learning curve (what :data:`LEARNING_CURVES_FILE` needs)."""
+    return any(t.result is not None and len(t.result.curve) > 0 for t in trials)
+
+
 @attrs.define
 class MatplotlibVisualizer(Visualizer):
-    """Writes the five PNGs of :data:`FILES` to ``out_dir`` (always all of them, see the README)."""
+    """Writes the five PNGs of :data:`FILES` to ``out_dir`` (always all of them, see the README),
+    then :data:`LEARNING_CURVES_FILE` when some trial has a learning curve."""
 
     settings: MatplotlibSettings = attrs.field(factory=MatplotlibSettings)
 
@@ -128,6 +149,8 @@ class MatplotlibVisualizer(Visualizer):
             IMPORTANCE_FILE: self.draw_importance(trials, space, metric, importance=importance),
             PARALLEL_FILE: self.draw_parallel(trials, space, metric, maximize, importance=importance),
         }
+        if has_curves(trials):
+            figures[LEARNING_CURVES_FILE] = self.draw_learning_curves(trials, metric, maximize)
         paths = []
         for name, fig in figures.items():
             fig.savefig(out_dir / name, dpi=self.settings.dpi, format="png")
@@ -366,4 +389,70 @@ class MatplotlibVisualizer(Visualizer):
             scope += f"; {left_out} inactive in every trial left out"
         ax.set_title(f"Parallel coordinates of the completed trials, coloured by {metric}" + (f"\n{scope}" if done else ""),
                      fontsize=10)
+        return fig
+
+    def draw_learning_curves(self, trials: Sequence[Trial], metric: str, maximize: bool) -> Figure:
+        """One line per trial with a learning curve: its validation score (``val_accuracy``, or
+        ``val_rmse`` for regression) after each epoch. Trials trained to their end are coloured by
+        their best score; pruned ones (a scheduler stopped them early) are thin and grey, ending
+        where they stopped, with a mark there; the best trial is drawn thick in red. Lines get
+        fainter as there are more of them, so hundreds stay readable.
+
+        The best is the full trial best on the searched ``metric`` (``maximize``), else on its
+        curve; a pruned trial only when no trial ran to its end."""
+        drawn = [t for t in trials if t.result is not None and len(t.result.curve) > 0]
+        fig, (ax,) = self._figure()
+        if not drawn:
+            self._note(ax, "no learning curves recorded")
+            ax.set_xlabel("epoch")
+            return fig
+        score = Counter(results.curve_metric(t) for t in drawn).most_common(1)[0][0]
+        higher = score != "val_rmse"  # an accuracy rises, an RMSE falls
+        pruned = [t for t in drawn if t.result.pruned]  # type: ignore[union-attr]
+        full = [t for t in drawn if not t.result.pruned]  # type: ignore[union-attr]
+
+        def line(t: Trial) -> np.ndarray:
+            values = np.asarray(t.result.curve, dtype=float)  # type: ignore[union-attr]
+            return np.column_stack([np.arange(1, len(values) + 1), values])
+
+        def curve_best(t: Trial) -> float:
+            values = [v for v in t.result.curve if math.isfinite(v)]  # type: ignore[union-attr]
+            if not values:
+                return -math.inf if higher else math.inf
+            return max(values) if higher else min(values)
+
+        alpha = _curve_alpha(len(drawn))
+        if pruned:
+            ax.add_collection(LineCollection([line(t) for t in pruned], colors=PRUNED_COLOUR, linewidths=0.8,
+                                             alpha=alpha, zorder=1))
+            ends = np.array([line(t)[-1] for t in pruned])
+            ax.scatter(ends[:, 0], ends[:, 1], marker="|", s=30, color=PRUNED_COLOUR, alpha=min(1.0, alpha * 1.5),
+                       zorder=2, label=f"pruned ({len(pruned)}); | marks where it stopped")
+        if full:
+            lines = LineCollection([line(t) for t in full], cmap="viridis" if higher else "viridis_r",
+                                   linewidths=1.2, alpha=alpha, zorder=2)
+            lines.set_array(np.array([curve_best(t) for t in full]))
+            lines.set_label(f"trained to the end ({len(full)})")
+            ax.add_collection(lines)
+            fig.colorbar(lines, ax=ax, label=f"best {score} of the trial")
+            single = [t for t in full if len(t.result.curve) == 1]  # type: ignore[union-attr]
+            if single:  # a one-epoch curve is a point, which a line cannot show
+                ax.scatter([1] * len(single), [t.result.curve[0] for t in single],  # type: ignore[union-attr]
+                           c=[curve_best(t) for t in single], cmap=lines.get_cmap(), norm=lines.norm, s=12, zorder=3)
+        pool = full or pruned
+        ranked = [(t, v) for t in pool if (v := metric_value(t, metric)) is not None]
+        if ranked:
+            best = (max if maximize else min)(ranked, key=lambda tv: tv[1])[0]
+        else:
+            best = (max if higher else min)(pool, key=curve_best)
+        ax.plot(*line(best).T, color="tab:red", linewidth=2.4, marker="o", markersize=4, markevery=[-1], zorder=4,
+                label=f"best (#{best.number}{', pruned' if best.result.pruned else ''})")  # type: ignore[union-attr]
+        ax.autoscale_view()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{score} (validation, {_direction_word(higher)} is better)")
+        ax.set_title(f"Learning curves: {score} per epoch ({_plural(len(full), 'trial')} trained to the end, "
+                     f"{len(pruned)} pruned)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
         return fig

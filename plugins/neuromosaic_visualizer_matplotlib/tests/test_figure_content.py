@@ -247,3 +247,37 @@ def test_settings_are_checked():
         MatplotlibSettings(trees=0)
     with pytest.raises(ValueError, match="dimensions >= 1"):
         MatplotlibSettings(dimensions=0)
+
+
+def curved(i: int, curve: list[float], *, pruned: bool = False, full: int = 8, metric: str = "val_accuracy") -> Trial:
+    best = max(curve) if metric == "val_accuracy" else min(curve)
+    return Trial("e", i, SPACE.sample(random.Random(i)), status=TrialStatus.COMPLETED,
+                 result=TrialResult(metrics={metric: best}, curve=tuple(curve), fidelity=len(curve) if pruned else full,
+                                    pruned=pruned))
+
+
+def test_learning_curves_grey_out_pruned_trials_where_they_stopped_and_highlight_the_best():
+    full = [curved(i, [0.3 + 0.05 * e + 0.01 * i for e in range(8)]) for i in range(4)]  # trial 3 ends highest
+    pruned = [curved(10, [0.99, 0.98], pruned=True), curved(11, [0.2, 0.25, 0.3, 0.31], pruned=True)]
+    ax = VIS.draw_learning_curves(full + pruned, "val_accuracy", True).axes[0]
+    (grey, coloured) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert [len(p.vertices) for p in grey.get_paths()] == [2, 4], "each pruned line ends at its last epoch"
+    assert [p.vertices[-1, 0] for p in grey.get_paths()] == [2, 4]
+    assert tuple(grey.get_edgecolor()[0][:3]) == (0.6, 0.6, 0.6) and len(coloured.get_paths()) == 4
+    assert coloured.get_array() is not None, "full curves are coloured by their score"
+    (best,) = [line for line in ax.get_lines() if line.get_label().startswith("best")]
+    assert best.get_label() == "best (#3)", "a pruned trial's high early score is not the best over a full one"
+    assert list(best.get_xdata()) == list(range(1, 9)) and best.get_color() == "tab:red"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("epoch", "val_accuracy (validation, higher is better)")
+    assert "4 trials trained to the end, 2 pruned" in ax.get_title()
+    assert {c.get_label() for c in ax.collections} >= {"pruned (2); | marks where it stopped", "trained to the end (4)"}
+
+
+def test_learning_curves_of_a_regression_read_rmse_and_many_lines_turn_faint():
+    trials = [curved(i, [1.0 - 0.02 * e * (i % 7 + 1) for e in range(8)], metric="val_rmse") for i in range(300)]
+    ax = VIS.draw_learning_curves(trials, "val_rmse", False).axes[0]
+    assert ax.get_ylabel() == "val_rmse (validation, lower is better)"
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(lines.get_paths()) == 300 and lines.get_alpha() <= 0.2, "hundreds of opaque lines would be one block"
+    (best,) = [line for line in ax.get_lines() if line.get_label().startswith("best")]
+    assert best.get_ydata()[-1] == min(t.result.metrics["val_rmse"] for t in trials)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from neuromosaic_visualizer_matplotlib import MatplotlibSettings, factory
-from neuromosaic_visualizer_matplotlib.plots import FILES, is_maximized, metric_value, pareto_front
+from neuromosaic_visualizer_matplotlib.plots import FILES, LEARNING_CURVES_FILE, is_maximized, metric_value, pareto_front
 
 from neuromosaic_core.interfaces import Visualizer
 from neuromosaic_core.model import ArchitectureVector, ErrorClass, Trial, TrialResult, TrialStatus
@@ -211,3 +211,24 @@ def test_does_not_use_pyplot(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
+
+
+# -- learning curves ---------------------------------------------------------------------------
+
+
+def trained(i: int, curve: tuple[float, ...], *, pruned: bool = False, metric: str = "val_accuracy") -> Trial:
+    return Trial(experiment="e", number=i, vector=ArchitectureVector({"depth": i % 4 + 1, "family": "mlp"}),
+                 status=TrialStatus.COMPLETED,
+                 result=TrialResult(metrics={metric: max(curve) if metric == "val_accuracy" else min(curve), "params": 1e3 * (i + 1)},
+                                    curve=curve, fidelity=len(curve) if pruned else 6, pruned=pruned))
+
+
+def test_learning_curves_png_is_written_only_when_trials_have_curves(tmp_path):
+    vis = factory(MatplotlibSettings(dpi=60))
+    with_curves = [trained(0, (0.3, 0.5, 0.6, 0.65, 0.7, 0.71)), trained(1, (0.2, 0.3), pruned=True), failed(2)]
+    paths = vis.render(with_curves, tmp_path / "with")
+    assert [p.name for p in paths] == [*FILES, LEARNING_CURVES_FILE]
+    assert_png(tmp_path / "with" / LEARNING_CURVES_FILE)
+    paths = vis.render(mixed_trials(), tmp_path / "without")  # results without curves (a lookup table, older runs)
+    assert [p.name for p in paths] == list(FILES)
+    assert not (tmp_path / "without" / LEARNING_CURVES_FILE).exists()
