@@ -407,7 +407,10 @@ class ResultsDB(abc.ABC):
     @abc.abstractmethod
     def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
         """The first completed trial with this reuse key — in ``experiment`` when given, in any
-        experiment when None — or None."""
+        experiment when None — or None. A full twin comes before a pruned one (``result.pruned``:
+        a scheduler stopped it below full fidelity): the earliest twin that was not pruned, else
+        the earliest pruned one. The caller decides whether a pruned twin may be reused; a result
+        at low fidelity is never reused as a full one."""
 
     def find_cached_code(self, cache_key: str) -> str | None:
         """The code of a trial, in any experiment, whose ``codegen.cache_key`` is ``cache_key`` and
@@ -440,9 +443,24 @@ class ResultsDB(abc.ABC):
         return None
 
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy", maximize: bool = True) -> list[Trial]:
-        """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``)."""
+        """The ``k`` completed trials with the best ``metric`` (highest when ``maximize``), ties in
+        creation order; the best is chosen among the trials that reached the highest fidelity.
+
+        Every full result comes before every pruned one (``result.pruned``), whatever their
+        metrics; the pruned ones follow by ``result.fidelity``, highest first (a pruned result
+        without one last), then by ``metric``. A result that is not pruned is at full fidelity by
+        contract (``training.epochs``, or None: not recorded), so fidelity orders only the pruned
+        ones and an older full result and a newer one rank by their metric alone."""
         done = [t for t in self.list_trials(experiment, TrialStatus.COMPLETED) if t.result and metric in t.result.metrics]
-        return sorted(done, key=lambda t: t.result.metrics[metric], reverse=maximize)[:k]  # type: ignore[union-attr]
+        by_metric = sorted(done, key=lambda t: t.result.metrics[metric], reverse=maximize)  # type: ignore[union-attr]
+
+        def fidelity_rank(t: Trial) -> tuple[bool, int]:
+            result = t.result
+            if result is None or not result.pruned:
+                return False, 0
+            return True, -(result.fidelity or 0)
+
+        return sorted(by_metric, key=fidelity_rank)[:k]  # stable: the metric order stays within each rank
 
     def metric_names(self, experiment: str) -> list[str]:
         """The names of the numeric metrics the experiment's completed trials report, sorted."""

@@ -45,10 +45,10 @@ class InMemoryResultsDB(ResultsDB):
                 if t.experiment == experiment and (status is None or t.status == status)]
 
     def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
-        for _, t in sorted(self.trials.items()):
-            if t.reuse_key == reuse_key and t.status == TrialStatus.COMPLETED and experiment in (None, t.experiment):
-                return copy.deepcopy(t)
-        return None
+        twins = [t for _, t in sorted(self.trials.items())
+                 if t.reuse_key == reuse_key and t.status == TrialStatus.COMPLETED and experiment in (None, t.experiment)]
+        full = [t for t in twins if t.result is None or not t.result.pruned]
+        return copy.deepcopy((full or twins)[0]) if twins else None
 
     def find_cached_code(self, cache_key: str) -> str | None:
         for _, t in sorted(self.trials.items()):

@@ -323,6 +323,84 @@ class StorageContract:
         assert [key(t) for t in storage.list_history(exp, after=full[0].id)] == [key(t) for t in full[1:]]
         assert storage.list_history(exp, after=full[-1].id) == []
 
+    # -- multi-fidelity results ---------------------------------------------------------------
+
+    def test_learning_curve_fidelity_and_pruned_round_trip(self, storage: ResultsDB, exp: str) -> None:
+        """What a scheduler needs after a resume: every result's curve, fidelity and pruned flag."""
+        results = {
+            0: TrialResult(metrics={"val_accuracy": 0.25}, curve=(0.125, 0.25, 0.1875), fidelity=3, pruned=True),
+            1: TrialResult(metrics={"val_accuracy": 0.75}, weights_path="/w/1.pt", curve=tuple(i / 64 for i in range(1, 28)),
+                           fidelity=27),
+            2: TrialResult(metrics={"val_accuracy": 0.5}),  # an older result: no curve, fidelity not recorded
+            3: TrialResult(metrics={"val_accuracy": 0.0}, curve=(0.5, 1.0, 0.0), fidelity=9),  # whole-number scores
+        }
+        saved = [storage.save_trial(make_trial(exp, n, status=TrialStatus.COMPLETED, result=r)) for n, r in results.items()]
+        storage.save_trial(make_trial(exp, 4, status=TrialStatus.RUNNING))
+        diverged = storage.save_trial(make_trial(exp, 5, status=TrialStatus.COMPLETED,
+                                                 result=TrialResult(metrics={"val_accuracy": 0.1}, curve=(0.1, math.nan), fidelity=2)))
+        every = storage.list_trials(exp)
+        assert [t.result for t in every[:4]] == list(results.values()) and every[4].result is None
+        for trial in saved:
+            found = storage.find_trial(exp, trial.number)
+            assert found is not None and found.result == trial.result
+        assert [t.result for t in storage.list_history(exp)] == [t.result for t in every]
+        assert [t.result for t in storage.get_trials(exp, [t.id for t in saved])] == list(results.values())
+        for loaded in (every[1].result, every[3].result):  # floats stay floats, as saved
+            assert loaded is not None and type(loaded.curve) is tuple and {type(v) for v in loaded.curve} == {float}
+            assert type(loaded.fidelity) is int and loaded.pruned is False
+        assert every[2].result is not None and (every[2].result.curve, every[2].result.fidelity, every[2].result.pruned) == ((), None, False)
+        # an epoch that diverged (NaN) reads back as NaN, in both reads
+        for read in (storage.list_trials(exp)[5], storage.list_history(exp)[5]):
+            assert read.id == diverged.id and read.result is not None
+            assert read.result.curve[0] == 0.1 and math.isnan(read.result.curve[1]) and read.result.fidelity == 2
+
+    def test_a_promoted_trial_is_saved_again_as_a_full_result(self, storage: ResultsDB, exp: str) -> None:
+        trial = storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, reuse_key="k",
+                                              result=TrialResult({"val_accuracy": 0.5}, curve=(0.4, 0.5), fidelity=2, pruned=True)))
+        trial.result = TrialResult({"val_accuracy": 0.75}, curve=(0.4, 0.5, 0.625, 0.75), fidelity=4)
+        storage.save_trial(trial)
+        [loaded] = storage.list_trials(exp)
+        assert loaded == trial and loaded.result is not None and not loaded.result.pruned
+        assert storage.list_history(exp)[0].result == trial.result
+        assert storage.find_reusable("k") == trial
+
+    def test_best_prefers_full_results_over_better_pruned_ones(self, storage: ResultsDB, exp: str) -> None:
+        """The best is chosen among the trials that reached the highest fidelity: a pruned
+        trial's score at few epochs never outranks a full result, however high it is."""
+        scores = [  # (val_accuracy, fidelity, pruned)
+            (0.99, 3, True), (0.6, 27, False), (0.95, 9, True), (0.62, None, False),  # 3: an older full result
+            (0.5, 9, True), (0.65, 27, False), (0.97, None, True),  # 6: pruned at an unrecorded fidelity: last
+        ]
+        for n, (acc, fidelity, pruned) in enumerate(scores):
+            storage.save_trial(make_trial(exp, n, status=TrialStatus.COMPLETED, result=TrialResult(
+                {"val_accuracy": acc, "val_loss": 1 - acc}, curve=(acc,), fidelity=fidelity, pruned=pruned)))
+        assert [t.number for t in storage.get_best_architectures(exp, k=1)] == [5]
+        # full results rank by their metric alone, recorded fidelity or not (both are full)
+        assert [t.number for t in storage.get_best_architectures(exp, k=3)] == [5, 3, 1]
+        assert [t.number for t in storage.get_best_architectures(exp, k=10)] == [5, 3, 1, 2, 4, 0, 6]
+        assert [t.number for t in storage.get_best_architectures(exp, k=5, metric="val_loss", maximize=False)] == [5, 3, 1, 2, 4]
+        # with no full result at all, the highest fidelity wins over a better score at fewer epochs
+        storage.create_experiment(Experiment("rung", "spirals"))
+        for n, (acc, fidelity) in enumerate([(0.9, 1), (0.4, 3), (0.5, 3), (0.8, 1)]):
+            storage.save_trial(make_trial("rung", n, status=TrialStatus.COMPLETED,
+                                          result=TrialResult({"val_accuracy": acc}, fidelity=fidelity, pruned=True)))
+        assert [t.number for t in storage.get_best_architectures("rung", k=3)] == [2, 1, 0]
+
+    def test_find_reusable_prefers_a_full_twin(self, storage: ResultsDB, exp: str) -> None:
+        pruned = storage.save_trial(make_trial(exp, 0, status=TrialStatus.COMPLETED, reuse_key="k",
+                                               result=TrialResult({"val_accuracy": 0.9}, curve=(0.9,), fidelity=1, pruned=True)))
+        # only a pruned twin: it is returned, pruned, and the caller decides whether to use it
+        found = storage.find_reusable("k")
+        assert found == pruned and found is not None and found.result is not None and found.result.pruned
+        storage.create_experiment(Experiment("second", "spirals"))
+        full = storage.save_trial(make_trial("second", 0, status=TrialStatus.COMPLETED, reuse_key="k",
+                                             result=TrialResult({"val_accuracy": 0.6}, curve=(0.5, 0.6), fidelity=2)))
+        later = storage.save_trial(make_trial(exp, 1, status=TrialStatus.COMPLETED, reuse_key="k",
+                                              result=TrialResult({"val_accuracy": 0.7}, curve=(0.5, 0.7), fidelity=2)))
+        assert storage.find_reusable("k") == full  # the earliest full twin, though a pruned one is older
+        assert storage.find_reusable("k", experiment=exp) == later
+        assert storage.find_reusable("k", experiment="second") == full
+
     def test_max_trial_number(self, storage: ResultsDB, exp: str) -> None:
         assert storage.max_trial_number(exp) == 0
         for n in (3, 9, 4):

@@ -43,7 +43,7 @@ from neuromosaic_core.model import (
 )
 
 #: The schema this code writes. Bump it and add a migration to :data:`MIGRATIONS` together.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The version the base tables (``schema_version``, ``experiments``, ``trials`` as the models
 #: below create them) stand for; every later version is reached through :data:`MIGRATIONS`, for a
@@ -194,11 +194,36 @@ def _downgrade_4_to_3(db: pw.Database) -> None:
     db.execute_sql(f"DROP TABLE {_q(db, 'strategy_snapshots')}")
 
 
+#: The multi-fidelity columns migration 4→5 adds to ``trials``, in order.
+V5_COLUMNS = ("curve", "fidelity", "pruned")
+
+
+def _upgrade_4_to_5(db: pw.Database) -> None:
+    """v5: a result's multi-fidelity fields on ``trials``, all nullable: ``curve`` (the learning
+    curve as a JSON list of floats, NULL when empty), ``fidelity`` (the epochs the result was
+    allowed, NULL when not recorded: full) and ``pruned`` (BOOLEAN on PostgreSQL, INTEGER on
+    SQLite as peewee declares booleans there; NULL or false: not pruned). Nothing to backfill: a
+    v4 result is a full-fidelity result without a curve, which is what the NULLs read back as."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    boolean = "BOOLEAN" if _is_postgres(db) else "INTEGER"
+    for column, kind in zip(V5_COLUMNS, ("TEXT", "INTEGER", boolean), strict=True):
+        db.execute_sql(f"ALTER TABLE {q('trials')} ADD COLUMN {q(column)} {kind}")
+
+
+def _downgrade_5_to_4(db: pw.Database) -> None:
+    """Back to v4: drop the three columns (SQLite 3.35 or later). The trials and their metrics
+    stay; their learning curves are lost and every pruned result reads as a full one again."""
+    q = lambda c: _q(db, c)  # noqa: E731
+    for column in reversed(V5_COLUMNS):
+        db.execute_sql(f"ALTER TABLE {q('trials')} DROP COLUMN {q(column)}")
+
+
 #: ``{from_version: Migration(upgrade, downgrade)}`` between ``from_version`` and ``from_version + 1``.
 MIGRATIONS: dict[int, Migration] = {
     1: Migration(_upgrade_1_to_2, _downgrade_2_to_1),
     2: Migration(_upgrade_2_to_3, _downgrade_3_to_2),
     3: Migration(_upgrade_3_to_4, _downgrade_4_to_3),
+    4: Migration(_upgrade_4_to_5, _downgrade_5_to_4),
 }
 
 
@@ -213,9 +238,9 @@ def _dumps(value: Any) -> str:
 def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
     """The tables, as model classes bound to ``db`` (one set per open database, so two
     ``SqlResultsDB`` in one process never share a binding). ``SchemaVersion``, ``ExperimentRow``
-    and ``TrialRow`` are created as the v1 base (:data:`BASE_VERSION`); ``TrialRowV3`` maps the
-    same ``trials`` table with the columns migration 2→3 adds and ``TrialMetric`` the table that
-    migration 1→2 makes, so neither is ever created from its model."""
+    and ``TrialRow`` are created as the v1 base (:data:`BASE_VERSION`); ``TrialRowV5`` maps the
+    same ``trials`` table with the columns migrations 2→3 and 4→5 add and ``TrialMetric`` the
+    table that migration 1→2 makes, so neither is ever created from its model."""
 
     class Base(pw.Model):
         class Meta:
@@ -264,6 +289,14 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
         class Meta:
             table_name = "trials"
 
+    class TrialRowV5(TrialRowV3):
+        curve = pw.TextField(null=True)  # JSON list of the result's learning curve, NULL if empty (v5)
+        fidelity = pw.IntegerField(null=True)  # epochs the result was allowed, NULL: not recorded = full (v5)
+        pruned = pw.BooleanField(null=True)  # stopped or paused by a scheduler; NULL reads as false (v5)
+
+        class Meta:
+            table_name = "trials"
+
     class TrialMetric(Base):
         trial = pw.ForeignKeyField(TrialRow, column_name="trial_id", on_delete="CASCADE")
         experiment_id = pw.IntegerField()
@@ -274,7 +307,7 @@ def _make_models(db: pw.Database) -> tuple[type[pw.Model], ...]:
             table_name = "trial_metrics"
             primary_key = pw.CompositeKey("trial", "name")
 
-    return SchemaVersion, ExperimentRow, TrialRow, TrialRowV3, TrialMetric
+    return SchemaVersion, ExperimentRow, TrialRow, TrialRowV5, TrialMetric
 
 
 def _open_database(url: str, busy_timeout_ms: int) -> pw.Database:
@@ -537,6 +570,10 @@ class SqlResultsDB(ResultsDB):
             "reused_from": trial.reused_from,
             "codegen": _dumps(converter.unstructure(codegen)) if codegen is not None else None,
             "codegen_key": codegen.cache_key if codegen is not None and not codegen.fallback and trial.code else None,
+            # floats and ints: a curve or fidelity of numpy scalars is stored as plain numbers
+            "curve": _dumps([float(v) for v in result.curve]) if result is not None and result.curve else None,
+            "fidelity": int(result.fidelity) if result is not None and result.fidelity is not None else None,
+            "pruned": bool(result.pruned) if result is not None else None,
         }
 
     @staticmethod
@@ -548,7 +585,9 @@ class SqlResultsDB(ResultsDB):
             error = None
             if row.error_class is not None:
                 error = ExperimentError(ErrorClass(row.error_class), row.error_message or "")
-            result = TrialResult(json.loads(row.metrics), error, row.weights_path)
+            result = TrialResult(json.loads(row.metrics), error, row.weights_path,
+                                 curve=tuple(json.loads(row.curve)) if row.curve is not None else (),
+                                 fidelity=row.fidelity, pruned=bool(row.pruned))
         spec = None
         if row.spec is not None:
             data = json.loads(row.spec)
@@ -643,8 +682,8 @@ class SqlResultsDB(ResultsDB):
         trials reading and parsing those was most of the resume's start-up time); ``list_trials``
         has them.
 
-        The JSON columns (vector, metrics) come back as one aggregated JSON array each and are
-        parsed by a single ``json.loads``: parsing 100,000 small documents one by one cost more
+        The JSON columns (vector, metrics, curve) come back as one aggregated JSON array each and
+        are parsed by a single ``json.loads``: parsing 100,000 small documents one by one cost more
         than everything else here together. The plain columns come from a second query, rows
         matched by id; rows added in between (by another writer) are left out."""
         table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
@@ -653,7 +692,8 @@ class SqlResultsDB(ResultsDB):
         except StorageError:
             return []
         rows = self.db.execute_sql(
-            f"SELECT id, number, status, error_class, error_message, weights_path, reused_from, reuse_key "  # noqa: S608
+            f"SELECT id, number, status, error_class, error_message, weights_path, reused_from, reuse_key, "  # noqa: S608
+            f"fidelity, pruned "
             f"FROM {table} WHERE experiment_id = {p} AND id > {p} ORDER BY id",
             [experiment_id, after],
         ).fetchall()
@@ -662,26 +702,28 @@ class SqlResultsDB(ResultsDB):
         # In id order: PostgreSQL's ORDER BY inside the aggregate; SQLite aggregates an ordered
         # subquery in its order. Checked below, with a lookup by id as the fallback.
         agg = "string_agg({}, ',' ORDER BY id)" if _is_postgres(self.db) else "group_concat({}, ',')"
-        columns = ", ".join(agg.format(c) for c in ("CAST(id AS TEXT)", "vector", "COALESCE(metrics, 'null')"))
-        ids, vectors, metrics = self.db.execute_sql(
-            f"SELECT {columns} FROM (SELECT id, vector, metrics FROM {table} "  # noqa: S608
+        columns = ", ".join(agg.format(c) for c in ("CAST(id AS TEXT)", "vector", "COALESCE(metrics, 'null')",
+                                                    "COALESCE(curve, 'null')"))
+        ids, vectors, metrics, curves = self.db.execute_sql(
+            f"SELECT {columns} FROM (SELECT id, vector, metrics, curve FROM {table} "  # noqa: S608
             f"WHERE experiment_id = {p} AND id > {p} AND id <= {p} ORDER BY id) ordered",
             [experiment_id, after, rows[-1][0]],
         ).fetchone()
         with _gc_paused():
             # Every aggregate of one query walks the rows in the same order, so the lists line up.
-            parsed = list(zip(json.loads(f"[{vectors}]"), json.loads(f"[{metrics}]"), strict=True))
+            parsed = list(zip(json.loads(f"[{vectors}]"), json.loads(f"[{metrics}]"), json.loads(f"[{curves}]"), strict=True))
             order = json.loads(f"[{ids}]")
             if order != [row[0] for row in rows]:
                 by_id = dict(zip(order, parsed, strict=True))
                 parsed = [by_id[row[0]] for row in rows]
             history = []
-            for row, (vector, metrics_) in zip(rows, parsed, strict=True):
-                id_, number, status, error_class, error_message, weights_path, reused_from, key = row
+            for row, (vector, metrics_, curve) in zip(rows, parsed, strict=True):
+                id_, number, status, error_class, error_message, weights_path, reused_from, key, fidelity, pruned = row
                 result = None
                 if metrics_ is not None:
                     error = ExperimentError(ErrorClass(error_class), error_message or "") if error_class is not None else None
-                    result = TrialResult(metrics_, error, weights_path)
+                    result = TrialResult(metrics_, error, weights_path, tuple(curve) if curve is not None else (),
+                                         fidelity, bool(pruned))
                 values = vector["values"]  # written with sorted keys (_dumps)
                 history.append(Trial(experiment, number, ArchitectureVector.from_sorted(values), None,
                                      _STATUSES[status], None, result, reused_from, key, id=id_))
@@ -695,6 +737,7 @@ class SqlResultsDB(ResultsDB):
         return [self._to_trial(r, experiment) for r in query.order_by(T.id).namedtuples()]
 
     def find_reusable(self, reuse_key: str, experiment: str | None = None) -> Trial | None:
+        """The earliest completed twin that was not pruned, else the earliest pruned one."""
         # Called for every trial and nearly always a miss: a plain indexed lookup first.
         table, p = self._quote(self._TrialRow._meta.table_name), self.db.param
         sql = f"SELECT id FROM {table} WHERE reuse_key = {p} AND status = {p}"  # noqa: S608
@@ -705,7 +748,8 @@ class SqlResultsDB(ResultsDB):
             except StorageError:
                 return None
             sql += f" AND experiment_id = {p}"
-        hit = self.db.execute_sql(sql + " ORDER BY id LIMIT 1", params).fetchone()
+        # NULL (a v4 row) is not pruned; the twins of one key are few, so the sort costs nothing.
+        hit = self.db.execute_sql(sql + f" ORDER BY COALESCE(pruned, {p}), id LIMIT 1", [*params, False]).fetchone()
         if hit is None:
             return None
         T, E = self._TrialRow, self._ExperimentRow
@@ -724,8 +768,13 @@ class SqlResultsDB(ResultsDB):
 
     def get_best_architectures(self, experiment: str, k: int = 5, metric: str = "val_accuracy",
                                maximize: bool = True) -> list[Trial]:
-        """One indexed query on ``trial_metrics`` (``experiment_id, name, value``): the ``k``
-        completed trials with the best ``metric``, ties in creation order."""
+        """The ``k`` completed trials with the best ``metric``, full results first (see
+        :meth:`ResultsDB.get_best_architectures`), ties in creation order.
+
+        The full results come from one query walking ``trial_metrics`` (``experiment_id, name,
+        value``) in metric order, which stops after ``k`` of them; only when there are fewer than
+        ``k`` does a second query rank the pruned ones (highest fidelity first, NULL last), which
+        no index orders."""
         if k <= 0:
             return []
         try:
@@ -734,10 +783,14 @@ class SqlResultsDB(ResultsDB):
             return []
         T, M = self._TrialRow, self._TrialMetric
         order = M.value.desc() if maximize else M.value.asc()
-        query = (T.select().join(M, on=(M.trial == T.id))
-                 .where((M.experiment_id == experiment_id) & (M.name == metric) & (T.status == TrialStatus.COMPLETED.value))
-                 .order_by(order, T.id).limit(k))
-        return [self._to_trial(r, experiment) for r in query]
+        ranked = (T.select().join(M, on=(M.trial == T.id))
+                  .where((M.experiment_id == experiment_id) & (M.name == metric) & (T.status == TrialStatus.COMPLETED.value)))
+        pruned = pw.fn.COALESCE(T.pruned, False)
+        found = list(ranked.where(~pruned).order_by(order, T.id).limit(k))
+        if len(found) < k:
+            fidelity = pw.fn.COALESCE(T.fidelity, 0)
+            found.extend(ranked.where(pruned).order_by(fidelity.desc(), order, T.id).limit(k - len(found)))
+        return [self._to_trial(r, experiment) for r in found]
 
     def metric_names(self, experiment: str) -> list[str]:
         """Walked down the ``trial_metrics(experiment_id, name, value)`` index one name at a time

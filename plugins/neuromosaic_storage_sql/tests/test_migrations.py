@@ -1,9 +1,11 @@
-"""Schema v1 -> v2 -> v3 -> v4 and back, on database files laid out exactly as the v1 and v2 code wrote them."""
+"""Schema v1 -> v2 -> v3 -> v4 -> v5 and back, on database files laid out exactly as the v1 and v2 code
+wrote them, and on a v4 file the v4 code wrote (``data/pre_graph_v4.sqlite``)."""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +47,13 @@ V2_DDL = [
 #: What v3 adds to ``trials``: the columns, and the index on ``codegen_key``.
 V3_COLUMNS = ("codegen", "codegen_key")
 V3_INDEX = "trials_codegen_key"
+#: What v5 adds to ``trials``: a result's learning curve, fidelity and pruned flag.
+V5_COLUMNS = ("curve", "fidelity", "pruned")
+#: Every column added to ``trials`` after v2, in order (appended last).
+LATER_COLUMNS = (*V3_COLUMNS, *V5_COLUMNS)
+
+#: A v4 database the v4 code wrote (see test_graph_spec_compat.py): 7 completed trials, a snapshot table.
+V4_FILE = Path(__file__).parent / "data" / "pre_graph_v4.sqlite"
 
 
 def dumps(value: object) -> str:
@@ -118,10 +127,12 @@ def trial_columns(path: Path) -> list[str]:
         conn.close()
 
 
-def without_v3_columns(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
-    """The rows as v2 had them: the ``trials`` rows less the two v3 columns (appended last)."""
-    assert all(r[-2:] == (None, None) for r in rows["trials"])  # only trials without a record here
-    return {**rows, "trials": [r[:-2] for r in rows["trials"]]}
+def without_columns(rows: dict[str, list[tuple]], columns: tuple[str, ...] = LATER_COLUMNS) -> dict[str, list[tuple]]:
+    """The rows less ``columns``, the last ones of ``trials`` (by default all the v3 and v5 ones:
+    the rows as v2 had them); all NULL, as a migration leaves them."""
+    n = len(columns)
+    assert all(r[-n:] == (None,) * n for r in rows["trials"])  # trials without a record or a v5 result here
+    return {**rows, "trials": [r[:-n] for r in rows["trials"]]}
 
 
 def migrate_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -144,7 +155,7 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     # 1. the new code opens it and upgrades in place; every row is intact
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == SCHEMA_VERSION == 4
+        assert db.stored_schema_version() == SCHEMA_VERSION == 5
         before = {name: db.list_trials(name) for name in ("old", "other")}
         assert len(before["old"]) + len(before["other"]) == 30
         for name in ("old", "other"):
@@ -155,9 +166,9 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         assert [t.number for t in db.get_best_architectures("old", k=3)] == best3
     finally:
         db.close()
-    upgraded = without_v3_columns(dump_rows(path))
+    upgraded = without_columns(dump_rows(path))
     assert upgraded["experiments"] == v1_rows["experiments"] and upgraded["trials"] == v1_rows["trials"]
-    assert trial_columns(path)[-2:] == list(V3_COLUMNS)
+    assert trial_columns(path)[-5:] == list(LATER_COLUMNS)
     conn = sqlite3.connect(path)
     n_metrics = conn.execute("SELECT count(*) FROM trial_metrics").fetchone()[0]
     conn.close()
@@ -165,18 +176,18 @@ def test_v1_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     assert {"trial_metrics", "trial_metrics_experiment_id_name_value", "trials_experiment_id_status", V3_INDEX} <= {
         n for n, in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
 
-    # 2. rollback: back to exactly the v1 schema, with the v1 data (4 -> 3 -> 2 -> 1 in one transaction)
-    assert migrate_database(url, 1) == (4, 1)
+    # 2. rollback: back to exactly the v1 schema, with the v1 data (5 -> 4 -> 3 -> 2 -> 1 in one transaction)
+    assert migrate_database(url, 1) == (5, 1)
     assert schema(path) == v1_schema
     assert dump_rows(path) == v1_rows
 
     # 3. and forward again, through the CLI this time
     done = migrate_cli(url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{url}: schema v1 -> v4"
+    assert done.stdout.strip() == f"{url}: schema v1 -> v5"
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == 4
+        assert db.stored_schema_version() == 5
         assert {name: db.list_trials(name) for name in ("old", "other")} == before
         assert [t.number for t in db.get_best_architectures("old", k=3)] == best3
     finally:
@@ -187,6 +198,8 @@ def test_cli_downgrade_and_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     SqlResultsDB(url).close()
     run = migrate_cli
+    done = run("--to", "4", url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v5 -> v4")
     done = run("--to", "3", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v4 -> v3")
     done = run("--to", "2", url)
@@ -195,10 +208,10 @@ def test_cli_downgrade_and_errors(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v2 -> v1")
     done = run("--to", "1", url)
     assert (done.returncode, done.stdout.strip()) == (0, f"{url}: already at schema v1")
+    done = run("--to", "6", url)
+    assert done.returncode == 2 and "knows v1 to v5" in done.stderr and "\n" not in done.stderr.strip()
     done = run("--to", "5", url)
-    assert done.returncode == 2 and "knows v1 to v4" in done.stderr and "\n" not in done.stderr.strip()
-    done = run("--to", "4", url)
-    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v1 -> v4")
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v1 -> v5")
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
     done = run(f"sqlite:///{empty}")
@@ -209,11 +222,11 @@ def test_migrate_refuses_a_newer_database(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     SqlResultsDB(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version = 5")
+        conn.execute("UPDATE schema_version SET version = 6")
     conn.close()
-    with pytest.raises(StorageError, match="v5 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v6 is newer than this neuromosaic-storage-sql"):
         migrate_database(f"sqlite:///{path}", 1)
-    with pytest.raises(StorageError, match="v5 is newer than this neuromosaic-storage-sql"):
+    with pytest.raises(StorageError, match="v6 is newer than this neuromosaic-storage-sql"):
         SqlResultsDB(f"sqlite:///{path}")
 
 
@@ -238,7 +251,7 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
     # 1. the current code opens it and upgrades in place: every trial kept, none with a record yet
     db = SqlResultsDB(url)
     try:
-        assert db.stored_schema_version() == 4
+        assert db.stored_schema_version() == 5
         before = {name: db.list_trials(name) for name in ("old", "other")}
         assert len(before["old"]) + len(before["other"]) == 30
         assert all(t.codegen is None and t.code for ts in before.values() for t in ts)
@@ -247,15 +260,15 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         assert best3 == [t.number for t in reference_best(db, "old", 3, "val_accuracy", True)]
     finally:
         db.close()
-    assert without_v3_columns(dump_rows(path)) == {**v2_rows, "schema_version": [(1, 4)]}
-    added = schema(path) - v2_schema  # the trials table (two more columns), one index, the snapshots (v4)
+    assert without_columns(dump_rows(path)) == {**v2_rows, "schema_version": [(1, 5)]}
+    added = schema(path) - v2_schema  # the trials table (five more columns), one index, the snapshots (v4)
     assert {s.split(" (")[0] for s in added} == {'CREATE TABLE "trials"', f'CREATE INDEX "{V3_INDEX}" ON "trials"',
                                                  'CREATE TABLE "strategy_snapshots"'}
-    assert trial_columns(path)[-2:] == list(V3_COLUMNS)
+    assert trial_columns(path)[-5:] == list(LATER_COLUMNS)
 
-    # 2. rollback 4 -> 2 (the documented procedure, through the CLI): exactly the v2 file again
+    # 2. rollback 5 -> 2 (the documented procedure, through the CLI): exactly the v2 file again
     done = migrate_cli("--to", "2", url)
-    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v4 -> v2"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v5 -> v2"), done.stderr
     assert schema(path) == v2_schema
     assert dump_rows(path) == v2_rows
 
@@ -272,10 +285,10 @@ def test_v2_file_upgrades_in_place_downgrades_and_upgrades_again(tmp_path: Path)
         db.close()
 
     # 4. down to v2 with records stored: the trial stays, its record goes (documented loss)
-    assert migrate_database(url, 2) == (4, 2)
+    assert migrate_database(url, 2) == (5, 2)
     assert schema(path) == v2_schema
     assert len(dump_rows(path)["trials"]) == 31
-    db = SqlResultsDB(url)  # back to v4
+    db = SqlResultsDB(url)  # back to v5
     try:
         [again] = [t for t in db.list_trials("other") if t.number == 100]
         assert again.code == trial.code and again.result == trial.result and again.codegen is None
@@ -327,7 +340,7 @@ def test_nan_metrics_are_left_out_of_best_k(tmp_path: Path) -> None:
 
 
 def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp_path: Path) -> None:
-    """The same round trip on PostgreSQL: 2 -> 4 keeps every trial, 4 -> 1 and up again."""
+    """The same round trip on PostgreSQL: 2 -> 5 keeps every trial, 5 -> 1 and up again."""
     url = pg_cluster.database_for(tmp_path)
     dbname = url.rsplit("/", 1)[1]
     columns = lambda: pg_cluster.psql(dbname, "SELECT column_name FROM information_schema.columns "  # noqa: E731
@@ -343,29 +356,29 @@ def test_postgres_v2_database_upgrades_and_downgrades(pg_cluster: PgCluster, tmp
         before = {name: db.list_trials(name) for name in ("e0", "e1")}
     finally:
         db.close()
-    v3_columns, v3_indexes = columns(), indexes()
-    assert v3_columns[-2:] == list(V3_COLUMNS) and V3_INDEX in v3_indexes
+    v5_columns, v5_indexes = columns(), indexes()
+    assert v5_columns[-5:] == list(LATER_COLUMNS) and V3_INDEX in v5_indexes
 
-    assert migrate_database(url, 2) == (4, 2)  # a v2 database, as the v2 plugin left it
-    assert columns() == v3_columns[:-2] and indexes() == v3_indexes - {V3_INDEX}
+    assert migrate_database(url, 2) == (5, 2)  # a v2 database, as the v2 plugin left it
+    assert columns() == v5_columns[:-5] and indexes() == v5_indexes - {V3_INDEX}
     db = SqlResultsDB(url)  # upgrades in place
     try:
-        assert db.stored_schema_version() == 4
+        assert db.stored_schema_version() == 5
         assert {name: db.list_trials(name) for name in ("e0", "e1")} == before
         trial = db.save_trial(make_trial("e1", 99, status=TrialStatus.COMPLETED, codegen=make_codegen("ck"),
                                          result=TrialResult(metrics={"val_accuracy": 0.9})))
         assert db.list_trials("e1")[-1] == trial and db.find_cached_code("ck") == trial.code
     finally:
         db.close()
-    assert (columns(), indexes()) == (v3_columns, v3_indexes)
+    assert (columns(), indexes()) == (v5_columns, v5_indexes)
 
-    assert migrate_database(url, 1) == (4, 1)
+    assert migrate_database(url, 1) == (5, 1)
     assert set(pg_cluster.psql(dbname, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split()) == {
         "schema_version", "experiments", "trials"}
-    assert columns() == v3_columns[:-2]
+    assert columns() == v5_columns[:-5]
     db = SqlResultsDB(url)  # and up again: the trial is there, its record was dropped on the way down
     try:
-        assert db.stored_schema_version() == 4
+        assert db.stored_schema_version() == 5
         assert db.list_trials("e1")[-1].code == trial.code and db.list_trials("e1")[-1].codegen is None
         assert db.find_cached_code("ck") is None
         assert [t.number for t in db.get_best_architectures("e1", k=2)] == [99, 5]
@@ -383,14 +396,103 @@ def test_v4_snapshots_roll_back_to_v3_and_the_experiment_resumes_without_one(tmp
         assert db.load_snapshot("e") == StrategySnapshot("random:abc", 1, (), {"evaluated": ["k"]})
     finally:
         db.close()
-    assert migrate_database(url, 3) == (4, 3)
+    assert migrate_database(url, 3) == (5, 3)
     with sqlite3.connect(tmp_path / "s.db") as conn:
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'strategy_snapshots'").fetchone()
     conn.close()
     db = SqlResultsDB(url)  # upgraded again on open: the trial is there, the snapshot is not
     try:
-        assert db.stored_schema_version() == 4
+        assert db.stored_schema_version() == 5
         assert [t.number for t in db.list_trials("e")] == [1]
         assert db.load_snapshot("e") is None
+    finally:
+        db.close()
+
+
+def test_v4_file_upgrades_to_v5_and_back(tmp_path: Path) -> None:
+    """The v4 file the v4 code wrote: 4 -> 5 keeps every row (its results read as full ones
+    without a curve), 5 -> 4 gives back exactly that file, and a multi-fidelity result saved in
+    between loses only its curve, fidelity and pruned flag on the way down."""
+    path = tmp_path / "v4.sqlite"
+    shutil.copy(V4_FILE, path)
+    url = f"sqlite:///{path}"
+    v4_schema, v4_rows = schema(path), dump_rows(path)
+    assert v4_rows["schema_version"] == [(1, 4)] and len(v4_rows["trials"]) == 7
+    assert not set(V5_COLUMNS) & set(trial_columns(path))
+
+    # 1. opened by the v5 code: upgraded in place, every v4 row as it was
+    db = SqlResultsDB(url)
+    try:
+        assert db.stored_schema_version() == 5
+        before = db.list_trials("old")
+        assert len(before) == 7 and all(t.result is not None for t in before)
+        assert {(t.result.curve, t.result.fidelity, t.result.pruned) for t in before} == {((), None, False)}
+        assert [t.result for t in db.list_history("old")] == [t.result for t in before]
+        assert db.find_reusable(before[0].reuse_key) == before[0]
+        assert [t.number for t in db.get_best_architectures("old", k=3)] == [6, 5, 4]  # 0.9, 0.55, 0.54
+    finally:
+        db.close()
+    assert trial_columns(path)[-3:] == list(V5_COLUMNS)
+    assert without_columns(dump_rows(path), V5_COLUMNS) == {**v4_rows, "schema_version": [(1, 5)]}
+
+    # 2. 5 -> 4: exactly the v4 file again, which the v4 code reads as before
+    assert migrate_database(url, 4) == (5, 4)
+    assert schema(path) == v4_schema
+    assert dump_rows(path) == v4_rows
+
+    # 3. up again; a pruned result with a better score and a full twin are saved
+    db = SqlResultsDB(url)
+    try:
+        key = before[0].reuse_key
+        pruned = db.save_trial(make_trial("old", 7, status=TrialStatus.COMPLETED, reuse_key=key, result=TrialResult(
+            {"val_accuracy": 0.99}, curve=(0.9, 0.99), fidelity=2, pruned=True)))
+        full = db.save_trial(make_trial("old", 8, status=TrialStatus.COMPLETED, reuse_key="k8", result=TrialResult(
+            {"val_accuracy": 0.6}, curve=(0.3, 0.45, 0.6, 0.6), fidelity=4)))
+        assert db.find_trial("old", 7) == pruned and db.find_trial("old", 8) == full
+        assert [t.number for t in db.get_best_architectures("old", k=3)] == [6, 8, 5]  # the pruned 0.99 is not among them
+        assert db.find_reusable(key) == before[0]  # the full v4 twin, not the later pruned one
+    finally:
+        db.close()
+
+    # 4. down to v4 with them stored (the CLI): v4's schema; the trials and their metrics stay
+    done = migrate_cli("--to", "4", url)
+    assert (done.returncode, done.stdout.strip()) == (0, f"{url}: schema v5 -> v4"), done.stderr
+    assert schema(path) == v4_schema
+    rows = dump_rows(path)
+    assert rows["trials"][:7] == v4_rows["trials"] and len(rows["trials"]) == 9
+    assert rows["trial_metrics"][:7] == v4_rows["trial_metrics"] and len(rows["trial_metrics"]) == 9
+    db = SqlResultsDB(url)  # and up: the results are there, without their curves (the documented loss)
+    try:
+        again = {t.number: t.result for t in db.list_trials("old")}
+        assert again[7] == TrialResult({"val_accuracy": 0.99}) and again[8] == TrialResult({"val_accuracy": 0.6})
+    finally:
+        db.close()
+
+
+def test_postgres_v5_rolls_back_to_v4_and_up_again(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """4 -> 5 and 5 -> 4 on PostgreSQL, where ``pruned`` is a BOOLEAN column."""
+    url = pg_cluster.database_for(tmp_path)
+    dbname = url.rsplit("/", 1)[1]
+    columns = lambda: pg_cluster.psql(dbname, "SELECT column_name || ':' || data_type FROM information_schema.columns "  # noqa: E731
+                                              "WHERE table_name = 'trials' ORDER BY ordinal_position").split()
+    result = TrialResult({"val_accuracy": 0.5}, curve=(0.25, 0.5), fidelity=2, pruned=True)
+    db = SqlResultsDB(url)
+    try:
+        db.create_experiment(Experiment("e", "digits"))
+        trial = db.save_trial(make_trial("e", 1, status=TrialStatus.COMPLETED, reuse_key="k", result=result))
+    finally:
+        db.close()
+    v5_columns = columns()
+    assert v5_columns[-3:] == ["curve:text", "fidelity:integer", "pruned:boolean"]
+    assert migrate_database(url, 4) == (5, 4)
+    assert columns() == v5_columns[:-3]
+    db = SqlResultsDB(url)  # upgraded in place
+    try:
+        assert db.stored_schema_version() == 5 and columns() == v5_columns
+        [back] = db.list_trials("e")
+        assert back.id == trial.id and back.result == TrialResult({"val_accuracy": 0.5})
+        back.result = result
+        db.save_trial(back)
+        assert db.find_reusable("k") == back and db.list_history("e")[0].result == result
     finally:
         db.close()
