@@ -624,6 +624,9 @@ class Orchestrator:
                         trial, budget = self._continue.popleft()
                     elif (promoted := self.scheduler.promote()) is not None:
                         trial, budget = self._paused_trial(promoted[0]), promoted[1]
+                        if not self._checkpoint(trial.number).is_file():  # its training on failed once: it stays as it is
+                            self.log.bind(trial=trial.number).info("promoted, but it has no checkpoint to train on from: it keeps its result")
+                            continue
                         self.log.bind(trial=trial.number).info(f"promoted: trains on from its checkpoint to {budget} epochs")
                     else:
                         break

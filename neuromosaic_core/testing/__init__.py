@@ -20,6 +20,7 @@ _SUITES = {
     "CodeGenContract": "neuromosaic_core.testing.codegen",
     "StorageContract": "neuromosaic_core.testing.storage",
     "InMemoryResultsDB": "neuromosaic_core.testing.memory",
+    "SchedulerContract": "neuromosaic_core.testing.scheduler",
 }
 __all__ = list(_SUITES)
 
