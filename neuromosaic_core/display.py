@@ -50,12 +50,19 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     # the test column that matches the metric: val_rmse -> test_rmse (a regression task)
     test = "test_" + metric[4:] if metric.startswith("val_") and metric != "val_accuracy" else "test_accuracy"
-    for column, justify in (("#", "right"), ("trial", "right"), ("family", "left"), (metric, "right"),
-                            (test, "right"), ("params", "right"), ("architecture", "left")):
+    # A scheduler stopped some early: say how far each trained, so a pruned row is not read as final.
+    pruned = any(t.result is not None and t.result.pruned for t in trials)
+    columns = [("#", "right"), ("trial", "right"), ("family", "left"), (metric, "right"), (test, "right"),
+               ("params", "right"), *([("epochs", "right")] if pruned else []), ("architecture", "left")]
+    for column, justify in columns:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for rank, trial in enumerate(trials, 1):
-        m = trial.result.metrics if trial.result else {}
+        result = trial.result
+        m = result.metrics if result else {}
         spec = trial.spec
+        epochs = []
+        if pruned:
+            epochs = [f"{result.fidelity} pruned" if result and result.pruned else str(result.fidelity if result and result.fidelity else "-")]
         table.add_row(
             str(rank),
             str(trial.number),
@@ -63,6 +70,7 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
             f"{m.get(metric, float('nan')):.4f}",
             f"{m[test]:.4f}" if test in m else "-",  # a lookup table may have none
             f"{int(m['params']):,}" if 'params' in m else "-",
+            *epochs,
             spec.describe().split(": ", 1)[-1] if spec else "-",
         )
     return table
