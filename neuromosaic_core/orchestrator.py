@@ -421,9 +421,10 @@ class Orchestrator:
             checkpoint_path=str(self._checkpoint(trial.number)) if self.scheduler is not None else None,
         )
 
-    def _continuation(self, trial: Trial, budget: int) -> TrialJob:
-        """The job that trains a paused or continuing trial on from its checkpoint to ``budget``
-        epochs: same trial, same code, more epochs."""
+    def _continuation(self, trial: Trial, budget: int) -> tuple[Trial, TrialJob]:
+        """The trial, whole (after a resume it is read back: the history holds no spec nor code, and
+        the trial is stored again when the segment ends), and the job that trains it on from its
+        checkpoint to ``budget`` epochs: same trial, same code, more epochs."""
         if trial.spec is None or (trial.code is None and getattr(self.c.runner, "needs_code", True)):
             stored = self.c.storage.find_trial(self.name, trial.number)  # after a resume: history holds no code
             if stored is None:
@@ -441,7 +442,7 @@ class Orchestrator:
             path = self._code_path(trial.number)
             path.write_text(trial.code)  # the clear code (sealed at rest after the last segment when encrypting)
             code = str(self._abs_run_dir / path.relative_to(self.run_dir))
-        return self._job(trial, code, result_path, budget)
+        return trial, self._job(trial, code, result_path, budget)
 
     def _decided(self, trial: Trial, decision: Decision) -> None:
         """Carry out a scheduler's decision for a trial that reached a milestone."""
@@ -630,7 +631,8 @@ class Orchestrator:
                         self.log.bind(trial=trial.number).info(f"promoted: trains on from its checkpoint to {budget} epochs")
                     else:
                         break
-                    task = asyncio.create_task(self.c.runner.run_trial(self._continuation(trial, budget)))
+                    trial, job = self._continuation(trial, budget)
+                    task = asyncio.create_task(self.c.runner.run_trial(job))
                     in_flight[task] = trial
                     self._continuations.add(task)
                     free -= 1

@@ -131,17 +131,48 @@ def wait_for(proc: subprocess.Popen, condition, timeout: float = EVENT_TIMEOUT) 
 
 
 def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_path):
+    kill_and_resume(tmp_path, ARGS, PHASES, ORCHESTRATOR_ONLY)
+
+
+#: With ASHA (rungs at 1, 3 and 9 epochs): trials pause, are promoted and train on from checkpoints
+#: between the kills. Fewer kills: the phases that land between segments are what this adds.
+ASHA_ARGS = [a for a in ARGS if not a.startswith(("training.epochs", "training.patience"))] + [
+    "scheduler=asha", "scheduler.min_epochs=1", "training.epochs=9", "training.patience=9"]
+ASHA_PHASES = ["startup", "searching", "running", "running", "completion", "completion"]
+
+
+def test_sigkill_during_an_asha_search_resumes_between_segments_without_losing_a_result(tmp_path):
+    pytest.importorskip("neuromosaic_scheduler_asha", reason="needs the asha scheduler plugin (requirements.txt)")
+    db, run_dir, report = kill_and_resume(tmp_path, ASHA_ARGS, ASHA_PHASES, 1)
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("select t.number, t.curve, t.fidelity, t.pruned, t.metrics from trials t join experiments e "
+                            "on t.experiment_id = e.id where e.name = ? and t.status = 'completed'", (NAME,)).fetchall()
+    for number, curve, fidelity, pruned, metrics in rows:
+        checkpoint = run_dir / "trials" / f"trial-{number:04d}" / "checkpoint.pt"
+        if pruned:  # paused at a rung: the curve to there, and the checkpoint to be promoted from
+            assert fidelity in (1, 3) and len(json.loads(curve)) == fidelity == json.loads(metrics)["epochs"], report
+            assert checkpoint.is_file(), f"trial {number} paused without its checkpoint\n{report}"
+        else:
+            assert fidelity == 9 and len(json.loads(curve)) == 9 and not checkpoint.exists(), report
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 1 <= summary["trials"]["pruned"] < TRIALS and summary["best"]["fidelity"] == 9, report
+
+
+def kill_and_resume(tmp_path: Path, args: list[str], phase_list: list[str], orchestrator_kills: int) -> tuple[Path, Path, str]:
+    """Kill a search launched with ``args`` once per phase of ``phase_list`` (in a seeded order,
+    ``orchestrator_kills`` of the training ones hitting only the orchestrator), run it to the end,
+    check the database; returns the database, the run directory and the report of the launches."""
     started = time.monotonic()
     rng = random.Random(SEED)
     run_dir = tmp_path / "run"
     db = tmp_path / "neuromosaic.db"
     roots = tuple(sorted({str(tmp_path), str(tmp_path.resolve())}))
-    argv = [sys.executable, "-c", CODE, *ARGS, f"hydra.run.dir={run_dir}"]
+    argv = [sys.executable, "-c", CODE, *args, f"hydra.run.dir={run_dir}"]
 
-    phases = PHASES[:]
+    phases = phase_list[:]
     rng.shuffle(phases)
     training = [i for i, p in enumerate(phases) if p in ("running", "completion")]
-    orchestrator_only = set(rng.sample(training, ORCHESTRATOR_ONLY))
+    orchestrator_only = set(rng.sample(training, orchestrator_kills))
 
     snapshots: list[list[tuple[int, int, str, str]]] = []  # the database after each kill
     history: list[dict] = []  # what each launch did, for the failure messages and the report
@@ -269,3 +300,4 @@ def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_
             (NAME,),
         ).fetchall()
     assert not repeats, f"completed trials repeat an architecture (trial numbers): {[n for (n,) in repeats]}\n{report}"
+    return db, run_dir, report

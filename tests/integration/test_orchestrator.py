@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 from neuromosaic_strategy_random.search import RandomSearch
@@ -586,10 +587,17 @@ def test_the_time_budget_stops_starting_trials(tmp_path):
     assert len(runner.jobs) == summary["trials"]["completed"]  # every started trial finished
 
 
+class HistoryWithoutCode(InMemoryResultsDB):
+    """Like the SQL backend, ``list_history`` leaves spec, code and codegen out."""
+
+    def list_history(self, experiment, after=0):
+        return [attrs.evolve(t, spec=None, code=None, codegen=None) for t in super().list_history(experiment, after)]
+
+
 def test_a_crash_between_segments_resumes_from_the_checkpoint_and_trains_nothing_twice(tmp_path):
     Thresholds.middling = {2, 4}
     widths = [40, 15, 5, 20, 50, 8]
-    storage = InMemoryResultsDB()
+    storage = HistoryWithoutCode()
     # The first search is cut off while trial 1 trains on from its 2-epoch checkpoint.
     holding = CurveRunner(hold=lambda job, start: job.trial_id == 1 and start == 2)
     settings = CoreSettings(ExperimentSettings("mf"), SearchSettings(trials=6), training=TrainingSettings(epochs=EPOCHS))
@@ -617,6 +625,7 @@ def test_a_crash_between_segments_resumes_from_the_checkpoint_and_trains_nothing
     trained = Counter(holding.trained) + Counter(resumed.trained)
     assert trained == Counter(final)  # every epoch of every trial trained exactly once
     assert summary["trials"]["completed"] == 6
+    assert all(t.code and t.spec for t in storage.list_trials("mf"))  # a trial read back from the history keeps its code
 
 
 def test_checkpoints_are_sealed_at_rest_between_segments_and_opened_to_train_on(tmp_path):
