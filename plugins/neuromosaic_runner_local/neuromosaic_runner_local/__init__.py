@@ -9,7 +9,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings, _int_or_literal, config_converter
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 
 def _positive_or_none(_instance: Any, attribute: Any, value: int | str | None) -> None:

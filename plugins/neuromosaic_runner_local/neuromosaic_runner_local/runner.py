@@ -11,6 +11,12 @@ where bubblewrap is missing). Two modes:
 The trial's weights are written inside its directory and moved to ``job.weights_path`` by the
 runner, so the trial never needs to write anywhere else. One intra-op thread per trial
 (``OMP_NUM_THREADS=1``): with several trials on few cores, more threads make everything slower.
+
+A trial trained in segments (``job.max_epochs``) keeps its checkpoint in its directory too
+(``job.checkpoint_path`` must lie there): a fresh run reads and writes it in place; a pooled one
+gets a copy in its job directory, and what the harness leaves there replaces the trial's
+checkpoint in one rename, so the trial directory holds a whole checkpoint at every moment, even
+when the orchestrator is killed mid-trial.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ OUTPUT_TAIL = 2000
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
 #: The name of the weights file inside the trial directory, moved to ``job.weights_path`` afterwards.
 WEIGHTS_IN_TRIAL = "weights.pt"
+#: A pooled trial's checkpoint in its job directory, and the name under which what the harness left
+#: there comes back into the trial directory, before it replaces the trial's checkpoint.
+CHECKPOINT_IN_JOB = "segment-checkpoint.pt"
+#: What the runner (and a pool worker) writes in a trial's or job's directory: no checkpoint's name.
+RUNNER_FILES = frozenset({"job.json", "result.json", "result.json.tmp", "output.log", "code.py", "tmp",
+                          WEIGHTS_IN_TRIAL, CHECKPOINT_IN_JOB, "segment-checkpoint.tmp"})
 OOM_HINTS = ("MemoryError", "can't allocate memory", "out of memory", "Cannot allocate memory")
 
 
@@ -80,6 +92,33 @@ def read_trial_file(path: Path, limit: int = RESULT_LIMIT) -> str:
     if len(data) > limit:
         raise OSError(f"{path.name} is larger than {limit >> 20} MB")
     return data.decode()
+
+
+class CheckpointPathRefused(ValueError):
+    """``job.checkpoint_path`` is not a file of the trial's directory, the only place a trial may write."""
+
+
+def checkpoint_in_trial(job: TrialJob, trial_dir: Path) -> Path | None:
+    """``job.checkpoint_path`` as a file directly in ``trial_dir`` (None without one); raises
+    :class:`CheckpointPathRefused` for one elsewhere or under a name the runner uses itself."""
+    if not job.checkpoint_path:
+        return None
+    path = Path(os.path.abspath(job.checkpoint_path))
+    names = {path.name, path.with_suffix(".tmp").name}  # the harness writes the .tmp sibling first
+    if path.parent.resolve() != trial_dir or names & RUNNER_FILES:
+        raise CheckpointPathRefused(
+            f"checkpoint_path {job.checkpoint_path} is not a file of the trial's directory {trial_dir} (the directory of "
+            f"result_path), the only place a sandboxed trial may write, or it takes a name the runner uses "
+            f"({', '.join(sorted(RUNNER_FILES))}); put it there, e.g. {trial_dir / 'checkpoint.pt'}")
+    return trial_dir / path.name
+
+
+def _remove(path: Path) -> None:
+    """Remove what the trial left under ``path`` (a file, a link, a directory), never following a link."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def trial_environment() -> dict[str, str]:
@@ -158,43 +197,74 @@ class LocalRunner(Runner):
                       file_size_mb=s.file_size_mb, output_mb=s.output_mb, uid_processes=uid)
 
     def prepare(self, job: TrialJob) -> tuple[Path, TrialJob]:
-        """The trial directory and the job as the sandbox sees it (weights written inside the directory)."""
+        """The trial directory and the job as the sandbox sees it (weights written inside the
+        directory; the checkpoint, which stays between the trial's segments, is a plain file or
+        nothing). Raises :class:`CheckpointPathRefused` for a checkpoint outside the directory."""
         trial_dir = Path(job.result_path).resolve().parent
         trial_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("result.json", "result.json.tmp", WEIGHTS_IN_TRIAL):
-            path = trial_dir / stale
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            elif path.exists():
-                shutil.rmtree(path)
+        checkpoint = checkpoint_in_trial(job, trial_dir)
+        stale = ["result.json", "result.json.tmp", WEIGHTS_IN_TRIAL, CHECKPOINT_IN_JOB]
+        if checkpoint is not None:
+            stale.append(checkpoint.with_suffix(".tmp").name)  # half a checkpoint of a trial killed mid-write
+            if not is_regular_file(checkpoint):
+                stale.append(checkpoint.name)  # a link or a folder the trial planted: no checkpoint
+        for name in stale:
+            _remove(trial_dir / name)
         inner = attrs.evolve(job, result_path=str(trial_dir / "result.json"),
-                             weights_path=str(trial_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None)
+                             weights_path=str(trial_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None,
+                             checkpoint_path=str(checkpoint) if checkpoint is not None else None)
         write_trial_file(trial_dir / "job.json", json.dumps(converter.unstructure(inner)))
         return trial_dir, inner
 
     async def run_trial(self, job: TrialJob) -> TrialResult:
-        trial_dir, inner = self.prepare(job)
+        try:
+            trial_dir, inner = self.prepare(job)
+        except CheckpointPathRefused as exc:
+            return TrialResult.failure(ErrorClass.RUNTIME, str(exc))
         limits = self.limits(job.timeout_s)
         if self._pool is not None:
+            keep = ("result.json", WEIGHTS_IN_TRIAL) + ((CHECKPOINT_IN_JOB,) if inner.checkpoint_path else ())
             outcome = await self._pool.run(lambda job_dir: self.pool_job(inner, job_dir), limits, into=trial_dir,
-                                           keep=("result.json", WEIGHTS_IN_TRIAL), readable=job.data_path)
+                                           keep=keep, readable=job.data_path)
         else:
             argv = [self.python, "-m", "neuromosaic_core.harness", str(trial_dir / "job.json")]
             outcome = await run_sandboxed(argv, trial_dir, limits, trial_environment(),
                                           readable=[job.code_path, job.data_path], isolation=self.isolation,
                                           gpu=job.device != "cpu")
-        return self.collect(job, trial_dir, outcome, limits)
+        result = self.collect(job, trial_dir, outcome, limits)
+        if self._pool is not None and inner.checkpoint_path:
+            self.settle_checkpoint(Path(inner.checkpoint_path), trial_dir, result.ok)
+        return result
 
     @staticmethod
     def pool_job(job: TrialJob, job_dir: Path) -> Path:
-        """The trial's files in a pool worker's job directory: its code and ``job.json``, which
-        points the harness at them (the result and the weights are written there and moved out)."""
+        """The trial's files in a pool worker's job directory: its code, a copy of its checkpoint and
+        ``job.json``, which points the harness at them (the result, the weights and the checkpoint
+        are written there and moved out)."""
         code = job_dir / "code.py"
         shutil.copyfile(job.code_path, code) if job.code_path else code.write_text("")
+        checkpoint = None
+        if job.checkpoint_path:
+            checkpoint = job_dir / CHECKPOINT_IN_JOB
+            if is_regular_file(job.checkpoint_path):  # prepare() removed anything else
+                shutil.copyfile(job.checkpoint_path, checkpoint)
         inner = attrs.evolve(job, code_path=str(code) if job.code_path else "", result_path=str(job_dir / "result.json"),
-                             weights_path=str(job_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None)
+                             weights_path=str(job_dir / WEIGHTS_IN_TRIAL) if job.weights_path else None,
+                             checkpoint_path=str(checkpoint) if checkpoint is not None else None)
         (job_dir / "job.json").write_text(json.dumps(converter.unstructure(inner)))
         return job_dir / "job.json"
+
+    @staticmethod
+    def settle_checkpoint(checkpoint: Path, trial_dir: Path, ok: bool) -> None:
+        """After a pooled segment: the checkpoint that came back (a plain file: the copy sent, or
+        the one the harness wrote in its place) replaces the trial's in one rename; none after a
+        successful run means training reached its end, so the trial's goes too; none after a
+        failure leaves the trial's as it was."""
+        came_back = trial_dir / CHECKPOINT_IN_JOB
+        if is_regular_file(came_back):
+            os.replace(came_back, checkpoint)
+        elif ok:
+            checkpoint.unlink(missing_ok=True)
 
     def collect(self, job: TrialJob, trial_dir: Path, outcome: Outcome, limits: Limits | None = None) -> TrialResult:
         """Turn what the sandbox saw and what the harness wrote into the trial's result."""
@@ -224,7 +294,9 @@ class LocalRunner(Runner):
             weights.unlink()
         metrics = {k: float(v) for k, v in result.metrics.items()}
         metrics.update(usage_metrics(outcome))
-        return TrialResult(metrics=metrics, error=result.error, weights_path=weights_path)
+        # the learning curve and the fidelity go through; ``pruned`` is the scheduler's word, never a trial's
+        return TrialResult(metrics=metrics, error=result.error, weights_path=weights_path,
+                           curve=tuple(float(v) for v in result.curve), fidelity=result.fidelity)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -240,4 +312,5 @@ async def run_one(job: TrialJob, settings: LocalRunnerSettings | None = None) ->
         await runner.close()
 
 
-__all__ = ["LocalRunner", "failure_from_outcome", "run_one", "trial_environment", "usage_metrics"]
+__all__ = ["CheckpointPathRefused", "LocalRunner", "checkpoint_in_trial", "failure_from_outcome", "run_one",
+           "trial_environment", "usage_metrics"]

@@ -499,3 +499,47 @@ def test_by_default_trials_share_a_warm_worker(tmp_path, data):
     results, started = run(scenario())
     assert all(r.ok for r in results), [r.error for r in results]
     assert started == 1  # torch imported once for both trials
+
+
+# -- multi-fidelity segments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["fresh", "pool"])
+def test_a_trial_trained_in_two_segments_ends_where_one_run_ends(tmp_path, data, mode):
+    """Promotion, not restart: the second segment goes on from the checkpoint the first left in the
+    trial directory, and the trial ends with the curve and the accuracy of one uninterrupted run."""
+    import torch
+
+    whole_job = job(tmp_path, data, NET, trial=1)
+    segment = job(tmp_path, data, NET, trial=2)
+    checkpoint = Path(segment.result_path).parent / "checkpoint.pt"
+
+    async def scenario():
+        runner = LocalRunner(LocalRunnerSettings(mode=mode, workers=1))
+        try:
+            whole = await runner.run_trial(whole_job)
+            first = await runner.run_trial(attrs.evolve(segment, max_epochs=2, checkpoint_path=str(checkpoint)))
+            left = checkpoint.is_file()
+            if left:  # a mark that only a segment reading this file carries on (training from scratch gives the same curve)
+                state = torch.load(checkpoint, weights_only=True)
+                torch.save({**state, "train_seconds": 1000.0}, checkpoint)
+            last = await runner.run_trial(attrs.evolve(segment, max_epochs=5, checkpoint_path=str(checkpoint)))
+            outside = await runner.run_trial(attrs.evolve(segment, max_epochs=2, checkpoint_path=str(tmp_path / "elsewhere.pt")))
+            return whole, first, left, last, outside
+        finally:
+            await runner.close()
+
+    whole, first, left, last, outside = run(scenario())
+    for result in (whole, first, last):
+        assert result.ok, result.error
+    assert (len(first.curve), first.fidelity, first.metrics["epochs"]) == (2, 2, 2)
+    assert left  # the first segment paused with its training state in the trial directory
+    assert (len(last.curve), last.fidelity, last.metrics["epochs"]) == (5, 5, 5)
+    assert last.curve == pytest.approx(whole.curve, abs=1e-6) and len(whole.curve) == 5
+    assert last.curve[:2] == pytest.approx(first.curve, abs=1e-6)
+    assert last.metrics["test_accuracy"] == pytest.approx(whole.metrics["test_accuracy"])
+    assert last.metrics["train_seconds"] > 1000  # it went on from the checkpoint, not from scratch
+    assert not last.pruned and not first.pruned
+    assert not checkpoint.exists()  # training reached its end: nothing left to continue
+    assert not outside.ok and "not a file of the trial's directory" in outside.error.message
+    assert not (tmp_path / "elsewhere.pt").exists()

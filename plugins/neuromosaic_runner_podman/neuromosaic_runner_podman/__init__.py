@@ -13,7 +13,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings
 
-__version__ = "0.1.2"
+__version__ = "0.1.3"
 
 _SIZE = re.compile(r"^\d+[kmg]?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

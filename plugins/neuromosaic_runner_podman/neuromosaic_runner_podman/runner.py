@@ -14,6 +14,10 @@ The container (created through the podman API, ``podman`` Python client):
   more than ``runner.max_output_mb`` (``too much output``), and conmon's own log-size limit keeps
   the file on disk small meanwhile.
 
+A trial trained in segments (``job.max_epochs``) keeps its checkpoint in the trial directory
+(``job.checkpoint_path`` must lie there; ``/trial/<its name>`` inside), which outlives the
+container: the next segment's container, of the same user, reads it and goes on.
+
 The runner waits ``job.timeout_s``, then kills and removes the container. Containers are always
 removed: after exit, timeout, cancellation and ``close()``. Should the orchestrator be killed with
 SIGKILL, podman's own ``--timeout`` (the job's limit plus a minute) stops the container, and the next
@@ -70,6 +74,8 @@ API_TIMEOUT = 60.0
 MAX_RESULT_BYTES = 1_000_000
 
 IN_TRIAL = "/trial"
+#: What the runner writes (or removes) in the trial directory itself: no checkpoint's name.
+RUNNER_FILES = frozenset({"result.json", "result.json.tmp", "output.log", "weights.pt", "job.json"})
 IN_CODE = "/input/code.py"
 IN_DATA = "/input/data.npz"
 
@@ -226,6 +232,26 @@ def _open_regular(path: Path) -> int | None:
     return fd
 
 
+class CheckpointPathRefused(ValueError):
+    """``job.checkpoint_path`` is not a file of the trial directory, the only place mounted writable."""
+
+
+def checkpoint_name(job: TrialJob, trial_dir: Path) -> str | None:
+    """The file name of ``job.checkpoint_path`` in ``trial_dir`` (None without one); raises
+    :class:`CheckpointPathRefused` for one elsewhere (the container could not write it) or under a
+    name the runner uses itself."""
+    if not job.checkpoint_path:
+        return None
+    path = Path(os.path.abspath(job.checkpoint_path))
+    names = {path.name, path.with_suffix(".tmp").name}  # the harness writes the .tmp sibling first
+    if path.parent.resolve() != trial_dir.resolve() or names & RUNNER_FILES:
+        raise CheckpointPathRefused(
+            f"checkpoint_path {job.checkpoint_path} is not a file of the trial's directory {trial_dir} (the directory of "
+            f"result_path, mounted at {IN_TRIAL}), or it takes a name the runner uses ({', '.join(sorted(RUNNER_FILES))}); "
+            f"put it there, e.g. {trial_dir / 'checkpoint.pt'}")
+    return path.name
+
+
 def _read_result(path: Path) -> TrialResult | None:
     fd = _open_regular(path)
     if fd is None:
@@ -327,9 +353,13 @@ class PodmanRunner(Runner):
     # -- one trial -----------------------------------------------------------------------------
 
     async def run_trial(self, job: TrialJob) -> TrialResult:
+        trial_dir = Path(job.result_path).parent
+        try:
+            checkpoint_name(job, trial_dir)
+        except CheckpointPathRefused as exc:
+            return TrialResult.failure(ErrorClass.RUNTIME, str(exc))
         self._ensure_service()
         client = await asyncio.to_thread(self._connect) if not self._checked else self._client()
-        trial_dir = Path(job.result_path).parent
         staging: str | None = None
         container = None
         try:
@@ -352,18 +382,30 @@ class PodmanRunner(Runner):
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _prepare(self, job: TrialJob, trial_dir: Path) -> str:
-        """The trial directory: owned by the trial's user, no stale files from an earlier run; a
-        private staging directory for inputs the trial's user could not read where they are."""
+        """The trial directory: owned by the trial's user, no stale files from an earlier run (the
+        checkpoint of an earlier segment stays, the trial's user's to read and replace); a private
+        staging directory for inputs the trial's user could not read where they are."""
         trial_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("result.json", "result.json.tmp", "output.log", "weights.pt", "job.json"):
+        checkpoint = checkpoint_name(job, trial_dir)
+        stale = ["result.json", "result.json.tmp", "output.log", "weights.pt", "job.json"]
+        if checkpoint is not None:
+            stale.append(Path(checkpoint).with_suffix(".tmp").name)  # half a checkpoint of a container killed mid-write
+            target = trial_dir / checkpoint
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                stale.append(checkpoint)  # a link or a folder a trial planted: no checkpoint
+        for name in stale:
             _unlink(trial_dir / name)
         if os.geteuid() == 0:
             os.chown(trial_dir, TRIAL_UID, TRIAL_UID, follow_symlinks=False)
+            if checkpoint is not None and (trial_dir / checkpoint).exists():
+                # written by another runner or copied in by root: the container's user must replace it
+                os.chown(trial_dir / checkpoint, TRIAL_UID, TRIAL_UID, follow_symlinks=False)
         trial_dir.chmod(0o755)
         staging = tempfile.mkdtemp(prefix=f"neuromosaic-input-{os.getpid()}-")
         os.chmod(staging, 0o755)  # noqa: S103 - the trial's user (nobody) reads the code mounted from here
         inside = attrs.evolve(job, code_path=IN_CODE, data_path=IN_DATA, result_path=f"{IN_TRIAL}/result.json",
-                              weights_path=f"{IN_TRIAL}/weights.pt" if job.weights_path else None)
+                              weights_path=f"{IN_TRIAL}/weights.pt" if job.weights_path else None,
+                              checkpoint_path=f"{IN_TRIAL}/{checkpoint}" if checkpoint is not None else None)
         _write_new(trial_dir / "job.json", json.dumps(converter.unstructure(inside)).encode())
         shutil.copyfile(job.code_path, Path(staging) / "code.py")
         os.chmod(Path(staging) / "code.py", 0o644)
@@ -522,7 +564,8 @@ class PodmanRunner(Runner):
         harness = dict(result.metrics)
         if "peak_memory_mb" in harness:
             harness["peak_rss_mb"] = harness.pop("peak_memory_mb")  # the harness's own ru_maxrss
-        return attrs.evolve(result, metrics={**harness, **usage})
+        # the learning curve and the fidelity go through; ``pruned`` is the scheduler's word, never a trial's
+        return attrs.evolve(result, metrics={**harness, **usage}, pruned=False)
 
     def _describe_exit(self, code: int, oom: bool, peak: int, evidence: bool) -> str:
         if code == 0:

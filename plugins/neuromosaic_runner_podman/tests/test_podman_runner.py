@@ -17,7 +17,7 @@ from neuromosaic_runner_podman import PodmanRunnerSettings, image
 from neuromosaic_runner_podman.runner import PodmanRunner
 from neuromosaic_runner_podman.service import PodmanUnavailable
 
-from neuromosaic_core.model import ErrorClass
+from neuromosaic_core.model import ErrorClass, TrainingSettings
 from neuromosaic_core.testing.hostile import CASES_BY_NAME, make_job, recorded, write_unvalidated_python
 
 NET = CASES_BY_NAME["nan_loss"].code.replace(" * float('nan')", "")
@@ -300,3 +300,38 @@ def test_containers_left_by_a_killed_orchestrator_are_removed_by_the_next_runner
 
 def trial_image_tag() -> str:
     return image.DEFAULT_TAG
+
+
+def test_a_trial_trained_in_two_segments_goes_on_from_its_checkpoint_in_a_new_container(podman_url, tmp_path, data):
+    """Promotion, not restart: the checkpoint the first container left in the trial directory is
+    read and replaced by the next one (the same user), and the trial ends as one run ends."""
+    import torch
+
+    five = TrainingSettings(epochs=5, batch_size=32, patience=5)
+    whole_job = attrs.evolve(make_job(tmp_path, data, NET, trial=1), training=five)
+    segment = attrs.evolve(make_job(tmp_path, data, NET, trial=2), training=five)
+    checkpoint = Path(segment.result_path).parent / "checkpoint.pt"
+
+    async def scenario():
+        r = runner(podman_url)
+        try:
+            whole = await r.run_trial(whole_job)
+            first = await r.run_trial(attrs.evolve(segment, max_epochs=2, checkpoint_path=str(checkpoint)))
+            left = checkpoint.is_file()
+            if left:  # a mark only a segment that reads this file carries on (from scratch gives the same curve)
+                torch.save({**torch.load(checkpoint, weights_only=True), "train_seconds": 1000.0}, checkpoint)
+            last = await r.run_trial(attrs.evolve(segment, max_epochs=5, checkpoint_path=str(checkpoint)))
+            return whole, first, left, last
+        finally:
+            await r.close()
+
+    whole, first, left, last = run(scenario())
+    for result in (whole, first, last):
+        assert result.ok, result.error
+    assert (len(first.curve), first.fidelity) == (2, 2) and left
+    assert (len(last.curve), last.fidelity, last.metrics["epochs"]) == (5, 5, 5)
+    assert last.curve == pytest.approx(whole.curve, abs=1e-6)
+    assert last.metrics["test_accuracy"] == pytest.approx(whole.metrics["test_accuracy"])
+    assert last.metrics["train_seconds"] > 1000  # went on from the checkpoint, not from scratch
+    assert not last.pruned
+    assert not checkpoint.exists()  # training reached its end

@@ -13,7 +13,7 @@ import attrs
 from neuromosaic_core import hookimpl
 from neuromosaic_core.settings import RunnerSettings
 
-__version__ = "0.1.2"
+__version__ = "0.1.3"
 
 
 def _at_least(minimum: float) -> Any:

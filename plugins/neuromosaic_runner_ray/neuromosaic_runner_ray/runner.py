@@ -5,7 +5,10 @@ data goes into Ray's object store once per data set and every trial's task refer
 shared file system is needed. The task (:func:`neuromosaic_trial`, see
 :mod:`neuromosaic_runner_ray.worker`) runs the harness sandboxed in a private directory on
 whichever node Ray picks and returns the result and the weights' bytes; only this side writes
-files (``job.json``, ``output.log``, ``result.json``, the weights).
+files (``job.json``, ``output.log``, ``result.json``, the weights). A trial trained in segments
+(``job.max_epochs``) ships its checkpoint the same way: the file at ``job.checkpoint_path`` goes to
+the task with the job, and what the harness left comes back and replaces it (atomically); a
+successful reply without one means training reached its end, and the file is deleted.
 
 A task whose Ray worker process or node dies is re-run by Ray up to ``max_retries`` times; after
 that the trial fails with class ``crash`` and the message ``ray worker died ...``, and the search
@@ -59,13 +62,14 @@ class RayClusterError(NeuromosaicError):
     """The Ray cluster cannot be reached or cannot run a trial of the requested size."""
 
 
-def neuromosaic_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str, Any]) -> dict[str, Any]:
+def neuromosaic_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str, Any],
+                      checkpoint: bytes | None = None) -> dict[str, Any]:
     """The Ray task (its worker shows as ``ray::neuromosaic_trial``): one trial on this node."""
     import ray as worker_ray
 
     from neuromosaic_runner_ray.worker import execute_trial
 
-    reply = execute_trial(job, code, data, limits)
+    reply = execute_trial(job, code, data, limits, checkpoint)
     reply["node"] = worker_ray.get_runtime_context().get_node_id()
     return reply
 
@@ -191,7 +195,9 @@ class RayRunner(Runner):
         unstructured = converter.unstructure(job)
         (trial_dir / "job.json").write_text(json.dumps(unstructured))
         code = Path(job.code_path).read_text() if job.code_path else ""
-        ref = self._task.remote(unstructured, code, self._data_ref(job.data_path), self._limits())
+        checkpoint = Path(job.checkpoint_path) if job.checkpoint_path else None
+        state = checkpoint.read_bytes() if checkpoint is not None and checkpoint.is_file() else None
+        ref = self._task.remote(unstructured, code, self._data_ref(job.data_path), self._limits(), state)
         log = logger.bind(experiment=job.experiment, trial=job.trial_id)
         try:
             reply = await ref
@@ -209,7 +215,11 @@ class RayRunner(Runner):
             Path(job.weights_path).parent.mkdir(parents=True, exist_ok=True)
             Path(job.weights_path).write_bytes(reply["weights"])
             weights_path = job.weights_path
-        result = attrs.evolve(result, metrics={**result.metrics, **reply["resources"]}, weights_path=weights_path)
+        if checkpoint is not None and result.ok:
+            _settle_checkpoint(checkpoint, reply.get("checkpoint"))
+        # the learning curve and the fidelity go through; ``pruned`` is the scheduler's word, never a trial's
+        result = attrs.evolve(result, metrics={**result.metrics, **reply["resources"]}, weights_path=weights_path,
+                              pruned=False)
         Path(job.result_path).write_text(json.dumps(converter.unstructure(result)))
         log.debug(f"ray: ran on node {reply['node'][:12]} ({reply['host']}, {reply['isolation']})")
         return result
@@ -243,6 +253,24 @@ class RayRunner(Runner):
         for key in self._env_set:
             os.environ.pop(key, None)
         self._env_set = {}
+
+
+def _settle_checkpoint(path: Path, state: bytes | None) -> None:
+    """After a successful segment: keep the checkpoint the harness left, written whole (a temporary
+    file renamed over the old one), or delete the old one when it left none (training ended)."""
+    if state is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(state)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _cancel(ref: Any) -> None:

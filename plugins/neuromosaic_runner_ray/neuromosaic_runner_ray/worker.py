@@ -4,8 +4,10 @@ The orchestrator and the worker share no file system: the task receives the job,
 the data bytes, writes them into a private temporary directory, runs the trial harness there in
 the shared sandbox (:mod:`neuromosaic_core.sandbox`: never inside the Ray worker process itself,
 since generated code is untrusted), and returns a plain dict: the result, the weights bytes, the
-harness's output and what the trial used. The directory is removed before the task returns; the
-orchestrator alone writes files and storage.
+harness's output and what the trial used. A trial trained in segments travels the same way: the
+checkpoint's bytes come with the job and go back with the reply when the harness left one (it
+paused at ``max_epochs``). The directory is removed before the task returns; the orchestrator alone
+writes files and storage.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -33,14 +36,30 @@ def trial_environment() -> dict[str, str]:
     return env
 
 
-def execute_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str, Any]) -> dict[str, Any]:
+def read_trial_file(path: Path) -> bytes | None:
+    """The bytes of a plain file the trial wrote, never through a link it planted (this process
+    may be root, the trial is not); None when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        return f.read()
+
+
+def execute_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str, Any],
+                  checkpoint: bytes | None = None) -> dict[str, Any]:
     """Run one trial in a private directory on this machine; see the module docstring.
 
     ``job`` is an unstructured :class:`~neuromosaic_core.interfaces.TrialJob` with the
     orchestrator's paths; ``limits`` the keyword arguments of
-    :class:`~neuromosaic_core.sandbox.Limits` except ``timeout_s`` (the job's). Returns
-    ``{"result": unstructured TrialResult, "weights": bytes | None, "output": str,
-    "resources": {...}, "host": str, "isolation": str}``.
+    :class:`~neuromosaic_core.sandbox.Limits` except ``timeout_s`` (the job's); ``checkpoint``
+    the bytes of the trial's checkpoint when an earlier segment left one. Returns
+    ``{"result": unstructured TrialResult, "weights": bytes | None, "checkpoint": bytes | None,
+    "output": str, "resources": {...}, "host": str, "isolation": str}``: ``checkpoint`` is what the
+    harness left after a successful segment (None: training reached its end, or the trial failed).
     """
     from neuromosaic_core.model import ErrorClass, TrialResult, converter
     from neuromosaic_core.sandbox import Limits, run_sandboxed_sync
@@ -53,7 +72,10 @@ def execute_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str,
             data_path=str(workdir / "data.npz"),
             result_path=str(workdir / "result.json"),
             weights_path=str(workdir / "weights.pt") if job.get("weights_path") else None,
+            checkpoint_path=str(workdir / "checkpoint.pt") if job.get("checkpoint_path") else None,
         )
+        if local["checkpoint_path"] and checkpoint is not None:
+            Path(local["checkpoint_path"]).write_bytes(checkpoint)
         if local["code_path"]:
             Path(local["code_path"]).write_text(code)
         Path(local["data_path"]).write_bytes(data)
@@ -71,11 +93,12 @@ def execute_trial(job: dict[str, Any], code: str, data: bytes, limits: dict[str,
         else:
             tail = outcome.output[-OUTPUT_TAIL:].strip()
             result = TrialResult.failure(ErrorClass.CRASH, f"trial process died ({outcome.describe()}): {tail}")
-        weights_file = workdir / "weights.pt"
-        weights = weights_file.read_bytes() if result.ok and local["weights_path"] and weights_file.exists() else None
+        weights = read_trial_file(workdir / "weights.pt") if result.ok and local["weights_path"] else None
+        left = read_trial_file(Path(local["checkpoint_path"])) if result.ok and local["checkpoint_path"] else None
         return {
             "result": converter.unstructure(result),
             "weights": weights,
+            "checkpoint": left,
             "output": outcome.output,
             "resources": {"peak_memory_mb": outcome.peak_memory_mb, "cpu_seconds": outcome.cpu_seconds,
                           "wall_seconds": outcome.wall_seconds},

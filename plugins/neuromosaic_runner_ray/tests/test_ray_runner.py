@@ -239,3 +239,28 @@ def test_a_process_can_start_a_second_local_cluster_after_closing_the_first(tmp_
         for pid in pids_naming(temp_dir):
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_trial_trained_in_two_segments_ships_its_checkpoint_and_ends_like_one_run(runner, make_job, codes):
+    """Promotion, not restart: the checkpoint's bytes go to the worker with the job and come back
+    with the reply (the worker's directory is gone by then), and the trial ends as one run ends."""
+    import attrs
+    import torch
+
+    r = runner()
+    whole_job, segment = make_job(codes["net"], trial=1), make_job(codes["net"], trial=2)
+    checkpoint = Path(segment.result_path).parent / "checkpoint.pt"
+    whole = run(r.run_trial(whole_job))
+    first = run(r.run_trial(attrs.evolve(segment, max_epochs=2, checkpoint_path=str(checkpoint))))
+    assert first.ok, first.error
+    assert (len(first.curve), first.fidelity) == (2, 2) and checkpoint.is_file()
+    # a mark only a segment that reads this file carries on (from scratch gives the same curve)
+    torch.save({**torch.load(checkpoint, weights_only=True), "train_seconds": 1000.0}, checkpoint)
+    last = run(r.run_trial(attrs.evolve(segment, max_epochs=5, checkpoint_path=str(checkpoint))))
+    assert whole.ok and last.ok, (whole.error, last.error)
+    assert (len(last.curve), last.fidelity, last.metrics["epochs"]) == (5, 5, 5)
+    assert last.curve == pytest.approx(whole.curve, abs=1e-6)
+    assert last.metrics["test_accuracy"] == pytest.approx(whole.metrics["test_accuracy"])
+    assert last.metrics["train_seconds"] > 1000  # went on from the checkpoint, not from scratch
+    assert not last.pruned
+    assert not checkpoint.exists()  # training reached its end: the worker sent none back
