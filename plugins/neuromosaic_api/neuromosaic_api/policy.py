@@ -43,7 +43,7 @@ NEVER = ("hydra", "storage")
 DEFAULT_ALLOWED = (
     "experiment.name", "experiment.seed",
     "search.trials", "search.max_failures", "search.metric", "search.direction", "search.top_k",
-    "search.reuse", "search.snapshot_every",
+    "search.reuse", "search.snapshot_every", "search.time_budget",
     "training.optimizer", "training.learning_rate", "training.weight_decay", "training.epochs",
     "training.batch_size", "training.patience", "training.val_fraction", "training.seed",
     "constraints.max_params", "constraints.max_flops", "constraints.max_depth",
@@ -57,6 +57,9 @@ DEFAULT_ALLOWED = (
     "strategy.sampler", "strategy.n_startup_trials", "strategy.multivariate",
     "encoder.max_mlp_depth", "encoder.max_conv_blocks",
     "task.seed", "task.test_fraction", "task.num_samples",
+    # a scheduler only ever trains less than the trials allowed: choosing one and its numbers is safe
+    "scheduler", "scheduler.min_epochs", "scheduler.reduction_factor", "scheduler.max_epochs",
+    "scheduler.grace_epochs", "scheduler.interval", "scheduler.min_trials", "scheduler.margin", "scheduler.min_full",
 )
 
 
@@ -78,6 +81,14 @@ FIXED_BOUNDS = {
     "search.max_failures": Bound(1, 100),
     "search.top_k": Bound(1, 100),
     "search.snapshot_every": Bound(0, 1_000_000),
+    "search.time_budget": Bound(1, None),
+    "scheduler.min_epochs": Bound(1, 1000),
+    "scheduler.reduction_factor": Bound(2, 100),
+    "scheduler.max_epochs": Bound(1, 1000),
+    "scheduler.grace_epochs": Bound(1, 1000),
+    "scheduler.interval": Bound(1, 1000),
+    "scheduler.min_trials": Bound(1, 1000),
+    "scheduler.min_full": Bound(1, 1000),
     "training.batch_size": Bound(2, 4096),
     "constraints.max_depth": Bound(1, 64),
     "constraints.max_flops": Bound(1, None),

@@ -20,6 +20,14 @@ def test_the_default_admits_what_a_search_needs():
                           "search.direction=minimize", "strategy.multivariate=false", "runner.workers=auto"])
 
 
+def test_a_client_may_choose_a_scheduler_and_a_time_budget_within_bounds():
+    ClientPolicy().check(["scheduler=asha", "scheduler.min_epochs=1", "scheduler.reduction_factor=4",
+                          "search.time_budget=300"])
+    assert "at least 2" in str(refusal(ClientPolicy(), "scheduler=asha", "scheduler.reduction_factor=1"))
+    assert "at least 1" in str(refusal(ClientPolicy(), "search.time_budget=0"))
+    assert refusal(ClientPolicy(), "scheduler.some_future_key=1").key == "scheduler.some_future_key"
+
+
 @pytest.mark.parametrize(("override", "key", "says"), [
     # the attacks of issue 14
     ("codegen=openai", "codegen", "'codegen' is not a setting clients may set"),
