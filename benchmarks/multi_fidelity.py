@@ -6,7 +6,8 @@ allows, run as a user runs it (a subprocess, its own directory and database), fo
 
 * ``full``: every trial trains to its end (today's default);
 * ``asha``: ``scheduler=asha`` with its defaults;
-* ``hyperband``: ``scheduler=hyperband`` with its defaults.
+* ``hyperband``: ``scheduler=hyperband`` with its defaults;
+* ``asha-min1`` (only when asked for with ``--arms``): ASHA with ``scheduler.min_epochs=1``.
 
 Printed per run and as medians per arm: architectures assessed (``trials.completed``, pruned ones
 included), how many were pruned, the best trial's test accuracy (the best by validation accuracy
@@ -35,7 +36,9 @@ from datetime import datetime
 from pathlib import Path
 
 CLI = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
-ARMS = {"full": [], "asha": ["scheduler=asha"], "hyperband": ["scheduler=hyperband"]}
+ARMS = {"full": [], "asha": ["scheduler=asha"], "hyperband": ["scheduler=hyperband"],
+        # not run by default: ASHA from one epoch (rungs 1, 3, 10, 30), like Ray Tune's grace_period=1
+        "asha-min1": ["scheduler=asha", "scheduler.min_epochs=1"]}
 
 
 def run_arm(arm: str, seed: int, budget: float, target: float, extra: list[str]) -> dict:

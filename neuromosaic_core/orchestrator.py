@@ -146,6 +146,7 @@ class Orchestrator:
         self._continue: deque[tuple[Trial, int]] = deque()
         self._continuations: set[asyncio.Task[TrialResult]] = set()
         self._paused: dict[int, Trial] = {}  # paused trials by number, for promotion
+        self._trained_in_full: set[int] = set()  # trials sent to full fidelity at the end (once each)
         self._deadline: float | None = None
         self._abs_run_dir = run_dir.resolve()
         storage = components.storage
@@ -456,6 +457,30 @@ class Orchestrator:
         if decision.action != "stop" and not (decision.action == "continue" and not self._time_up()):
             self._paused[trial.number] = trial
 
+    def _train_best_in_full(self, time_up: bool) -> bool:
+        """When a scheduler's search has nothing left to start: if the most promising trial by
+        ``search.metric`` (at any fidelity) is a pruned one with its checkpoint, it trains on to
+        full fidelity now, so the search does not end recommending a result that stopped short
+        (a 12-trial ASHA search from 1 epoch promotes nobody to the top rung by itself). Once
+        per trial; never after the time budget. Returns whether a trial was queued."""
+        if self.scheduler is None or time_up:
+            return False
+        metric = self.s.search.metric
+        done = [t for t in self.c.storage.list_trials(self.name, TrialStatus.COMPLETED)
+                if t.result is not None and t.reused_from is None and metric in t.result.metrics]
+        if not done:
+            return False
+        value = lambda t: t.result.metrics[metric]  # noqa: E731
+        top = max(done, key=value) if self.maximize else min(done, key=value)
+        if not top.result.pruned or top.number in self._trained_in_full or not self._checkpoint(top.number).is_file():  # type: ignore[union-attr]
+            return False
+        self._trained_in_full.add(top.number)
+        self.log.bind(trial=top.number).info(
+            f"the most promising trial ({metric}={value(top):.4f} at {top.result.fidelity}/{self.max_epochs} epochs) "  # type: ignore[union-attr]
+            "trains on to full fidelity before the search ends")
+        self._continue.append((top, self.max_epochs))
+        return True
+
     def _paused_trial(self, number: int) -> Trial:
         trial = self._paused.pop(number, None)
         if trial is None:  # paused before a resume: read it back
@@ -675,6 +700,8 @@ class Orchestrator:
                         in_flight[task] = trial
                 if not in_flight:
                     if slots <= 0:
+                        if self._train_best_in_full(time_up):
+                            continue
                         break  # nothing running and nothing left to start
                     continue  # every trial of the batch ended at once (reused, invalid): start more
                 done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)

@@ -561,11 +561,11 @@ def test_the_best_is_a_full_result_even_when_a_pruned_one_scored_higher(tmp_path
 def test_a_low_fidelity_result_is_never_reused_as_a_full_one(tmp_path):
     storage = InMemoryResultsDB()
 
-    class PauseAll(Thresholds):
+    class StopAll(Thresholds):
         def decide(self, number, result):
-            return Decision("pause")
+            return Decision("stop")
 
-    run(tmp_path, [20], storage=storage, scheduler=PauseAll(), name="first")
+    run(tmp_path, [20], storage=storage, scheduler=StopAll(), name="first")
     # the same architecture in another experiment without a scheduler, reuse from anywhere
     settings = CoreSettings(ExperimentSettings("second"), SearchSettings(trials=1, reuse="all"), training=TrainingSettings(epochs=EPOCHS))
     runner = CurveRunner()
@@ -641,3 +641,19 @@ def test_checkpoints_are_sealed_at_rest_between_segments_and_opened_to_train_on(
     assert json.loads(keys.read_file(paused)) == {"epochs": 2}
     assert runner.trained[2] == EPOCHS  # trial 2 was promoted: its sealed checkpoint was opened for the runner
     assert summary["trials"]["pruned"] == 3
+
+
+def test_the_most_promising_trial_trains_in_full_before_the_search_ends(tmp_path):
+    class PauseAll(Thresholds):
+        def decide(self, number, result):
+            return Decision("pause")
+
+        def promote(self):
+            return None
+
+    _, summary, runner, storage = run(tmp_path, [20, 50, 30], scheduler=PauseAll())
+    fidelity = {t.number: t.result.fidelity for t in storage.list_trials("mf")}
+    assert fidelity == {1: 2, 2: EPOCHS, 3: 2}  # only the best by value went on, from its checkpoint
+    assert runner.trained[2] == EPOCHS
+    assert summary["best"]["trial_id"] == 2 and not summary["best"]["pruned"]
+    assert summary["trials"]["pruned"] == 2

@@ -52,7 +52,7 @@ class SuccessiveHalving(TrialScheduler):
 
     name = "successive halving"
 
-    def __init__(self, max_epochs: int, metric: str = "val_accuracy", maximize: bool = True, *, min_epochs: int = 3,
+    def __init__(self, max_epochs: int, metric: str = "val_accuracy", maximize: bool = True, *, min_epochs: int = 1,
                  reduction_factor: int = 3, top: int | None = None,
                  objectives: Sequence[tuple[str, bool | None]] = ()) -> None:
         super().__init__(max_epochs, metric, maximize)

@@ -43,10 +43,15 @@ def flat(value, epochs=3):
 # -- rungs ---------------------------------------------------------------------------------------
 
 
-def test_rungs_for_30_epochs_are_3_10_30():
+def test_the_default_rungs_for_30_epochs_are_1_3_10_30():
+    assert asha_factory(AshaSettings(), 30, "val_accuracy", True).rungs == [1, 3, 10, 30]
+    assert hyperband_factory(HyperbandSettings(), 30, "val_accuracy", True).brackets[0] == [3, 10, 30]
+
+
+def test_rungs_for_30_epochs_from_3_are_3_10_30():
     assert rungs(30, 3, 3) == [3, 10, 30]
-    assert AshaScheduler(30).rungs == [3, 10, 30]
-    assert AshaScheduler(30).first_budget(1) == 3
+    assert AshaScheduler(30, min_epochs=3).rungs == [3, 10, 30]
+    assert AshaScheduler(30, min_epochs=3).first_budget(1) == 3
 
 
 def test_rungs_keep_min_epochs_and_collapse_when_training_is_short():
@@ -54,12 +59,12 @@ def test_rungs_keep_min_epochs_and_collapse_when_training_is_short():
     assert rungs(27, 3, 3) == [3, 9, 27]
     assert rungs(20, 3, 2) == [3, 5, 10, 20]
     assert rungs(2, 3, 3) == [2]  # training.epochs below min_epochs: every trial trains in full
-    scheduler = AshaScheduler(2)
+    scheduler = AshaScheduler(2, min_epochs=3)
     assert scheduler.first_budget(1) == 2
 
 
 def test_describe_names_the_rungs():
-    assert AshaScheduler(30).describe() == "asha: rungs at 3, 10, 30 epochs, top 1/3 promoted"
+    assert AshaScheduler(30, min_epochs=3).describe() == "asha: rungs at 3, 10, 30 epochs, top 1/3 promoted"
     line = hyperband_factory(HyperbandSettings(), 30, "val_accuracy", True).describe()
     assert "3,10,30 | 10,30 | 30" in line
 
@@ -68,7 +73,7 @@ def test_describe_names_the_rungs():
 
 
 def test_a_trial_in_the_top_third_goes_on_at_once_others_pause():
-    scheduler = AshaScheduler(30)
+    scheduler = AshaScheduler(30, min_epochs=3)
     decisions = []
     for number, value in enumerate([0.5, 0.4, 0.9, 0.3, 0.2, 0.1], start=1):
         scheduler.observe(number, flat(value))
@@ -79,7 +84,7 @@ def test_a_trial_in_the_top_third_goes_on_at_once_others_pause():
 
 
 def test_promote_hands_out_exactly_the_top_third_once_each():
-    scheduler = AshaScheduler(30)
+    scheduler = AshaScheduler(30, min_epochs=3)
     values = [0.5, 0.8, 0.3, 0.9, 0.1, 0.7, 0.2, 0.6, 0.4]
     for number, value in enumerate(values, start=1):
         scheduler.observe(number, flat(value))  # all paused at rung 3, none decided
@@ -95,17 +100,24 @@ def test_promote_hands_out_exactly_the_top_third_once_each():
 
 
 def test_a_default_12_trial_search_pauses_trials():
-    sim = SearchSimulation(AshaScheduler(30), synthetic_trials(12, 30), 30).run()
-    assert sim.log[:2] == [("start", 1, 3), ("start", 2, 3)]
-    assert ("decide", 1, 3, "pause", None) in sim.log  # floor(1/3) = 0 at the first rung
+    sim = SearchSimulation(asha_factory(AshaSettings(), 30, "val_accuracy", True), synthetic_trials(12, 30), 30).run()
+    assert sim.log[:2] == [("start", 1, 1), ("start", 2, 1)]
+    assert ("decide", 1, 1, "pause", None) in sim.log  # floor(1/3) = 0 at the first rung
     assert len(sim.cut_short()) >= 6
     assert sum(sim.trained.values()) < 12 * 30 / 2
+
+
+def test_from_3_epochs_a_12_trial_search_trains_the_true_best_in_full():
+    # From 1 epoch this small search can leave the true best paused: the synthetic curves cross
+    # after the first epoch (the contract suite's 30-trial search trains it in full from 1 too).
+    sim = SearchSimulation(AshaScheduler(30, min_epochs=3), synthetic_trials(12, 30), 30).run()
+    assert ("decide", 1, 3, "pause", None) in sim.log
     assert sim.state[sim.best_in_truth()] == "full"
 
 
 def test_a_lower_max_epochs_caps_every_trial_there():
     scheduler = asha_factory(AshaSettings(max_epochs=9), 30, "val_accuracy", True)
-    assert scheduler.rungs == [3, 9]
+    assert scheduler.rungs == [1, 3, 9]
     scheduler.observe(1, flat(0.9, 9))
     assert scheduler.decide(1, flat(0.9, 9)) == Decision("stop")
     with pytest.raises(ConfigError, match="scheduler.max_epochs: 40 is above training.epochs=30"):
@@ -113,14 +125,14 @@ def test_a_lower_max_epochs_caps_every_trial_there():
 
 
 def test_minimising_ranks_the_lowest_first():
-    scheduler = AshaScheduler(30, "val_rmse", maximize=False)
+    scheduler = AshaScheduler(30, "val_rmse", maximize=False, min_epochs=3)
     for number, value in enumerate([0.5, 0.1, 0.3], start=1):
         scheduler.observe(number, TrialResult(metrics={"val_rmse": value}, curve=(value,) * 3, fidelity=3, pruned=True))
     assert scheduler.promote() == (2, 10)
 
 
 def test_ranked_by_the_best_so_far_not_the_last_epoch():
-    scheduler = AshaScheduler(30)
+    scheduler = AshaScheduler(30, min_epochs=3)
     scheduler.observe(1, result([0.2, 0.9, 0.1]))  # peaked, then fell: early stopping keeps 0.9
     scheduler.observe(2, result([0.5, 0.6, 0.7]))
     scheduler.observe(3, result([0.1, 0.2, 0.3]))
@@ -128,12 +140,12 @@ def test_ranked_by_the_best_so_far_not_the_last_epoch():
 
 
 def test_the_state_is_rebuilt_from_results_alone():
-    original = AshaScheduler(30)
+    original = AshaScheduler(30, min_epochs=3)
     for number, value in enumerate([0.5, 0.8, 0.3, 0.9, 0.1, 0.7], start=1):
         original.observe(number, flat(value))
     assert original.promote() == (4, 10)
     original.observe(4, flat(0.95, 10))  # came back at rung 10
-    fresh = AshaScheduler(30)
+    fresh = AshaScheduler(30, min_epochs=3)
     for number, value in enumerate([0.5, 0.8, 0.3], start=1):
         fresh.observe(number, flat(value))
     fresh.observe(4, flat(0.95, 10))  # stored: only its latest result
@@ -143,7 +155,7 @@ def test_the_state_is_rebuilt_from_results_alone():
 
 
 def test_a_crashed_trial_is_not_ranked():
-    scheduler = AshaScheduler(30)
+    scheduler = AshaScheduler(30, min_epochs=3)
     for number, value in enumerate([0.9, 0.5, 0.4], start=1):
         scheduler.observe(number, flat(value))
     scheduler.observe(1, TrialResult.failure("runtime", "diverged"))  # type: ignore[arg-type]
@@ -188,7 +200,7 @@ def test_hyperband_spreads_trials_over_brackets_deterministically():
     assert scheduler.brackets == [[3, 10, 30], [10, 30], [30]]
     assert scheduler.weights == [9, 5, 3]
     brackets = [scheduler.bracket_of(n) for n in range(1, 171)]
-    assert brackets == [HyperbandScheduler(30).bracket_of(n) for n in range(1, 171)]  # a resume agrees
+    assert brackets == [HyperbandScheduler(30, min_epochs=3).bracket_of(n) for n in range(1, 171)]  # a resume agrees
     counts = Counter(brackets)
     assert [round(counts[b] / 10) for b in range(3)] == [9, 5, 3]
     assert len(set(brackets[:6])) == 3  # spread from the start, not in blocks
@@ -196,7 +208,7 @@ def test_hyperband_spreads_trials_over_brackets_deterministically():
 
 
 def test_hyperband_ranks_each_bracket_on_its_own():
-    scheduler = HyperbandScheduler(30)
+    scheduler = HyperbandScheduler(30, min_epochs=3)
     in_first = [n for n in range(1, 60) if scheduler.bracket_of(n) == 0][:3]
     in_second = [n for n in range(1, 60) if scheduler.bracket_of(n) == 1][:3]
     for number in in_first:

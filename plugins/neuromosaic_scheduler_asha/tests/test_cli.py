@@ -11,7 +11,7 @@ from pathlib import Path
 
 from neuromosaic_core.testing.plugins import run_neuromosaic
 
-EPOCHS = 30  # training.epochs' default: ASHA's rungs are 3, 10 and 30
+EPOCHS = 30  # training.epochs' default: ASHA's default rungs are 1, 3, 10 and 30
 
 
 def test_a_12_trial_asha_search_stops_poor_trials_early_and_trains_the_best_in_full(tmp_path: Path):
@@ -33,12 +33,12 @@ def test_a_12_trial_asha_search_stops_poor_trials_early_and_trains_the_best_in_f
         curve = json.loads(curve)
         assert bool(pruned) == (fidelity < EPOCHS), number
         if pruned:  # stopped at a rung: its curve is exactly that long, and it trained no further
-            assert fidelity in (3, 10) and len(curve) == fidelity == json.loads(metrics)["epochs"], number
+            assert fidelity in (1, 3, 10) and len(curve) == fidelity == json.loads(metrics)["epochs"], number
             assert (run / "trials" / f"trial-{number:04d}" / "checkpoint.pt").is_file()  # kept for a promotion
         else:
             assert len(curve) <= EPOCHS and not (run / "trials" / f"trial-{number:04d}" / "checkpoint.pt").exists()
     promoted = {int(n) for n in re.findall(r"trial (\d+) promoted: trains on from its checkpoint", proc.stderr)}
     assert promoted, proc.stderr[-3000:]  # a paused trial went on from where it stopped
-    assert "paused at 3/30 epochs" in proc.stderr
+    assert "paused at 1/30 epochs" in proc.stderr
     assert "12 completed of which" in proc.stdout and "pruned" in proc.stdout  # the final table says it
     assert "pruned" in (run / "report.html").read_text()
