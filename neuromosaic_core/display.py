@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from neuromosaic_core.model import Trial
+from neuromosaic_core.results import fidelity_label
 
 
 class SearchProgress:
@@ -57,12 +58,9 @@ def best_table(trials: Sequence[Trial], metric: str, title: str) -> Table:
     for column, justify in columns:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for rank, trial in enumerate(trials, 1):
-        result = trial.result
-        m = result.metrics if result else {}
+        m = trial.result.metrics if trial.result else {}
         spec = trial.spec
-        epochs = []
-        if pruned:
-            epochs = [f"{result.fidelity} pruned" if result and result.pruned else str(result.fidelity if result and result.fidelity else "-")]
+        epochs = [fidelity_label(trial)] if pruned else []
         table.add_row(
             str(rank),
             str(trial.number),

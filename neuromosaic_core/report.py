@@ -195,8 +195,10 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
     metric = metric or searched_metric
     maximize = searched_maximize if maximize is None else maximize
     trials = sorted(db.list_trials(experiment), key=lambda t: t.number)
-    top = results.best_trials(db, experiment, k=top_k, metric=metric, maximize=maximize)  # full results first
-    best_trial, best = _best(trials, metric, maximize)
+    # Ranked by storage: full results first, else the highest fidelity (a pruned result's early
+    # score is never the best over one trained further); the first is the best.
+    top = results.best_trials(db, experiment, k=top_k, metric=metric, maximize=maximize)
+    best_trial, best = (top[0].number, analysis.metric_value(top[0], metric)) if top else (None, None)
     train = [v for t in trials if (v := analysis.metric_value(t, "train_seconds")) is not None]
     notes: list[str] = []
     space = _search_space(found, trials)
@@ -214,21 +216,6 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
         train_seconds=sum(train) if train else None, plots=plots, notes=notes, trials=trials, space=space,
         importance_note=analysis.importance_shortfall(len(data), active), pruned=results.pruned_count(trials),
     )
-
-
-def _best(trials: Sequence[Trial], metric: str, maximize: bool) -> tuple[int | None, float | None]:
-    """``(trial number, value)`` of the best ``metric``, chosen as storage ranks the best: among
-    the full results, or, when every result was pruned, among those of the highest fidelity (a
-    pruned result's early score is never the best over one trained further)."""
-    scored = [(t, v) for t in trials if (v := analysis.metric_value(t, metric)) is not None]
-    full = [(t, v) for t, v in scored if not t.result.pruned]  # type: ignore[union-attr]
-    if not full and scored:
-        highest = max(t.result.fidelity or 0 for t, _ in scored)  # type: ignore[union-attr]
-        full = [(t, v) for t, v in scored if (t.result.fidelity or 0) == highest]  # type: ignore[union-attr]
-    if not full:
-        return None, None
-    t, v = (max if maximize else min)(full, key=lambda tv: tv[1])
-    return t.number, v
 
 
 def _fidelity_cell(t: Trial) -> str:
