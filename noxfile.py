@@ -13,6 +13,7 @@ dependency) fails here rather than on a user's machine.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -41,9 +42,16 @@ def core(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("plugin", PLUGINS)
 def plugin(session: nox.Session, plugin: str) -> None:
-    """One plugin with only the core beside it: proves it declares what it needs."""
-    session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]")
-    session.run("pytest", f"plugins/{plugin}", "-q", *session.posargs)
+    """One plugin with only the core beside it: proves it declares what it needs.
+
+    Each venv holds its own torch (about 1 GB), and sessions never reuse one, so it is deleted
+    when the session ends: thirty of them at once filled a CI machine's disk.
+    """
+    try:
+        session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]")
+        session.run("pytest", f"plugins/{plugin}", "-q", *session.posargs)
+    finally:
+        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
 
 @nox.session
