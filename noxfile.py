@@ -9,14 +9,21 @@ dependency) fails here rather than on a user's machine.
     nox -s "plugin(plugin='neuromosaic_strategy_random')"
     nox -s plugin          # every plugin, each alone with the core
     nox -s everything
+    nox -s dist            # every distribution built as PyPI gets it, checked with twine
+    nox -s template        # neuromosaic-plugin new: each kind generated, installed alone and tested
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
+import zipfile
+from email.parser import Parser
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["lint", "core", "plugin"]
 nox.options.reuse_existing_virtualenvs = False
@@ -50,6 +57,87 @@ def plugin(session: nox.Session, plugin: str) -> None:
     try:
         session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]")
         session.run("pytest", f"plugins/{plugin}", "-q", *session.posargs)
+    finally:
+        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+
+PROJECT_URLS = ("Homepage", "Documentation", "Source", "Changelog")
+
+
+def _source_files(directory: Path) -> list[Path]:
+    """What a clean clone holds of ``directory`` (tracked files and new ones git does not ignore),
+    relative to it; the core's leaves out plugins/."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."], cwd=directory,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    files = [Path(f) for f in listed if f and (directory / f).is_file()]
+    return [f for f in files if not (directory == ROOT and f.parts[0] == "plugins")]
+
+
+def _metadata_problems(wheel: Path, plugin: bool) -> list[str]:
+    """What a PyPI page of ``wheel`` would lack: project URLs, classifiers, keywords, authors, the
+    README as a markdown long description, and (for a plugin) a bounded ``neuromosaic-core``
+    requirement and an entry point in the group ``neuromosaic``."""
+    from packaging.requirements import Requirement  # nox's own dependency
+
+    with zipfile.ZipFile(wheel) as archive:
+        info = next(n.split("/")[0] for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+        names = set(archive.namelist())
+        entry_points = archive.read(f"{info}/entry_points.txt").decode() if f"{info}/entry_points.txt" in names else ""
+    problems = []
+    urls = {value.split(",", 1)[0].strip() for value in meta.get_all("Project-URL", [])}
+    problems += [f"no Project-URL {name}" for name in PROJECT_URLS if name not in urls]
+    for field in ("Classifier", "Keywords", "Author"):
+        if not meta.get_all(field):
+            problems.append(f"no {field}")
+    if meta.get("Description-Content-Type") != "text/markdown" or len(meta.get_payload().strip()) < 200:
+        problems.append("no README as the long description (text/markdown)")
+    if plugin:
+        cores = [Requirement(r) for r in meta.get_all("Requires-Dist", []) if Requirement(r).name == "neuromosaic-core"]
+        bounded = [r for r in cores if not r.marker and {s.operator for s in r.specifier} >= {">=", "<"}]
+        if not bounded:
+            problems.append(f"no Requires-Dist: neuromosaic-core>=X,<Y (found {[str(r) for r in cores]})")
+        if "[neuromosaic]" not in entry_points:
+            problems.append("no entry point in the group 'neuromosaic'")
+    return problems
+
+
+@nox.session
+def dist(session: nox.Session) -> None:
+    """The core and every plugin built as PyPI would get them: an sdist from a copy of what a clean
+    clone holds, the wheel from that sdist (so missing package data fails here), both through
+    ``twine check --strict``, and each wheel's METADATA checked for what a PyPI page shows.
+
+    Built without isolation (setuptools from this venv, pinned like the packages' build-system):
+    the same backend, without a fresh build venv for each of ~35 distributions. Everything it
+    builds, and the venv, is deleted when it ends.
+    """
+    packages = [ROOT] + [ROOT / "plugins" / p for p in PLUGINS]
+    if session.posargs:
+        packages = [p for p in packages if p.name in session.posargs or (p == ROOT and "core" in session.posargs)]
+    try:
+        session.install("build>=1.2", "twine>=6.1", "setuptools>=77")
+        failures: dict[str, list[str]] = {}
+        with tempfile.TemporaryDirectory(prefix="neuromosaic-dist-") as tmp:
+            for package in packages:
+                name = "neuromosaic_core" if package == ROOT else package.name
+                source, out = Path(tmp) / "src" / name, Path(tmp) / "dist" / name
+                for file in _source_files(package):
+                    (source / file).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(package / file, source / file)
+                try:
+                    session.run("python", "-m", "build", "--no-isolation", "--outdir", str(out), str(source), silent=True)
+                    session.run("twine", "check", "--strict", *map(str, sorted(out.iterdir())), silent=True)
+                except CommandFailed as failed:
+                    failures[name] = [f"build or twine check failed: {failed.reason}"]
+                    continue
+                problems = _metadata_problems(next(out.glob("*.whl")), plugin=package != ROOT)
+                if problems:
+                    failures[name] = problems
+                session.log(f"{name}: {', '.join(sorted(f.name for f in out.iterdir()))} {'FAILED' if problems else 'ok'}")
+        if failures:
+            session.error("; ".join(f"{name}: {', '.join(problems)}" for name, problems in failures.items()))
+        session.log(f"{len(packages)} distributions built and checked")
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
