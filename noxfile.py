@@ -46,6 +46,17 @@ def core(session: nox.Session) -> None:
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
+def _first_party_dependencies(plugin: str) -> list[str]:
+    """The plugins of this repository that ``plugin`` declares as dependencies (the API needs
+    neuromosaic-visualizer-html), as local paths: pip would look for them on PyPI otherwise."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0] for requirement in project.get("dependencies", [])}
+    return [f"./plugins/{p}" for p in PLUGINS if p.replace("_", "-") in wanted]
+
+
 @nox.session
 @nox.parametrize("plugin", PLUGINS)
 def plugin(session: nox.Session, plugin: str) -> None:
@@ -55,7 +66,7 @@ def plugin(session: nox.Session, plugin: str) -> None:
     when the session ends: thirty of them at once filled a CI machine's disk.
     """
     try:
-        session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]")
+        session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]", *_first_party_dependencies(plugin))
         session.run("pytest", f"plugins/{plugin}", "-q", *session.posargs)
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)

@@ -5,5 +5,5 @@ Cheap to import: nothing here imports torch (the harness does, in its own proces
 
 from neuromosaic_core.hookspecs import hookimpl
 
-__version__ = "0.3.2"
+__version__ = "0.3.3"
 __all__ = ["__version__", "hookimpl"]

@@ -537,6 +537,27 @@ class ResultsDB(abc.ABC):
         """Release the connection."""
 
 
+@attrs.frozen
+class FinishedRun:
+    """What :meth:`Visualizer.summarise` is given at the end of a run, beyond the trials.
+
+    ``storage`` holds the run's results *as stored*: with encryption at rest, code and messages
+    are still encrypted there, so nothing written from it to the run directory reveals them.
+    ``plots`` are the files every selected visualizer's :meth:`~Visualizer.render` wrote for this
+    run, in the order of ``visualizers``; ``top_k`` is ``search.top_k``; ``elapsed_seconds`` the
+    run's wall time (None when unknown).
+    """
+
+    experiment: str
+    run_dir: Path
+    storage: ResultsDB
+    plots: tuple[Path, ...]
+    metric: str
+    maximize: bool
+    top_k: int
+    elapsed_seconds: float | None = None
+
+
 class Visualizer(abc.ABC):
     """IVisualizer: renders trials of one experiment to files in ``out_dir`` and returns their paths.
 
@@ -545,6 +566,10 @@ class Visualizer(abc.ABC):
     numbers, see :mod:`neuromosaic_core.features`) and whether the metric is maximised. A
     visualizer that needs neither implements only :meth:`plot_performance_landscape`, as in 0.1.
     Files a report can embed are PNG, SVG or self-contained HTML (no network resources).
+
+    After every selected visualizer has rendered, the orchestrator calls :meth:`summarise` on
+    each, whatever their order in ``visualizers``: a visualizer that sums up the run in one
+    document from the others' files (the ``html`` report) writes it there.
     """
 
     @abc.abstractmethod
@@ -556,6 +581,13 @@ class Visualizer(abc.ABC):
         direction (None: the visualizer's own setting). Override it to use them; by default they are
         ignored, so visualizers written against 0.1 keep working unchanged."""
         return self.plot_performance_landscape(trials, out_dir, metric)
+
+    def summarise(self, run: FinishedRun) -> list[Path]:
+        """Called once at the end of a run, after every selected visualizer's :meth:`render`, with
+        what the run knows (:class:`FinishedRun`: its storage as stored, the files rendered, the run
+        directory); returns the files written. By default nothing: plots are made by :meth:`render`.
+        (Core 0.3.3.)"""
+        return []
 
 
 class Task(abc.ABC):

@@ -31,6 +31,7 @@ from neuromosaic_core.interfaces import (
     CodeGenProvider,
     CodeGenRequest,
     Decision,
+    FinishedRun,
     MetaLearner,
     ResultsDB,
     Runner,
@@ -863,15 +864,16 @@ class Orchestrator:
                 self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")
         if self._keys is not None:
             seal_run_dir(self.run_dir, self._keys)  # the best trial's code and weights just materialised
-        try:  # the report embeds the plots just written; `neuromosaic-report` rebuilds it any time
-            from neuromosaic_core.report import build_report
-
-            # Encrypted at rest, the run directory's report shows no code: it reads the values as stored.
-            reading = raw_storage(self.c.storage) if self._keys is not None else self.c.storage
-            build_report(reading, [self.name], self.run_dir / "report.html", top_k=self.s.search.top_k,
-                         plot_files={self.name: rendered}, elapsed_seconds={self.name: elapsed} if elapsed is not None else None)
-            self.log.info("wrote report.html")
-        except Exception as exc:  # nor a broken report
-            self.log.warning(f"report failed: {type(exc).__name__}: {exc}")
+        # Then what sums up the run from those files (the html visualizer's report.html). Encrypted
+        # at rest, it reads the values as stored, so nothing it writes to the run directory shows code.
+        finished = FinishedRun(self.name, self.run_dir, raw_storage(self.c.storage) if self._keys is not None else self.c.storage,
+                               tuple(rendered), metric, self.maximize, self.s.search.top_k, elapsed)
+        for name, visualizer in self.c.visualizers:
+            try:
+                paths = visualizer.summarise(finished)
+                if paths:
+                    self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
+            except Exception as exc:  # nor a broken report
+                self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")
         self.top = top
         return summary

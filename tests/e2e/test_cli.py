@@ -69,8 +69,8 @@ BAD_INPUTS = [
     (["runner=tabular", "runner.workers=0"], "runner.workers: must be at least 1 or 'auto', got 0"),  # redeclares workers
     # visualizers
     (["visualizer.matplotlib.dpi=high"], "visualizer.matplotlib.dpi: expected an integer, got 'high'"),
-    (["visualizers=[nope]"], "visualizer='nope' is not an installed visualizer; valid choices: matplotlib"),
-    (["visualizer=no_such_visualizer"], "visualizer='no_such_visualizer' is not an installed visualizer; valid choices: matplotlib"),
+    (["visualizers=[nope]"], "visualizer='nope' is not an installed visualizer; valid choices: html, matplotlib"),
+    (["visualizer=no_such_visualizer"], "visualizer='no_such_visualizer' is not an installed visualizer; valid choices: html, matplotlib"),
     (["visualizer=matplotlib"], "visualizer='matplotlib': choose the visualizers that run with visualizers=[matplotlib] (a list)"),
     # storage: opened (SQLite read without writing, PostgreSQL connected) before the run directory exists
     (["storage.url=redis://x"], "storage.url='redis://x': storage 'sql' serves sqlite"),

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 pytest.importorskip("cryptography")
 
 EXP = "digits-mlp_conv1d-random"
-ARGS = ["task=digits", "training.epochs=1", "visualizers=[]", "runner.workers=2", "encryption.enabled=true"]
+ARGS = ["task=digits", "training.epochs=1", "visualizers=[html]", "runner.workers=2", "encryption.enabled=true"]
 CLEAR = (b"class Net", b"nn.Module", b"def forward")
 
 

@@ -191,15 +191,3 @@ def test_run_directory_files_are_sealed_in_place_and_marked(tmp_path):
     assert (tmp_path / "summary.json").read_text() == "{}"
     assert keys.primary in (tmp_path / "encryption.json").read_text()
 
-
-def test_the_report_of_a_sealed_store_shows_a_note_never_the_ciphertext():
-    from neuromosaic_core.report import collect, render_html
-
-    inner = InMemoryResultsDB()
-    db = EncryptedResultsDB(inner, Keyring(key()), encrypt=True)
-    db.create_experiment(Experiment("e", "digits"))
-    db.save_trial(make_trial("e", 1, status=TrialStatus.COMPLETED, result=TrialResult({"val_accuracy": 0.5})))
-    page = render_html([collect(inner, "e", visualizers=[])])
-    assert "nmenc1:" not in page and "class Net" not in page
-    assert f"encrypted at rest under the key of fingerprint {db.keys.primary}" in page
-    assert "class Net" in render_html([collect(db, "e", visualizers=[])])  # with the key: the code

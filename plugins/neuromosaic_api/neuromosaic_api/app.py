@@ -577,7 +577,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             return FileResponse(found, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
         if db.get_experiment(name) is None:
             raise HTTPException(404, f"experiment {name!r} has no trials yet, so no report")
-        from neuromosaic_core.report import collect, render_html
+        from neuromosaic_visualizer_html.report import collect, render_html
 
         page = render_html([collect(db, name, visualizers=[])], source=None)
         return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_CSP})

@@ -4,7 +4,8 @@ A report is built with ``neuromosaic-report`` from a real SQLite database (trial
 storage test helpers, plots by the installed matplotlib visualizer), then Chromium takes a
 screenshot and dumps the DOM after the page's load event. The report's inline script marks each
 image ``data-loaded="yes"`` once it has decoded, so the DOM dump says whether every plot showed.
-A second test runs a small tabular search and checks the report the run itself wrote.
+A second test runs a small tabular search with ``visualizers=[html,matplotlib]`` and checks the
+report the run itself wrote: the html visualizer, listed first, still embeds every plot.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``, listed in .ci/debian-packages.txt);
 without it the tests skip with the reason, which CI's ``NEUROMOSAIC_STRICT_SKIPS=1`` makes a failure.
@@ -102,7 +103,7 @@ def test_the_report_renders_offline_with_every_plot(tmp_path):
     url = f"sqlite:///{tmp_path / 'results.db'}"
     best, best_number = fill_database(url)
     out = tmp_path / "report.html"
-    code = "import sys; from neuromosaic_core.report import main; sys.argv[0] = 'neuromosaic-report'; main()"
+    code = "import sys; from neuromosaic_visualizer_html.report import main; sys.argv[0] = 'neuromosaic-report'; main()"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
     proc = subprocess.run([sys.executable, "-c", code, "--url", url, EXPERIMENT, "-o", str(out)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
@@ -138,7 +139,7 @@ def test_a_search_writes_its_report_at_the_end(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROMOSAIC_")}
     code = "import sys; from neuromosaic_core.cli import main; sys.argv[0] = 'neuromosaic'; main()"
     proc = subprocess.run([sys.executable, "-c", code, "runner=tabular", "encoder=nasbench201", "task=nasbench201",
-                           "search.trials=8", "visualizers=[matplotlib]"],
+                           "search.trials=8", "visualizers=[html,matplotlib]"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "runs" / "nasbench201-nasbench201-random"

@@ -12,11 +12,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from neuromosaic_visualizer_html.report import build_report, collect
 
 from neuromosaic_core.errors import NeuromosaicError
 from neuromosaic_core.interfaces import Visualizer
 from neuromosaic_core.model import ArchitectureVector, ErrorClass, Experiment, Trial, TrialResult, TrialStatus
-from neuromosaic_core.report import build_report, collect
 from neuromosaic_core.results import ResultsError
 from neuromosaic_core.testing.memory import InMemoryResultsDB
 from neuromosaic_core.testing.storage import make_trial
@@ -200,7 +200,7 @@ def test_a_space_is_inferred_for_visualizers_when_the_encoder_is_unknown(tmp_pat
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    code = "import sys; from neuromosaic_core.report import main; sys.argv[0] = 'neuromosaic-report'; main()"
+    code = "import sys; from neuromosaic_visualizer_html.report import main; sys.argv[0] = 'neuromosaic-report'; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
                           env={"PATH": "/usr/bin:/bin", "NEUROMOSAIC_STORAGE_URL": f"sqlite:///{cwd / 'absent.db'}"})
 

@@ -1,13 +1,13 @@
 """One self-contained HTML report for one experiment, or a comparison of several.
 
-``neuromosaic-report`` (and the orchestrator, at the end of each run) writes a single ``.html`` file
+``neuromosaic-report`` (and the ``html`` visualizer, at the end of each run) writes a single ``.html`` file
 that opens offline: styles inline, plots embedded as ``data:`` URIs, no script or font from the
 network. It holds, per experiment: a summary (trials completed, pruned, failed and invalid, the best
 value, timings when known), the plots of the visualizers, the top architectures with their fidelity
 and their code, and the failure reasons by count; with several experiments, a comparison table first::
 
     from neuromosaic_core import results
-    from neuromosaic_core.report import build_report
+    from neuromosaic_visualizer_html.report import build_report
 
     db = results.open_results("sqlite:///neuromosaic.db")
     build_report(db, ["digits-mlp_conv1d-random"], "report.html")
@@ -34,10 +34,10 @@ from loguru import logger
 from neuromosaic_core import analysis, results
 from neuromosaic_core.encryption import is_encrypted_text
 from neuromosaic_core.errors import NeuromosaicError, run_console_script
-from neuromosaic_core.interfaces import ResultsDB, Visualizer
+from neuromosaic_core.interfaces import FinishedRun, ResultsDB, Visualizer
 from neuromosaic_core.model import Experiment, SearchSpace, Trial, TrialStatus
 
-__all__ = ["ExperimentReport", "build_report", "collect", "main", "render_html"]
+__all__ = ["ExperimentReport", "HtmlVisualizer", "build_report", "collect", "main", "render_html"]
 
 #: File types a report embeds, with their MIME types. HTML (an interactive plot) goes in an iframe.
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -637,3 +637,21 @@ def main(argv: list[str] | None = None) -> None:
 
     run_console_script("neuromosaic-report", build)
 
+
+
+# -- the html visualizer ---------------------------------------------------------------------------
+
+
+class HtmlVisualizer(Visualizer):
+    """The ``html`` visualizer: draws nothing of its own; at the end of a run
+    (:meth:`~neuromosaic_core.interfaces.Visualizer.summarise`) it writes ``report.html`` in the run
+    directory, embedding the plots the other selected visualizers rendered, whatever their order."""
+
+    def plot_performance_landscape(self, trials: Sequence[Trial], out_dir: Path, metric: str = "val_accuracy") -> list[Path]:
+        return []  # its output is the whole report, written once every plot exists
+
+    def summarise(self, run: FinishedRun) -> list[Path]:
+        # run.storage is as stored: encrypted at rest, the code sections say so instead of showing it.
+        elapsed = None if run.elapsed_seconds is None else {run.experiment: run.elapsed_seconds}
+        return [build_report(run.storage, [run.experiment], run.run_dir / "report.html", top_k=run.top_k,
+                             plot_files={run.experiment: run.plots}, elapsed_seconds=elapsed)]
