@@ -859,7 +859,8 @@ class Orchestrator:
             try:
                 paths = visualizer.render(trials, plots, metric, space=space, maximize=self.maximize)
                 rendered.extend(paths)
-                self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
+                if paths:  # html draws nothing here: its report comes in summarise, below
+                    self.log.info(f"{name}: wrote {', '.join(str(p.relative_to(self.run_dir)) for p in paths)}")
             except Exception as exc:  # a broken plot must not lose a finished search
                 self.log.warning(f"visualizer {name} failed: {type(exc).__name__}: {exc}")
         if self._keys is not None:

@@ -142,6 +142,7 @@ def test_a_search_writes_its_report_at_the_end(tmp_path):
                            "search.trials=8", "visualizers=[html,matplotlib]"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "html: wrote report.html" in proc.stderr and "html: wrote \n" not in proc.stderr
     run_dir = tmp_path / "runs" / "nasbench201-nasbench201-random"
     report = run_dir / "report.html"
     assert report.is_file(), f"no report.html in {sorted(p.name for p in run_dir.iterdir())}"
