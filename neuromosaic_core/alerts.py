@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import abc
 import datetime
-import queue
 import shutil
 import socket
 import threading
@@ -44,6 +43,7 @@ from typing import Any
 import attrs
 from loguru import logger
 
+from neuromosaic_core.delivery import QueueWorker, drain
 from neuromosaic_core.errors import ConfigError
 from neuromosaic_core.hookspecs import hookimpl
 
@@ -160,14 +160,9 @@ def channel_names(system: Any) -> list[str]:
 
 def channel_nodes(system: Any) -> dict[str, dict[str, Any]]:
     """The config node of every installed channel with settings: ``alerts.<channel>.*``."""
-    from neuromosaic_core.model import converter
+    from neuromosaic_core.plugins import settings_nodes
 
-    nodes = {}
-    for name in channel_names(system):
-        settings = system.get("alert_channel", name).default_settings()
-        if settings is not None:
-            nodes[name] = converter.unstructure(settings)
-    return nodes
+    return settings_nodes(system, "alert_channel", channel_names(system))
 
 
 def resolve_alerts(node: dict[str, Any] | None, system: Any) -> AlertConfig:
@@ -208,69 +203,13 @@ def redact_secrets(node: dict[str, Any] | None, system: Any) -> dict[str, Any] |
     ``secret``: field names, e.g. a webhook URL that embeds a token, or request headers) replaced
     by ``***``: the configuration stored with an experiment and handed to observers must not
     keep them."""
-    if not node:
-        return node
-    node = dict(node)
-    for name in channel_names(system):
-        channel = node.get(name)
-        if not isinstance(channel, dict):
-            continue
-        channel = node[name] = dict(channel)
-        for field in system.get("alert_channel", name).metadata.get("secret", ()):
-            value = channel.get(field)
-            if isinstance(value, dict):
-                channel[field] = {key: "***" for key in value}
-            elif value:
-                channel[field] = "***"
-    return node
+    from neuromosaic_core.plugins import redact_secret_settings
+
+    return redact_secret_settings(node, system, "alert_channel", channel_names(system))
 
 
-class _ChannelWorker:
-    """One channel's thread and bounded queue: a slow channel delays only its own alerts."""
-
-    def __init__(self, name: str, channel: AlertChannel, size: int) -> None:
-        self.name, self.channel = name, channel
-        self.queue: queue.Queue[Alert | None] = queue.Queue(maxsize=size)
-        self.dropped = 0
-        self.delivered = 0
-        self.thread = threading.Thread(target=self._loop, name=f"alerts-{name}", daemon=True)
-        self.thread.start()
-
-    def offer(self, alert: Alert) -> None:
-        try:
-            self.queue.put_nowait(alert)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1:  # once; close() gives the count
-                logger.warning(f"alert channel {self.name}: queue full (alerts.queue_size={self.queue.maxsize}), the channel "
-                               f"is not keeping up; dropped {alert.rule} {alert.state}")
-
-    def _loop(self) -> None:
-        while True:
-            alert = self.queue.get()
-            if alert is None:
-                break
-            try:
-                self.channel.send(alert)
-                self.delivered += 1
-            except Exception as exc:
-                logger.warning(f"alert channel {self.name}: {alert.rule} {alert.state} not delivered: {type(exc).__name__}: {exc}")
-        try:
-            self.channel.close()
-        except Exception as exc:
-            logger.warning(f"alert channel {self.name}: close failed: {type(exc).__name__}: {exc}")
-
-    def stop(self) -> None:
-        while True:  # the end marker must get in, even behind a full queue of a hung channel
-            try:
-                self.queue.put_nowait(None)
-                return
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    pass
+def _describe(alert: Alert) -> str:
+    return f"{alert.rule} {alert.state}"
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -299,7 +238,9 @@ class AlertEngine:
                  clock: Callable[[], float] = time.monotonic,
                  disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free) -> None:
         self.s = settings
-        self.workers = [_ChannelWorker(name, channel, settings.queue_size) for name, channel in channels]
+        # One thread per channel: a slow channel delays only its own alerts.
+        self.workers = [QueueWorker(f"alert channel {name}", channel.send, channel.close, settings.queue_size,
+                                    "alerts.queue_size", _describe, f"alerts-{name}") for name, channel in channels]
         self.clock, self.disk_free = clock, disk_free
         self.experiment = ""
         self.run_dir = ""
@@ -511,16 +452,7 @@ class AlertEngine:
         self._stop.set()
         if self._started and not self._ended:
             self._end("warning", f"search stopped ({reason or 'interrupted'})", {"stopped": reason or "interrupted"})
-        deadline = time.monotonic() + self.s.drain_seconds
-        for worker in self.workers:
-            worker.stop()
-        for worker in self.workers:
-            worker.thread.join(max(0.0, deadline - time.monotonic()))
-            if worker.thread.is_alive():
-                logger.warning(f"alert channel {worker.name}: still delivering after alerts.drain_seconds="
-                               f"{self.s.drain_seconds:g}; {max(0, worker.queue.qsize() - 1)} queued alert(s) given up")
-            if worker.dropped:
-                logger.warning(f"alert channel {worker.name}: {worker.dropped} alert(s) dropped in all (queue full)")
+        drain(self.workers, self.s.drain_seconds, "alerts.drain_seconds")
 
 
 def start_alerts(config: AlertConfig | None, system: Any, components: Any = None) -> AlertEngine | None:

@@ -93,6 +93,7 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     from neuromosaic_core.display import print_summary
     from neuromosaic_core.logs import configure_logging
     from neuromosaic_core.orchestrator import ExperimentAlreadyDone, Orchestrator
+    from neuromosaic_core.trackers import start_trackers, stop_trackers
 
     resolved = resolve(cfg, system)
     core = resolved.core
@@ -113,12 +114,16 @@ def _run_search(cfg: Any, system: PluginSystem) -> dict[str, Any] | None:
     console = Console(width=None if sys.stdout.isatty() else 160)  # a log file gets the whole table
     # Alerts watch the search as an observer plugin, delivering on threads of their own.
     alerts = start_alerts(resolved.alerts, system, components)
+    trackers = None
     try:
+        # Experiment trackers (trackers=[mlflow]) likewise, each recording on a thread of its own.
+        trackers = start_trackers(resolved.trackers, system)
         summary = asyncio.run(orchestrator.run(resolved.settings("runner")))
     except ExperimentAlreadyDone as exc:
         logger.bind(experiment=core.experiment.name).info(str(exc))
         summary = orchestrator.finalize()
     finally:
+        stop_trackers(trackers, system)
         stop_alerts(alerts, system, sys.exc_info()[1])
         components.codegen.close()
         components.storage.close()

@@ -74,6 +74,10 @@ def register_config_nodes(system: PluginSystem) -> None:
     from neuromosaic_core.alerts import channel_nodes
 
     store.store(group="alerts", name="installed", node=channel_nodes(system))
+    # And of every installed tracker, merged into `tracker`: `tracker.mlflow.tracking_uri=...`.
+    from neuromosaic_core.trackers import tracker_nodes
+
+    store.store(group="tracker", name="installed", node=tracker_nodes(system))
     _register_task_tag(system)
 
 
@@ -140,6 +144,8 @@ class ResolvedConfig:
     alerts: Any = None
     #: The selected trial scheduler and its settings, or None (the default: every trial trains to its end).
     scheduler: tuple[Component, Any] | None = None
+    #: ``trackers`` and ``tracker.*``, checked (:class:`neuromosaic_core.trackers.TrackerConfig`).
+    trackers: Any = None
 
     def settings(self, kind: str) -> Any:
         return self.components[kind][1]
@@ -177,7 +183,7 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     if scheduler_node:
         component = system.get("scheduler", str(scheduler_node.pop("name", None)))
         scheduler = (component, structure_settings(scheduler_node, component.settings, "scheduler") if component.settings else None)
-    skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer", "alerts"}
+    skip = {*GROUPS, *OPTIONAL_GROUPS, "visualizer", "alerts", "trackers", "tracker"}
     core = structure_settings({k: v for k, v in raw.items() if k not in skip}, CoreSettings, "")
     core = _with_task_objective(core, *components["task"], raw)
     if core.search.prescreen > 1 and meta is None:
@@ -203,7 +209,12 @@ def resolve(cfg: Any, system: PluginSystem) -> ResolvedConfig:
     alerts = resolve_alerts(raw.get("alerts"), system)
     if "alerts" in raw:  # the stored config keeps no webhook token
         raw["alerts"] = redact_secrets(raw["alerts"], system)
-    return ResolvedConfig(core, components, visualizers, raw, meta, alerts, scheduler)
+    from neuromosaic_core import trackers as tracking
+
+    trackers = tracking.resolve_trackers(raw.get("trackers"), raw.get("tracker"), system)
+    if "tracker" in raw:
+        raw["tracker"] = tracking.redact_secrets(raw["tracker"], system)
+    return ResolvedConfig(core, components, visualizers, raw, meta, alerts, scheduler, trackers)
 
 
 def task_objective(component: Component, settings: Any) -> tuple[str, str]:

@@ -124,6 +124,18 @@ def register_alert_channels(register: Register) -> None:
 
 
 @hookspec
+def register_trackers(register: Register) -> None:
+    """Register experiment trackers: services a search is recorded in as it runs (MLflow,
+    TensorBoard), see :mod:`neuromosaic_core.trackers`. Factory: ``factory(settings)`` returning
+    a :class:`~neuromosaic_core.trackers.Tracker`, whose methods are called on the tracker's own
+    thread (the search never waits for it). The settings class's fields become the node
+    ``tracker.<name>.*``; a tracker runs only when the list ``trackers`` names it, so installing
+    one changes nothing until then (keep heavy imports in the factory). Metadata ``secret``
+    (optional): names of settings holding secrets, replaced by ``***`` in the configuration
+    stored with the experiment and given to observers."""
+
+
+@hookspec
 def experiment_started(experiment: Any, config: Any, run_dir: Any) -> None:
     """An experiment (:class:`~neuromosaic_core.model.Experiment`) starts or resumes, with its
     composed configuration (a plain dict) and ``run_dir``, the run directory, a pathlib.Path."""
@@ -157,4 +169,5 @@ REGISTRATION_HOOKS = {
     "meta": "register_meta_learners",
     "scheduler": "register_schedulers",
     "alert_channel": "register_alert_channels",
+    "tracker": "register_trackers",
 }

@@ -162,3 +162,39 @@ class PluginSystem:
     def listing(self) -> list[dict[str, Any]]:
         """What ``neuromosaic-plugins --json`` prints."""
         return [attrs.asdict(info) for _, info in sorted(self.plugins.items())]
+
+
+def settings_nodes(system: PluginSystem, kind: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The config node (settings with their defaults) of each named component of ``kind`` that
+    has settings: what ``alerts.<channel>.*`` and ``tracker.<name>.*`` are composed from."""
+    from neuromosaic_core.model import converter
+
+    nodes = {}
+    for name in names:
+        settings = system.get(kind, name).default_settings()
+        if settings is not None:
+            nodes[name] = converter.unstructure(settings)
+    return nodes
+
+
+def redact_secret_settings(node: dict[str, Any] | None, system: PluginSystem, kind: str,
+                           names: Iterable[str]) -> dict[str, Any] | None:
+    """A copy of ``node`` (a dict of per-component settings nodes) with each named component's
+    secret settings (registration metadata ``secret``: field names, e.g. a URL that embeds a
+    token, or request headers) replaced by ``***``: the configuration stored with an experiment
+    and handed to observers must not keep them."""
+    if not node:
+        return node
+    node = dict(node)
+    for name in names:
+        settings = node.get(name)
+        if not isinstance(settings, dict):
+            continue
+        settings = node[name] = dict(settings)
+        for field in system.get(kind, name).metadata.get("secret", ()):
+            value = settings.get(field)
+            if isinstance(value, dict):
+                settings[field] = {key: "***" for key in value}
+            elif value:
+                settings[field] = "***"
+    return node

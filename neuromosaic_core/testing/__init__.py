@@ -21,6 +21,7 @@ _SUITES = {
     "StorageContract": "neuromosaic_core.testing.storage",
     "InMemoryResultsDB": "neuromosaic_core.testing.memory",
     "SchedulerContract": "neuromosaic_core.testing.scheduler",
+    "TrackerContract": "neuromosaic_core.testing.tracker",
 }
 __all__ = list(_SUITES)
 
