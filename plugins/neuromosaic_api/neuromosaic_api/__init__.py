@@ -7,5 +7,5 @@ prometheus_client load only when the server starts (``neuromosaic_api.app``).
 
 from __future__ import annotations
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 __all__ = ["__version__"]

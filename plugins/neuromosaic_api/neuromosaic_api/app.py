@@ -45,6 +45,21 @@ from neuromosaic_api.auth import AuthError, Claims, verify_token
 from neuromosaic_api.files import inside, list_files, run_dir
 from neuromosaic_api.metrics import ApiMetrics
 from neuromosaic_api.ratelimit import TokenBucketLimiter, retry_after
+from neuromosaic_api.schemas import (
+    Created,
+    Curve,
+    ErrorBody,
+    ExperimentDetail,
+    ExperimentRow,
+    Health,
+    History,
+    SearchChange,
+    TrialDetail,
+    TrialPage,
+    TrialRecord,
+    ValidationErrorBody,
+    Version,
+)
 from neuromosaic_api.searches import SearchManager, SearchStateError, SettingsError
 from neuromosaic_api.settings import ApiSettings
 from neuromosaic_core import results
@@ -275,6 +290,40 @@ def _require(needed: str) -> Callable[..., Claims]:
     return check
 
 
+#: What each error status means, for the OpenAPI document (the bodies: :mod:`.schemas`).
+ERRORS: dict[int, str] = {
+    400: "the request body is not readable JSON",
+    401: "no valid bearer token (missing, expired, tampered, or signed with another secret)",
+    403: "the token's scope does not allow this (a read token on a write route)",
+    404: "unknown experiment or trial (the message names the known ones), or no such file",
+    409: "the search's state does not allow this (running, not running, or not started through this API)",
+    413: "request body over the server's limit",
+    422: "invalid input: `detail` lists each problem, `message` names the first",
+    429: "too many requests from this client; retry after `Retry-After` seconds",
+    500: "unexpected server error; the server log has the details under `request_id`",
+    503: "the data is encrypted at rest and this server has no key for it",
+}
+
+
+def _errors(*statuses: int, json_route: bool = True) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer ``statuses``; 429 and 500 (the guard middleware's)
+    are possible everywhere. Errors are JSON on every route: FastAPI would document a ``model`` under
+    the route's own media type (text/plain, text/html), so a route that is not JSON (``json_route``
+    false) names the schema itself."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, 429, 500}):
+        model = ValidationErrorBody if status == 422 else ErrorBody
+        entry: dict[str, Any] = {"description": ERRORS[status]}
+        if json_route:
+            entry["model"] = model
+        else:
+            entry["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
+        if status == 429:
+            entry["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+        documented[status] = entry
+    return documented
+
+
 Read = Annotated[Claims, Depends(_require("read"))]
 Write = Annotated[Claims, Depends(_require("write"))]
 Name = Annotated[str, PathParam(min_length=1, max_length=200, description="experiment name")]
@@ -334,7 +383,7 @@ def create_app(settings: ApiSettings, db: ResultsDB | None = None) -> FastAPI:
 
     @app.exception_handler(results.ResultsError)
     async def bad_query(_: Request, exc: results.ResultsError) -> SafeJSONResponse:
-        return _json(422, {"detail": str(exc), "message": str(exc)})
+        return _json(422, {"detail": [{"loc": ["query"], "msg": str(exc), "type": "value_error"}], "message": str(exc)})
 
     @app.exception_handler(SettingsError)
     async def refused_settings(_: Request, exc: SettingsError) -> SafeJSONResponse:
@@ -388,7 +437,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
     db = state.db
     static = resources.files("neuromosaic_api") / "static"
 
-    @app.get("/health", tags=["service"])
+    @app.get("/health", tags=["service"], response_model=Health,
+             responses={503: {"model": Health, "description": "the database is unreachable"}, **_errors()})
     def health() -> SafeJSONResponse:
         """Liveness and database reachability (no token needed): 200, or 503 naming the problem."""
         try:
@@ -398,12 +448,12 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             return _json(503, {"status": "unavailable", "database": "unreachable"})
         return _json(200, {"status": "ok", "database": "ok"})
 
-    @app.get("/version", tags=["service"])
+    @app.get("/version", tags=["service"], response_model=Version, responses=_errors(401))
     def version(_: Read) -> dict[str, Any]:
         """Versions of the API and the core."""
         return {"api": neuromosaic_api.__version__, "core": metadata.version("neuromosaic-core")}
 
-    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse, responses=_errors(401, json_route=False))
     def prometheus(_: Read) -> Response:
         """Prometheus exposition: request latencies and errors per route, trials per experiment and status,
         trial duration, CPU time and peak memory, and the server process's own resource use."""
@@ -411,12 +461,13 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
 
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/experiments", tags=["experiments"])
+    @app.get("/api/experiments", tags=["experiments"], response_model=list[ExperimentRow], responses=_errors(401))
     def experiments(_: Read) -> list[dict[str, Any]]:
         """Every experiment (stored, or created here and not yet run) with trial counts, best value and search state."""
         return _experiment_rows(state)
 
-    @app.post("/api/experiments", tags=["experiments"], status_code=201)
+    @app.post("/api/experiments", tags=["experiments"], status_code=201, response_model=Created,
+              responses=_errors(400, 401, 403, 409, 413, 422))
     def create(claims: Write, body: Annotated[ExperimentCreate, Body()]) -> Any:
         """Define a search from command-line settings: only those this server lets clients set, within its
         bounds, validated as `neuromosaic` validates them (422 names the offending setting); with `start`, start
@@ -429,9 +480,10 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             return _field_error(location, str(exc))
         if body.start:
             state.searches.start(name, validated=True)
-        return _json(201, {"name": name, "overrides": body.overrides, "search": state.searches.state(name)})
+        return {"name": name, "overrides": body.overrides, "search": state.searches.state(name)}
 
-    @app.get("/api/experiments/{name}", tags=["experiments"])
+    @app.get("/api/experiments/{name}", tags=["experiments"], response_model=ExperimentDetail,
+             responses=_errors(401, 404, 422))
     def experiment(name: Name, _: Read) -> dict[str, Any]:
         """One experiment: counts, best value, search state, its definition, plots and whether a report exists."""
         _known(state, name)
@@ -442,7 +494,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         row["report"] = bool(directory and inside(directory, "report.html"))
         return row
 
-    @app.post("/api/experiments/{name}/start", tags=["experiments"], status_code=202)
+    @app.post("/api/experiments/{name}/start", tags=["experiments"], status_code=202, response_model=SearchChange,
+              responses=_errors(401, 403, 404, 409, 422))
     def start(name: Name, _: Write) -> dict[str, Any]:
         """Start (or resume: interrupted trials are re-run) a search created through the API; its settings are
         checked again against the server's current policy (422). 409 when it is running, or when the database
@@ -450,13 +503,14 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         state.searches.start(name)
         return {"name": name, "search": state.searches.state(name)}
 
-    @app.post("/api/experiments/{name}/stop", tags=["experiments"], status_code=202)
+    @app.post("/api/experiments/{name}/stop", tags=["experiments"], status_code=202, response_model=SearchChange,
+              responses=_errors(401, 403, 409, 422))
     def stop(name: Name, _: Write) -> dict[str, Any]:
         """Stop a running search as Ctrl-C would: its running trials are stored as interrupted."""
         state.searches.stop(name)
         return {"name": name, "search": state.searches.state(name)}
 
-    @app.get("/api/experiments/{name}/trials", tags=["trials"])
+    @app.get("/api/experiments/{name}/trials", tags=["trials"], response_model=TrialPage, responses=_errors(401, 404, 422))
     def trials(name: Name, _: Read, status: TrialStatus | None = None,
                offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50) -> dict[str, Any]:
@@ -472,7 +526,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         items = [results.trial_record(whole.get(t.id, t), spec=False) for t in page]
         return {"experiment": name, "total": len(history), "offset": offset, "limit": limit, "items": items}
 
-    @app.get("/api/experiments/{name}/trials/{number}", tags=["trials"])
+    @app.get("/api/experiments/{name}/trials/{number}", tags=["trials"], response_model=TrialDetail,
+             responses=_errors(401, 404, 422, 503))
     def trial(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> dict[str, Any]:
         """One trial whole: status, metrics, vector, spec, fidelity, pruned, learning curve, the generated code (as
         text) and who wrote it."""
@@ -481,14 +536,16 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         record["code_by"] = results.codegen_summary(found)
         return record
 
-    @app.get("/api/experiments/{name}/trials/{number}/curve", tags=["trials"])
+    @app.get("/api/experiments/{name}/trials/{number}/curve", tags=["trials"], response_model=Curve,
+             responses=_errors(401, 404, 422))
     def curve(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> dict[str, Any]:
         """The trial's learning curve: `values[i]` is its validation score (`metric`: val_accuracy, or val_rmse for
         regression) after epoch `epochs[i]`; `fidelity` the epochs it was allowed (null: full), `pruned` whether a
         scheduler stopped it early. Empty lists for a trial that trained no epoch; 404 for an unknown trial."""
         return results.curve_record(results.trial(db, name, number, need_code=False))
 
-    @app.get("/api/experiments/{name}/trials/{number}/code", tags=["trials"], response_class=PlainTextResponse)
+    @app.get("/api/experiments/{name}/trials/{number}/code", tags=["trials"], response_class=PlainTextResponse,
+             responses=_errors(401, 404, 422, 503, json_route=False))
     def code(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> PlainTextResponse:
         """The trial's generated code as text/plain (never executed by the server); 404 when it has none."""
         found = results.trial(db, name, number)
@@ -496,8 +553,9 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             raise HTTPException(404, f"trial {number} of {name!r} has no code")
         return PlainTextResponse(found.code, headers={"Content-Disposition": f'inline; filename="trial-{number:04d}.py"'})
 
-    @app.get("/api/experiments/{name}/trials/{number}/weights", tags=["files"],
-             responses={200: {"content": {"application/octet-stream": {}}}})
+    @app.get("/api/experiments/{name}/trials/{number}/weights", tags=["files"], response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the state dict, as torch.save wrote it"}, **_errors(401, 404, 422, 503)})
     def weights(name: Name, number: Annotated[int, PathParam(ge=0, le=10**9)], _: Read) -> Response:
         """The trial's trained weights: the state dict the harness saved (`torch.load(f, weights_only=True)`),
         from the run directory's `weights/` folder, decrypted when they are encrypted at rest. 404 when the
@@ -519,7 +577,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         return Response(data, media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="trial-{number:04d}.pt"'})
 
-    @app.get("/api/experiments/{name}/history", tags=["trials"])
+    @app.get("/api/experiments/{name}/history", tags=["trials"], response_model=History, responses=_errors(401, 404, 422))
     def history(name: Name, _: Read, metric: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
         """Every trial's number, status and value of `metric` (default: the search's objective), for the
         progress plot."""
@@ -532,7 +590,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
                            "value": value if isinstance(value, (int, float)) and not isinstance(value, bool) else None})
         return {"experiment": name, "metric": metric, "points": points}
 
-    @app.get("/api/experiments/{name}/best", tags=["queries"])
+    @app.get("/api/experiments/{name}/best", tags=["queries"], response_model=list[TrialRecord],
+             responses=_errors(401, 404, 422))
     def best(name: Name, _: Read, k: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
              metric: Annotated[str | None, Query(max_length=200)] = None, minimize: bool = False) -> list[dict[str, Any]]:
         """The k completed trials with the best `metric` (default: the search's objective), best first."""
@@ -540,7 +599,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         chosen = metric or _objective(state, name)
         return [results.trial_record(t) for t in results.best_trials(db, name, k=k, metric=chosen, maximize=not minimize)]
 
-    @app.get("/api/experiments/{name}/pareto", tags=["queries"])
+    @app.get("/api/experiments/{name}/pareto", tags=["queries"], response_model=list[TrialRecord],
+             responses=_errors(401, 404, 422))
     def pareto(name: Name, _: Read, x: Annotated[str, Query(max_length=200)] = "params",
                y: Annotated[str, Query(max_length=200)] = "val_accuracy",
                maximize_x: bool = False, minimize_y: bool = False) -> list[dict[str, Any]]:
@@ -548,14 +608,17 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
         front = results.pareto_front(db, name, x=x, y=y, minimize_x=not maximize_x, maximize_y=not minimize_y)
         return [results.trial_record(t) for t in front]
 
-    @app.get("/api/experiments/{name}/plots", tags=["files"])
+    @app.get("/api/experiments/{name}/plots", tags=["files"], response_model=list[str], responses=_errors(401, 404, 422))
     def plots(name: Name, _: Read) -> list[str]:
         """The plot files of the experiment's run directory (paths relative to its plots/ folder)."""
         _known(state, name)
         directory = run_dir(state.runs, name)
         return list_files(directory / "plots") if directory else []
 
-    @app.get("/api/experiments/{name}/plots/{path:path}", tags=["files"], response_class=FileResponse)
+    @app.get("/api/experiments/{name}/plots/{path:path}", tags=["files"], response_class=FileResponse,
+             responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "the file as a visualizer wrote it (PNG, SVG, HTML, ...)"},
+                        **_errors(401, 404, 422, json_route=False)})
     def plot(name: Name, path: str, _: Read) -> FileResponse:
         """One plot file; 404 for anything that does not resolve to a file inside the run's plots/ folder."""
         _known(state, name)
@@ -565,7 +628,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:  # noqa: C901 - one flat 
             raise HTTPException(404, f"no plot {path!r} in experiment {name!r}")
         return FileResponse(found, headers={"Content-Security-Policy": REPORT_CSP})
 
-    @app.get("/api/experiments/{name}/report", tags=["files"], response_class=HTMLResponse)
+    @app.get("/api/experiments/{name}/report", tags=["files"], response_class=HTMLResponse,
+             responses=_errors(401, 404, 422, json_route=False))
     def report(name: Name, _: Read, fresh: bool = False) -> Response:
         """The experiment's HTML report, sandboxed. The run directory's report.html (written at the end of
         each run, with plots) when there is one and `fresh` is false; otherwise built now from the database
