@@ -16,7 +16,16 @@ from neuromosaic_strategy_random.search import RandomSearch
 
 from neuromosaic_core import hookimpl
 from neuromosaic_core.constraints import Constraints
-from neuromosaic_core.interfaces import ArchitectureEncoder, CodeGenProvider, Decision, Runner, SearchStrategy, Task, TrialScheduler
+from neuromosaic_core.interfaces import (
+    ArchitectureEncoder,
+    CodeGenProvider,
+    Decision,
+    Runner,
+    SearchStrategy,
+    Task,
+    TrialScheduler,
+    Visualizer,
+)
 from neuromosaic_core.model import (
     ArchitectureSpec,
     ArchitectureVector,
@@ -657,3 +666,40 @@ def test_the_most_promising_trial_trains_in_full_before_the_search_ends(tmp_path
     assert runner.trained[2] == EPOCHS
     assert summary["best"]["trial_id"] == 2 and not summary["best"]["pruned"]
     assert summary["trials"]["pruned"] == 2
+
+
+class Plotter(Visualizer):
+    def plot_performance_landscape(self, trials, out_dir, metric="val_accuracy"):
+        (out_dir / "plot.png").write_bytes(b"png")
+        return [out_dir / "plot.png"]
+
+
+class Summariser(Visualizer):
+    """Like the html report: draws nothing, sums up the run once every visualizer has rendered."""
+
+    def __init__(self, fail=False):
+        self.fail, self.runs = fail, []
+
+    def plot_performance_landscape(self, trials, out_dir, metric="val_accuracy"):
+        return []
+
+    def summarise(self, run):
+        if self.fail:
+            raise RuntimeError("report bug")
+        self.runs.append(run)
+        (run.run_dir / "summary.txt").write_text(f"{len(run.storage.list_trials(run.experiment))} trials")
+        return [run.run_dir / "summary.txt"]
+
+
+def test_summarise_runs_after_every_visualizer_rendered_whatever_their_order(tmp_path):
+    first, broken = Summariser(), Summariser(fail=True)
+    c = Components(Scripted([10, 40, 20]), WidthEncoder(), Code(), FakeRunner(), InMemoryResultsDB(), ToyTask(),
+                   visualizers=[("first", first), ("broken", broken), ("plots", Plotter())])
+    orch = Orchestrator(settings(), c, tmp_path / "exp", show_progress=False)
+    summary = asyncio.run(orch.run())
+    assert summary["trials"]["completed"] == 3, "a failing summarise costs nothing else"
+    (run,) = first.runs
+    assert run.plots == (tmp_path / "exp" / "plots" / "plot.png",), "listed first, it still sees the plot written after it"
+    assert (run.experiment, run.run_dir, run.metric, run.maximize, run.top_k) == ("exp", tmp_path / "exp", "val_accuracy", True, 5)
+    assert run.elapsed_seconds is not None and run.elapsed_seconds >= 0
+    assert (tmp_path / "exp" / "summary.txt").read_text() == "3 trials"
