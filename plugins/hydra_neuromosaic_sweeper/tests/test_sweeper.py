@@ -85,7 +85,9 @@ def test_every_point_is_written_back_as_overrides_hydra_reads_as_the_same_values
 def test_the_objective_is_the_returned_number_or_one_key_of_a_returned_dict() -> None:
     assert objective_metrics(0.25, "objective") == {"objective": 0.25}
     assert objective_metrics({"loss": 1, "acc": 0.5}, "loss") == {"loss": 1.0, "acc": 0.5}
-    for bad, message in ((None, "must be a number"), ("high", "must be a number"), (True, "must be a number"),
+    with pytest.raises(ValueError, match="the app returned nothing"):
+        objective_metrics(None, "objective")
+    for bad, message in (("high", "must be a number"), (True, "must be a number"),
                          ({"acc": 0.5}, "without 'loss'")):
         with pytest.raises(ValueError, match=message):
             objective_metrics(bad, "loss")

@@ -65,6 +65,8 @@ def objective_metrics(value: Any, metric: str) -> dict[str, float]:
 
 
 def _number(value: Any, what: str) -> float:
+    if value is None and what == "the return value":
+        raise ValueError("the app returned nothing: return the objective (a number) from the @hydra.main function")
     if isinstance(value, bool) or value is None:
         raise ValueError(f"{what} must be a number, got {value!r}")
     try:
