@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "exported-program": "m
 OUTPUTS = "outputs.npz"
 REPORT = "worker.json"
 PREFIX = "neuromosaic-export-worker:"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message in one line, without terminal colours."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else ""
 
 
 class WorkerError(Exception):
@@ -117,16 +127,17 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     except WorkerError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise WorkerError(f"torch could not export the model as {fmt}: {type(exc).__name__}: {first}") from None
+        root = exc
+        while root.__cause__ is not None:  # torch.onnx wraps torch.export's error: say what torch.export said
+            root = root.__cause__
+        raise WorkerError(f"torch could not export the model as {fmt}: {type(root).__name__}: {first_line(root)}") from None
     outputs = {"reference": np.concatenate(reference).astype(np.float32)}
     if fmt != "onnx":  # an ONNX file is run by the process that started this one, outside the sandbox
         try:
             exported_fn = _load_export(fmt, target)
             exported = [exported_fn(np.ascontiguousarray(xb)) for xb in _batches(x, batch_size)]
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise WorkerError(f"the {fmt} export does not load or run: {type(exc).__name__}: {first}") from None
+            raise WorkerError(f"the {fmt} export does not load or run: {type(exc).__name__}: {first_line(exc)}") from None
         outputs["exported"] = np.concatenate(exported).astype(np.float32)
     np.savez(OUTPUTS, **outputs)
     versions = {"torch": torch.__version__}
@@ -150,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PREFIX} {exc}", file=sys.stderr, flush=True)
         return 1
     except Exception as exc:  # the model's own forward failed, say: one line, as for every failure
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"{PREFIX} {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        print(f"{PREFIX} {type(exc).__name__}: {first_line(exc)}", file=sys.stderr, flush=True)
         return 1
     Path(REPORT).write_text(json.dumps(report))
     return 0

@@ -14,6 +14,7 @@ import yaml
 from neuromosaic_export import cli
 from neuromosaic_export.export import ExportError, ExportRefused, compare, export_trial
 
+from neuromosaic_core.encryption import KEY_ENV, KEY_FILE_ENV, EncryptionKeyError, Keyring, generate_key, parse_key
 from neuromosaic_core.model import (
     ArchitectureVector,
     CodeGenRecord,
@@ -28,6 +29,7 @@ from neuromosaic_core.testing.hostile import CASES_BY_NAME, Canaries, model_code
 from neuromosaic_core.testing.memory import InMemoryResultsDB
 
 EXPERIMENT = "toy"
+KEY = generate_key()
 #: Branches in Python on the batch's values: torch.jit.trace records the branch its example batch
 #: took and drops the other, so the TorchScript export disagrees on batches that take the other one.
 BRANCHY = model_code(forward="    def forward(self, x):\n        if x.sum() > 0:\n            return self.body(x)\n"
@@ -74,20 +76,28 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[InMemoryResultsDB,
 
     weights = run / "weights"
     add(1, model_code(), TrialResult(METRICS, weights_path=_weights(model_code(), weights / "trial-0001.pt", tmp)))
+    Keyring(parse_key(KEY, "test")).seal_file(weights / "trial-0001.pt")  # encrypted at rest
     add(2, model_code(), TrialResult.failure(ErrorClass.NAN_LOSS, "training loss became nan in epoch 1"),
         status=TrialStatus.FAILED)
     add(3, model_code(), TrialResult({**METRICS, "val_accuracy": 0.1}))
     add(4, BRANCHY, TrialResult({**METRICS, "val_accuracy": 0.2}, weights_path=_weights(BRANCHY, weights / "trial-0004.pt", tmp)))
-    add(5, model_code(), TrialResult({**METRICS, "val_accuracy": 0.3}, weights_path=str(weights / "trial-0001.pt")),
+    add(5, model_code(), TrialResult({**METRICS, "val_accuracy": 0.3}, weights_path=_weights(model_code(), weights / "trial-0005.pt", tmp)),
         codegen=CodeGenRecord(provider="ollama", model="qwen2.5-coder"))
     return db, tmp
 
 
-def test_best_trial_exported_with_a_card(stored, tmp_path):
-    """No --trial: the best by the search's metric (trial 1) is exported, checked and carded."""
+def test_best_trial_exported_with_a_card(stored, tmp_path, monkeypatch):
+    """No --trial: the best by the search's metric (trial 1, its weights encrypted at rest) is
+    exported, checked and carded; without the key it is refused in one line."""
     import torch
 
     db, _ = stored
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    with pytest.raises(EncryptionKeyError, match="encrypted"):
+        export_trial(db, EXPERIMENT, "torchscript", tmp_path / "out", runs=None)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv(KEY_ENV, KEY)
     done = export_trial(db, EXPERIMENT, "torchscript", tmp_path / "out", runs=None)
     assert done.trial == 1 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "model.pt"]
     assert done.verification.max_abs_diff == 0.0 and done.verification.argmax_agreement == 1.0
