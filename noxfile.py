@@ -15,6 +15,7 @@ dependency) fails here rather than on a user's machine.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -149,6 +150,32 @@ def dist(session: nox.Session) -> None:
         if failures:
             session.error("; ".join(f"{name}: {', '.join(problems)}" for name, problems in failures.items()))
         session.log(f"{len(packages)} distributions built and checked")
+    finally:
+        shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+
+@nox.session
+def template(session: nox.Session) -> None:
+    """``neuromosaic-plugin new``: one plugin of every kind generated, installed (a wheel, with its
+    test extra) alone with the core, listed by ``neuromosaic-plugins`` through its entry point,
+    its tests run, and uninstalled before the next. One venv for all (the core and torch installed
+    once), deleted at the end with what was generated."""
+    try:
+        session.install(*CONSTRAINTS, ".")
+        kinds = session.run("python", "-c", "from neuromosaic_core.scaffold import KINDS; print(*KINDS)", silent=True).split()
+        with tempfile.TemporaryDirectory(prefix="neuromosaic-template-") as tmp:
+            for kind in kinds:
+                name = f"my{kind.replace('_', '')}"
+                created = session.run("neuromosaic-plugin", "new", kind, name, "-o", tmp, silent=True)
+                package = Path(created.split()[1])
+                session.install(*CONSTRAINTS, f"{package}[test]")
+                listing = json.loads(session.run("neuromosaic-plugins", "--json", silent=True))
+                plugin = next((p for p in listing if p["name"] == name), None)
+                if plugin is None or name not in plugin["components"].get(kind, []) or plugin["error"]:
+                    session.error(f"{package.name}: neuromosaic-plugins does not list {kind} {name!r}: {plugin}")
+                session.run("pytest", str(package), "-q", "-p", "no:cacheprovider")
+                session.run("pip", "uninstall", "-q", "-y", package.name.replace("_", "-"))
+        session.log(f"{len(kinds)} generated plugins installed and tested: {', '.join(kinds)}")
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
