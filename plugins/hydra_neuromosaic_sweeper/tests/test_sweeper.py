@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
-from hydra_plugins.neuromosaic_sweeper._impl import objective_metrics
+from hydra_plugins.neuromosaic_sweeper._impl import NeuromosaicSweeperImpl, SweeperError, objective_metrics
 from hydra_plugins.neuromosaic_sweeper._space import SweepSpaceError, parse_sweep
 
 from neuromosaic_core.model import CategoricalDimension, IntDimension, RealDimension
@@ -91,3 +91,19 @@ def test_the_objective_is_the_returned_number_or_one_key_of_a_returned_dict() ->
                          ({"acc": 0.5}, "without 'loss'")):
         with pytest.raises(ValueError, match=message):
             objective_metrics(bad, "loss")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"direction": "up"}, "hydra.sweeper.direction='up': expected minimize or maximize"),
+    ({"n_trials": 0}, "hydra.sweeper.n_trials=0: must be at least 1"),
+    ({"prescreen": 4}, "hydra.sweeper.prescreen=4 needs a meta-learner"),
+])
+def test_bad_settings_are_refused_in_one_line(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(SweeperError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        NeuromosaicSweeperImpl(**settings)._check_settings()  # type: ignore[arg-type]
+
+
+def test_a_strategy_that_is_not_installed_is_named_with_the_installed_ones() -> None:
+    sweeper = NeuromosaicSweeperImpl(strategy="bayes")
+    with pytest.raises(SweeperError, match=r"^hydra.sweeper.strategy='bayes' is not an installed strategy; valid choices: "):
+        sweeper._build("strategy", "bayes", {}, "strategy_settings", parse_sweep(["k=range(1,3)"]))

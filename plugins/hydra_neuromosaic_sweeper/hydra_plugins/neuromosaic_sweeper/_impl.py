@@ -112,7 +112,10 @@ class NeuromosaicSweeperImpl(Sweeper):
 
         system = self._system if hasattr(self, "_system") else PluginSystem.load()
         self._system = system
-        component = system.get(kind, name)  # unknown: one line naming the installed ones
+        if name not in system.names(kind):
+            valid = ", ".join(system.names(kind)) or "none installed"
+            raise SweeperError(f"hydra.sweeper.{kind}={name!r} is not an installed {kind}; valid choices: {valid}")
+        component = system.get(kind, name)
         if component.metadata.get("uses_llm"):
             raise SweeperError(f"hydra.sweeper.{kind}={name!r} needs an LLM code generator, which the sweeper does not set up; "
                                f"choose one of: {', '.join(n for n in system.names(kind) if n != name)}")
