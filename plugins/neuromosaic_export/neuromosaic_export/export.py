@@ -290,7 +290,11 @@ def _onnx_outputs(model: Path, x: Any) -> Any:
     import onnxruntime as ort
 
     try:
-        onnx.checker.check_model(str(model))
+        proto = onnx.load(str(model), load_external_data=False)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            # exported with external_data=False: a file naming others (anywhere on disk) was not ours
+            raise ValueError("the file refers to external data files; it was exported as one self-contained file")
+        onnx.checker.check_model(proto)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
