@@ -306,9 +306,10 @@ class TrackerHub:
         stats = self.stats()
         if not stats["trials"]:
             return
+        log = logger.bind(experiment=self.experiment.name) if self.experiment is not None else logger
         for name, numbers in stats["trackers"].items():
             own = f"{numbers['ms']:.1f} ms per trial on its own thread" if numbers["ms"] is not None else "no trial recorded"
-            logger.info(f"tracker {name}: {numbers['trials']} trial record(s), {own}; the search loop spent "
+            log.info(f"tracker {name}: {numbers['trials']} trial record(s), {own}; the search loop spent "
                         f"{stats['hook_ms']:.3f} ms per trial handing them over")
 
 

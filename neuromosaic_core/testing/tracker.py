@@ -26,7 +26,7 @@ from typing import Any
 from neuromosaic_core.model import ArchitectureSpec, Layer
 from neuromosaic_core.trackers import TrackedExperiment, TrackedSummary, TrackedTrial, Tracker
 
-SPEC = ArchitectureSpec("mlp", (Layer("linear", {"out": 16}), Layer("relu")))
+SPEC = ArchitectureSpec("mlp", (Layer("linear", {"out_features": 16}), Layer("relu")))
 CODE = "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    pass\n"
 
 

@@ -29,7 +29,8 @@ def test_plugin_package_is_complete(plugin: Path):
 #: installed by .ci/run from requirements-ci.txt and documented with their one-line install.
 #: Plugins kept out of requirements.txt: a compiled dependency, a ~250 MB one, or a service the
 #: machine must have (podman). requirements-ci.txt installs them and the README says how.
-HEAVY = {"neuromosaic_api", "neuromosaic_codegen_llamacpp", "neuromosaic_runner_podman", "neuromosaic_runner_ray"}
+HEAVY = {"neuromosaic_api", "neuromosaic_codegen_llamacpp", "neuromosaic_runner_podman", "neuromosaic_runner_ray",
+         "neuromosaic_tracker_mlflow", "neuromosaic_tracker_tensorboard"}
 
 
 def _installed_by(name: str) -> set[str]:
