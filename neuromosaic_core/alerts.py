@@ -177,12 +177,11 @@ def resolve_alerts(node: dict[str, Any] | None, system: Any) -> AlertConfig:
     unknown = [name for name in settings.channels if name not in names]
     if unknown:
         raise ConfigError(f"alerts.channels: {unknown[0]!r} is not an installed alert channel; valid choices: {', '.join(names)}")
+    from neuromosaic_core.plugins import structure_settings_nodes
+
     selected = []
-    for name in names:
-        component = system.get("alert_channel", name)
-        channel_settings = None
-        if component.settings is not None:
-            channel_settings = structure_settings(nodes.get(name) or {}, component.settings, f"alerts.{name}")
+    for component, channel_settings in structure_settings_nodes(system, "alert_channel", names, nodes, "alerts"):
+        name = component.name
         if name in settings.channels:
             selected.append((component, channel_settings))
             check = component.metadata.get("check")

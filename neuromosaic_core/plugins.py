@@ -198,3 +198,20 @@ def redact_secret_settings(node: dict[str, Any] | None, system: PluginSystem, ki
             elif value:
                 settings[field] = "***"
     return node
+
+
+def structure_settings_nodes(system: PluginSystem, kind: str, names: Iterable[str], nodes: dict[str, Any],
+                             prefix: str) -> list[tuple[Component, Any]]:
+    """Each named component of ``kind`` with its settings structured from ``nodes[name]`` (its
+    defaults where absent; None without a settings class). A bad key or value raises
+    :class:`~neuromosaic_core.errors.ConfigError` naming ``<prefix>.<name>.<key>``."""
+    from neuromosaic_core.settings import structure_settings
+
+    structured = []
+    for name in names:
+        component = system.get(kind, name)
+        settings = None
+        if component.settings is not None:
+            settings = structure_settings(nodes.get(name) or {}, component.settings, f"{prefix}.{name}")
+        structured.append((component, settings))
+    return structured

@@ -193,12 +193,11 @@ def resolve_trackers(selected: Any, node: dict[str, Any] | None, system: Any) ->
     node = dict(node or {})
     nodes = {name: node.pop(name) for name in names if name in node}
     settings = structure_settings(node, TrackerSettings, "tracker")
+    from neuromosaic_core.plugins import structure_settings_nodes
+
     chosen = []
-    for name in names:
-        component = system.get("tracker", name)
-        tracker_settings = None
-        if component.settings is not None:
-            tracker_settings = structure_settings(nodes.get(name) or {}, component.settings, f"tracker.{name}")
+    for component, tracker_settings in structure_settings_nodes(system, "tracker", names, nodes, "tracker"):
+        name = component.name
         if name in selected:
             chosen.append((component, tracker_settings))
         elif tracker_settings != component.default_settings():
