@@ -85,10 +85,11 @@ def _source_files(directory: Path) -> list[Path]:
     return [f for f in files if not (directory == ROOT and f.parts[0] == "plugins")]
 
 
-def _metadata_problems(wheel: Path, plugin: bool) -> list[str]:
+def _metadata_problems(wheel: Path, plugin: bool, entry_point: bool) -> list[str]:
     """What a PyPI page of ``wheel`` would lack: project URLs, classifiers, keywords, authors, the
     README as a markdown long description, and (for a plugin) a bounded ``neuromosaic-core``
-    requirement and an entry point in the group ``neuromosaic``."""
+    requirement; with ``entry_point``, what makes it a Neuromosaic plugin: an entry point in the
+    group ``neuromosaic``."""
     from packaging.requirements import Requirement  # nox's own dependency
 
     with zipfile.ZipFile(wheel) as archive:
@@ -109,7 +110,7 @@ def _metadata_problems(wheel: Path, plugin: bool) -> list[str]:
         bounded = [r for r in cores if not r.marker and {s.operator for s in r.specifier} >= {">=", "<"}]
         if not bounded:
             problems.append(f"no Requires-Dist: neuromosaic-core>=X,<Y (found {[str(r) for r in cores]})")
-        if "[neuromosaic]" not in entry_points:
+        if entry_point and "[neuromosaic]" not in entry_points:
             problems.append("no entry point in the group 'neuromosaic'")
     return problems
 
@@ -143,7 +144,10 @@ def dist(session: nox.Session) -> None:
                 except CommandFailed as failed:
                     failures[name] = [f"build or twine check failed: {failed.reason}"]
                     continue
-                problems = _metadata_problems(next(out.glob("*.whl")), plugin=package != ROOT)
+                # plugins/neuromosaic_*: Neuromosaic plugins; others plug into another framework
+                # (hydra_neuromosaic_sweeper is found by Hydra, under hydra_plugins).
+                problems = _metadata_problems(next(out.glob("*.whl")), plugin=package != ROOT,
+                                              entry_point=package.name.startswith("neuromosaic_"))
                 if problems:
                     failures[name] = problems
                 session.log(f"{name}: {', '.join(sorted(f.name for f in out.iterdir()))} {'FAILED' if problems else 'ok'}")
@@ -156,25 +160,28 @@ def dist(session: nox.Session) -> None:
 
 @nox.session
 def template(session: nox.Session) -> None:
-    """``neuromosaic-plugin new``: one plugin of every kind generated, installed (a wheel, with its
-    test extra) alone with the core, listed by ``neuromosaic-plugins`` through its entry point,
-    its tests run, and uninstalled before the next. One venv for all (the core and torch installed
-    once), deleted at the end with what was generated."""
+    """``neuromosaic-plugin new``: one plugin of every kind generated and installed as a wheel (with
+    its test extra) beside the core, each listed by ``neuromosaic-plugins`` through its entry
+    point, and each one's tests run on their own. One venv and one install for all of them (the
+    core and torch once); the plugins build without isolation (setuptools from this venv), since
+    a fresh build venv for each took most of the session's time. Deleted at the end with what was
+    generated."""
     try:
-        session.install(*CONSTRAINTS, ".")
+        session.install(*CONSTRAINTS, ".", "setuptools>=77")
         kinds = session.run("python", "-c", "from neuromosaic_core.scaffold import KINDS; print(*KINDS)", silent=True).split()
         with tempfile.TemporaryDirectory(prefix="neuromosaic-template-") as tmp:
+            generated = {}
             for kind in kinds:
                 name = f"my{kind.replace('_', '')}"
                 created = session.run("neuromosaic-plugin", "new", kind, name, "-o", tmp, silent=True)
-                package = Path(created.split()[1])
-                session.install(*CONSTRAINTS, f"{package}[test]")
-                listing = json.loads(session.run("neuromosaic-plugins", "--json", silent=True))
-                plugin = next((p for p in listing if p["name"] == name), None)
-                if plugin is None or name not in plugin["components"].get(kind, []) or plugin["error"]:
+                generated[kind, name] = Path(created.split()[1])
+            session.install(*CONSTRAINTS, "--no-build-isolation", *[f"{package}[test]" for package in generated.values()])
+            listing = {p["name"]: p for p in json.loads(session.run("neuromosaic-plugins", "--json", silent=True))}
+            for (kind, name), package in generated.items():
+                plugin = listing.get(name)
+                if plugin is None or plugin["error"] or name not in plugin["components"].get(kind, []):
                     session.error(f"{package.name}: neuromosaic-plugins does not list {kind} {name!r}: {plugin}")
                 session.run("pytest", str(package), "-q", "-p", "no:cacheprovider")
-                session.run("pip", "uninstall", "-q", "-y", package.name.replace("_", "-"))
         session.log(f"{len(kinds)} generated plugins installed and tested: {', '.join(kinds)}")
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
