@@ -56,6 +56,7 @@ KINDS: dict[str, Kind] = {
     "task": Kind("task", "task", "task", "task=$name", "task."),
     "scheduler": Kind("scheduler", "scheduler", "trial scheduler", "scheduler=$name", "scheduler."),
     "alert_channel": Kind("channel", "alerts", "alert channel", "alerts.enabled=true 'alerts.channels=[log,$name]'", "alerts.$name."),
+    "tracker": Kind("tracker", "tracker", "experiment tracker", "'trackers=[$name]'", "tracker.$name."),
 }
 # ``meta`` (a meta-learner) is left out: its interface is a surrogate model (observe, predict with
 # uncertainty, screening), and a stand-in that predicts nothing would teach nothing; copy

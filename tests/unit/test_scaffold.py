@@ -42,7 +42,7 @@ def test_every_kind_generates_a_package_whose_tests_pass(tmp_path):
             contract_tests[kind] = contract_tests.get(kind, 0) + 1
     assert set(passed) == set(scaffold.KINDS), f"kinds whose tests did not run: {set(scaffold.KINDS) - set(passed)}"
     # The kinds with a suite in neuromosaic_core.testing run it.
-    assert {"strategy", "encoder", "codegen", "storage", "scheduler"} <= set(contract_tests), contract_tests
+    assert {"strategy", "encoder", "codegen", "storage", "scheduler", "tracker"} <= set(contract_tests), contract_tests
 
 
 def test_the_wheel_declares_the_entry_point_the_core_range_and_the_pypi_metadata(tmp_path):
