@@ -44,3 +44,16 @@ def test_a_search_with_trackers_mlflow_is_in_the_tracking_store(tmp_path: Path) 
     assert artifacts == [f"code/trial-{summary['best']['trial_id']:04d}.py"]
     assert client.list_artifacts(best.info.run_id, "weights")  # the best trial's weights
     assert not (tmp_path / "mlruns").exists()  # artifacts went where the setting said
+
+
+def test_installed_but_not_selected_it_imports_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from neuromosaic_core.config import preflight, register_config_nodes; "
+            "from neuromosaic_core.plugins import PluginSystem; from neuromosaic_core.trackers import start_trackers; "
+            "s = PluginSystem.load(); register_config_nodes(s); r = preflight(['task=digits'], s); "
+            "print(start_trackers(r.trackers, s), 'mlflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "False"]
+    assert list(tmp_path.iterdir()) == []  # no mlruns/, no mlflow.db
