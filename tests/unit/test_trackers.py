@@ -61,7 +61,8 @@ class MemoPlugin:
 def system():
     system = PluginSystem.load(extra_plugins=[("memo-tracker", MemoPlugin())])
     register_config_nodes(system)
-    return system
+    yield system
+    register_config_nodes(PluginSystem.load())  # Hydra's config store is global: leave no `tracker.memo` behind
 
 
 def trial(number: int, ok: bool = True, code: str | None = "print(1)") -> Trial:
