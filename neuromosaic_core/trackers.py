@@ -221,9 +221,19 @@ class _Deliver:
         self.tracker = tracker
         self.trials = 0
         self.trial_seconds = 0.0
+        #: Its ``experiment_started`` raised (a bad store address, a server down): it gets no
+        #: more events, rather than one failure per trial.
+        self.start_failed = False
 
     def __call__(self, event: tuple[str, Any]) -> None:
         kind, record = event
+        if kind == "experiment_started":
+            self.start_failed = True
+            self.tracker.experiment_started(record)
+            self.start_failed = False
+            return
+        if self.start_failed:
+            return
         if kind != "trial":
             getattr(self.tracker, kind)(record)
             return
@@ -306,7 +316,10 @@ class TrackerHub:
         if not stats["trials"]:
             return
         log = logger.bind(experiment=self.experiment.name) if self.experiment is not None else logger
-        for name, numbers in stats["trackers"].items():
+        for (name, deliver), numbers in zip(self.delivers, stats["trackers"].values(), strict=True):
+            if deliver.start_failed:
+                log.warning(f"tracker {name}: recorded nothing, it could not start (see its warning above)")
+                continue
             own = f"{numbers['ms']:.1f} ms per trial on its own thread" if numbers["ms"] is not None else "no trial recorded"
             log.info(f"tracker {name}: {numbers['trials']} trial record(s), {own}; the search loop spent "
                         f"{stats['hook_ms']:.3f} ms per trial handing them over")

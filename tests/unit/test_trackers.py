@@ -175,6 +175,25 @@ def test_a_failing_tracker_is_logged_and_the_others_still_record(tmp_path):
     assert hub.stats()["trackers"]["broken"]["failed"] == 1
 
 
+def test_a_tracker_that_cannot_start_gets_no_more_events_and_says_so_once(tmp_path):
+    class Unreachable(Memo):
+        def experiment_started(self, experiment):
+            raise ConnectionError("no server at 127.0.0.1:5000")
+
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(m.record["message"]), level="WARNING")
+    try:
+        tracker = Unreachable()
+        hub = TrackerHub(TrackerSettings(), [("down", tracker)])
+        run_events(hub, tmp_path, [trial(1), trial(2)])
+        hub.close()
+    finally:
+        logger.remove(sink)
+    assert tracker.events == [] and tracker.closed
+    assert warnings == ["tracker down: experiment started not delivered: ConnectionError: no server at 127.0.0.1:5000",
+                        "tracker down: recorded nothing, it could not start (see its warning above)"]
+
+
 def test_with_encryption_at_rest_trackers_get_no_code_nor_weights(tmp_path):
     memo = Memo()
     hub = TrackerHub(TrackerSettings(), [("memo", memo)])
