@@ -160,7 +160,7 @@ def channel_names(system: Any) -> list[str]:
 
 def channel_nodes(system: Any) -> dict[str, dict[str, Any]]:
     """The config node of every installed channel with settings: ``alerts.<channel>.*``."""
-    from neuromosaic_core.plugins import settings_nodes
+    from neuromosaic_core.settings import settings_nodes
 
     return settings_nodes(system, "alert_channel", channel_names(system))
 
@@ -177,7 +177,7 @@ def resolve_alerts(node: dict[str, Any] | None, system: Any) -> AlertConfig:
     unknown = [name for name in settings.channels if name not in names]
     if unknown:
         raise ConfigError(f"alerts.channels: {unknown[0]!r} is not an installed alert channel; valid choices: {', '.join(names)}")
-    from neuromosaic_core.plugins import structure_settings_nodes
+    from neuromosaic_core.settings import structure_settings_nodes
 
     selected = []
     for component, channel_settings in structure_settings_nodes(system, "alert_channel", names, nodes, "alerts"):
@@ -202,7 +202,7 @@ def redact_secrets(node: dict[str, Any] | None, system: Any) -> dict[str, Any] |
     ``secret``: field names, e.g. a webhook URL that embeds a token, or request headers) replaced
     by ``***``: the configuration stored with an experiment and handed to observers must not
     keep them."""
-    from neuromosaic_core.plugins import redact_secret_settings
+    from neuromosaic_core.settings import redact_secret_settings
 
     return redact_secret_settings(node, system, "alert_channel", channel_names(system))
 

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union
 
 import attrs
@@ -20,7 +20,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 
 from neuromosaic_core.constraints import Constraints
 from neuromosaic_core.errors import ConfigError
-from neuromosaic_core.model import TrainingSettings
+from neuromosaic_core.model import TrainingSettings, converter
 
 Workers = Union[int, Literal["auto"]]
 KeepWeights = Union[int, Literal["all"]]
@@ -302,3 +302,53 @@ def structure_settings(data: Mapping[str, Any] | None, cls: type, path: str) -> 
                 raise ConfigError(f"{key + '.' if key else ''}{bad}: {msg}") from None
             raise ConfigError(f"{key}: {msg}") from None
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def settings_nodes(system: Any, kind: str, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The config node (settings with their defaults) of each named component of ``kind`` (from
+    ``system``, a :class:`~neuromosaic_core.plugins.PluginSystem`) that has settings: what
+    ``alerts.<channel>.*`` and ``tracker.<name>.*`` are composed from."""
+    nodes = {}
+    for name in names:
+        settings = system.get(kind, name).default_settings()
+        if settings is not None:
+            nodes[name] = converter.unstructure(settings)
+    return nodes
+
+
+def redact_secret_settings(node: dict[str, Any] | None, system: Any, kind: str,
+                           names: Iterable[str]) -> dict[str, Any] | None:
+    """A copy of ``node`` (a dict of per-component settings nodes) with each named component's
+    secret settings (registration metadata ``secret``: field names, e.g. a URL that embeds a
+    token, or request headers) replaced by ``***``: the configuration stored with an experiment
+    and handed to observers must not keep them."""
+    if not node:
+        return node
+    node = dict(node)
+    for name in names:
+        settings = node.get(name)
+        if not isinstance(settings, dict):
+            continue
+        settings = node[name] = dict(settings)
+        for field in system.get(kind, name).metadata.get("secret", ()):
+            value = settings.get(field)
+            if isinstance(value, dict):
+                settings[field] = {key: "***" for key in value}
+            elif value:
+                settings[field] = "***"
+    return node
+
+
+def structure_settings_nodes(system: Any, kind: str, names: Iterable[str], nodes: dict[str, Any],
+                             prefix: str) -> list[tuple[Any, Any]]:
+    """Each named component of ``kind`` with its settings structured from ``nodes[name]`` (its
+    defaults where absent; None without a settings class). A bad key or value raises
+    :class:`~neuromosaic_core.errors.ConfigError` naming ``<prefix>.<name>.<key>``."""
+    structured = []
+    for name in names:
+        component = system.get(kind, name)
+        settings = None
+        if component.settings is not None:
+            settings = structure_settings(nodes.get(name) or {}, component.settings, f"{prefix}.{name}")
+        structured.append((component, settings))
+    return structured

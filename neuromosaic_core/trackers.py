@@ -168,7 +168,7 @@ def tracker_names(system: Any) -> list[str]:
 
 def tracker_nodes(system: Any) -> dict[str, dict[str, Any]]:
     """The config node of every installed tracker with settings: ``tracker.<name>.*``."""
-    from neuromosaic_core.plugins import settings_nodes
+    from neuromosaic_core.settings import settings_nodes
 
     return settings_nodes(system, "tracker", tracker_names(system))
 
@@ -193,7 +193,7 @@ def resolve_trackers(selected: Any, node: dict[str, Any] | None, system: Any) ->
     node = dict(node or {})
     nodes = {name: node.pop(name) for name in names if name in node}
     settings = structure_settings(node, TrackerSettings, "tracker")
-    from neuromosaic_core.plugins import structure_settings_nodes
+    from neuromosaic_core.settings import structure_settings_nodes
 
     chosen = []
     for component, tracker_settings in structure_settings_nodes(system, "tracker", names, nodes, "tracker"):
@@ -209,7 +209,7 @@ def resolve_trackers(selected: Any, node: dict[str, Any] | None, system: Any) ->
 
 def redact_secrets(node: dict[str, Any] | None, system: Any) -> dict[str, Any] | None:
     """A copy of the ``tracker`` node with each tracker's secret settings replaced by ``***``."""
-    from neuromosaic_core.plugins import redact_secret_settings
+    from neuromosaic_core.settings import redact_secret_settings
 
     return redact_secret_settings(node, system, "tracker", tracker_names(system))
 
