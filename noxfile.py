@@ -16,6 +16,7 @@ dependency) fails here rather than on a user's machine.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -48,7 +49,26 @@ def core(session: nox.Session) -> None:
     session.run("pytest", "tests", "-q", *session.posargs)
 
 
-def _first_party_dependencies(plugin: str) -> list[str]:
+#: Wheels built beforehand (.ci/run: the core and every plugin another one depends on), installed
+#: instead of building those source trees again: sessions that run side by side then never build
+#: one tree at once (a setuptools build writes build/ and *.egg-info inside it).
+WHEELS = Path(os.environ["NEUROMOSAIC_WHEELS"]) if os.environ.get("NEUROMOSAIC_WHEELS") else None
+
+
+def _local(path: str) -> str:
+    """What pip installs for ``path`` ("." or "./plugins/<name>"): its prebuilt wheel when
+    ``NEUROMOSAIC_WHEELS`` has one, else the source tree."""
+    name = "neuromosaic_core" if path == "." else Path(path).name
+    wheels = sorted(WHEELS.glob(f"{name}-*.whl")) if WHEELS is not None else []
+    return str(wheels[-1]) if wheels else path
+
+
+def depended_on() -> list[str]:
+    """The plugins of this repository that another plugin depends on, as paths (./plugins/<name>)."""
+    return sorted({path for plugin in PLUGINS for path in _first_party_dependencies(plugin, built=False)})
+
+
+def _first_party_dependencies(plugin: str, built: bool = True) -> list[str]:
     """The plugins of this repository that ``plugin`` declares as dependencies (the API needs
     neuromosaic-visualizer-html), as local paths: pip would look for them on PyPI otherwise."""
     import re
@@ -56,7 +76,8 @@ def _first_party_dependencies(plugin: str) -> list[str]:
 
     project = tomllib.loads((ROOT / "plugins" / plugin / "pyproject.toml").read_text())["project"]
     wanted = {re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0] for requirement in project.get("dependencies", [])}
-    return [f"./plugins/{p}" for p in PLUGINS if p.replace("_", "-") in wanted]
+    paths = [f"./plugins/{p}" for p in PLUGINS if p.replace("_", "-") in wanted]
+    return [_local(path) for path in paths] if built else paths
 
 
 @nox.session
@@ -68,7 +89,7 @@ def plugin(session: nox.Session, plugin: str) -> None:
     when the session ends: thirty of them at once filled a CI machine's disk.
     """
     try:
-        session.install(*CONSTRAINTS, ".", f"./plugins/{plugin}[test]", *_first_party_dependencies(plugin))
+        session.install(*CONSTRAINTS, _local("."), f"./plugins/{plugin}[test]", *_first_party_dependencies(plugin))
         session.run("pytest", f"plugins/{plugin}", "-q", *session.posargs)
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
@@ -175,7 +196,7 @@ def template(session: nox.Session) -> None:
     a fresh build venv for each took most of the session's time. Deleted at the end with what was
     generated."""
     try:
-        session.install(*CONSTRAINTS, ".", "setuptools>=77")
+        session.install(*CONSTRAINTS, _local("."), "setuptools>=77")
         kinds = session.run("python", "-c", "from neuromosaic_core.scaffold import KINDS; print(*KINDS)", silent=True).split()
         with tempfile.TemporaryDirectory(prefix="neuromosaic-template-") as tmp:
             generated = {}
