@@ -221,13 +221,11 @@ def collect(db: ResultsDB, experiment: str, *, metric: str | None = None, maximi
 def _fidelity_cell(t: Trial) -> str:
     """A trial's fidelity in a table cell (escaped): its epochs, ``full`` when none was recorded,
     and a ``pruned`` badge when a scheduler stopped it there."""
-    result = t.result
-    if result is None or not result.ok:
+    label = results.fidelity_label(t)  # "-", "full", "12" or "12, pruned"
+    if label == "-":
         return "–"
-    if result.fidelity is None:
-        return "full"
     badge = ' <span class="pruned" title="a scheduler stopped it before its training\'s end">pruned</span>'
-    return f"{result.fidelity}{badge if result.pruned else ''}"
+    return label.replace(", pruned", badge)
 
 
 # -- interactive SVG -----------------------------------------------------------------------------
